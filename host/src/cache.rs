@@ -1,0 +1,169 @@
+//! Loading a guest's compiled code: from a precompiled `.cwasm`, from the
+//! compile cache, or by compiling (and then filling the cache).
+//!
+//! A cache entry is keyed by the sha256 of the guest file's bytes and by the
+//! engine's compatibility hash (wasmtime version, target CPU features, and the
+//! settings that shape code such as epoch checks and memory reservation), so a
+//! changed guest or a differently configured host never reuses stale code.
+//! Entries are written to a temporary file and renamed into place, so a crash
+//! or a concurrent start never leaves a torn file behind.
+
+use anyhow::{Context, Result, bail};
+use sha2::{Digest, Sha256};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use wasmtime::component::Component;
+use wasmtime::{Engine, Precompiled};
+
+/// Where compiled guests are kept between starts.
+#[derive(Debug, Clone)]
+pub struct CompileCache {
+    /// `None` disables the cache (`--no-cache`).
+    dir: Option<PathBuf>,
+}
+
+/// How a guest's code was obtained, for logs and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The guest file itself was a precompiled `.cwasm`.
+    Precompiled,
+    /// Found in the compile cache.
+    CacheHit,
+    /// Compiled now (and stored in the cache if it is enabled).
+    Compiled,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Precompiled => "precompiled file",
+            Origin::CacheHit => "compile cache hit",
+            Origin::Compiled => "compile cache miss",
+        }
+    }
+}
+
+/// A compiled guest and facts about where it came from.
+pub struct Loaded {
+    pub component: Component,
+    /// Hex sha256 of the guest file as given (wasm or cwasm bytes).
+    pub sha256: String,
+    pub origin: Origin,
+}
+
+impl CompileCache {
+    /// The cache at `dir`, or at the default location; `enabled = false`
+    /// turns it off.
+    pub fn new(dir: Option<PathBuf>, enabled: bool) -> CompileCache {
+        CompileCache { dir: enabled.then(|| dir.unwrap_or_else(default_dir)) }
+    }
+
+    /// Loads the guest at `path`, compiling it on a blocking thread if needed.
+    pub async fn load(&self, engine: &Engine, path: &Path) -> Result<Loaded> {
+        let cache = self.clone();
+        let engine = engine.clone();
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || cache.load_blocking(&engine, &path))
+            .await
+            .context("the compile task panicked")?
+    }
+
+    fn load_blocking(&self, engine: &Engine, path: &Path) -> Result<Loaded> {
+        let bytes = std::fs::read(path).with_context(|| format!("reading guest {}", path.display()))?;
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+
+        match Engine::detect_precompiled(&bytes) {
+            Some(Precompiled::Component) => {
+                // SAFETY: the operator named this file as the guest to run;
+                // wasmtime still checks that it was compiled by a compatible
+                // engine before using it.
+                let component = unsafe { Component::deserialize(engine, &bytes) }.map_err(anyhow::Error::from).with_context(|| {
+                    format!(
+                        "{} is a precompiled component for a different engine or scalelab \
+                         version; precompile it again with `scalelab compile` and the same \
+                         --deadline and --max-memory",
+                        path.display()
+                    )
+                })?;
+                return Ok(Loaded { component, sha256, origin: Origin::Precompiled });
+            }
+            Some(Precompiled::Module) => {
+                bail!("{} is a precompiled core module; scalelab runs components", path.display())
+            }
+            None => {}
+        }
+
+        let entry = self.entry_path(engine, &sha256);
+        if let Some(entry) = &entry {
+            if entry.exists() {
+                // SAFETY: entries are written only by `store` below, into the
+                // operator's cache directory, atomically; wasmtime checks the
+                // engine compatibility again on load.
+                match unsafe { Component::deserialize_file(engine, entry) } {
+                    Ok(component) => return Ok(Loaded { component, sha256, origin: Origin::CacheHit }),
+                    Err(e) => tracing::warn!(
+                        entry = %entry.display(),
+                        error = format!("{e:#}"),
+                        "ignoring unusable compile cache entry; compiling again"
+                    ),
+                }
+            }
+        }
+
+        let component = compile(engine, &bytes, path)?;
+        if let Some(entry) = &entry {
+            if let Err(e) = store(&component, entry) {
+                tracing::warn!(
+                    entry = %entry.display(),
+                    error = format!("{e:#}"),
+                    "could not write the compile cache; the next start compiles again"
+                );
+            }
+        }
+        Ok(Loaded { component, sha256, origin: Origin::Compiled })
+    }
+
+    /// The cache file of a guest with this content hash, or `None` when the
+    /// cache is off.
+    pub fn entry_path(&self, engine: &Engine, sha256: &str) -> Option<PathBuf> {
+        let dir = self.dir.as_ref()?;
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        Some(dir.join(format!("{sha256}-{:016x}.cwasm", hasher.finish())))
+    }
+}
+
+/// Compiles a wasm component, with an error that says what is wrong.
+pub fn compile(engine: &Engine, bytes: &[u8], path: &Path) -> Result<Component> {
+    if !bytes.starts_with(b"\0asm") {
+        bail!("{} is not a WebAssembly file (no \\0asm header)", path.display());
+    }
+    Component::new(engine, bytes).map_err(anyhow::Error::from).with_context(|| {
+        format!(
+            "compiling {} (scalelab runs WebAssembly components; a core module must be \
+             turned into a component first, for example by building for wasm32-wasip2)",
+            path.display()
+        )
+    })
+}
+
+/// Writes a compiled component to `entry` atomically.
+pub fn store(component: &Component, entry: &Path) -> Result<()> {
+    let dir = entry.parent().context("cache entry has no directory")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let bytes = component.serialize().map_err(anyhow::Error::from).context("serialising the compiled component")?;
+    let tmp = entry.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, entry).with_context(|| format!("renaming into {}", entry.display()))?;
+    Ok(())
+}
+
+fn default_dir() -> PathBuf {
+    if let Some(xdg) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("scalelab");
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|v| !v.is_empty() && v != "/") {
+        return PathBuf::from(home).join(".cache").join("scalelab");
+    }
+    std::env::temp_dir().join("scalelab-cache")
+}

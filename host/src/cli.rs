@@ -1,0 +1,195 @@
+//! Command-line interface: every flag of every subcommand, each with its
+//! `SCALELAB_*` environment twin (how a Kubernetes Deployment configures a pod).
+//! Flags win over the environment; defaults apply last.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(name = "scalelab", version, about = "Runs WebAssembly workloads for Kubernetes scaling experiments")]
+pub struct Cli {
+    /// Log format: `text` for people, `json` for log pipelines.
+    #[arg(long, global = true, env = "SCALELAB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve a wasi:http guest on the traffic port, with probes and metrics on the admin port.
+    Serve(ServeArgs),
+    /// Compile a guest ahead of time into the compile cache (or to --output).
+    Compile(CompileArgs),
+}
+
+/// Which guest to run and where compiled code is cached.
+#[derive(Debug, Args)]
+pub struct GuestArgs {
+    /// Guest to run: a name (`prime` -> <guests-dir>/prime.wasm) or a path to a
+    /// `.wasm` component or a precompiled `.cwasm`.
+    #[arg(long, env = "SCALELAB_GUEST")]
+    pub guest: String,
+
+    /// Directory that guest names resolve in [default: `guests/` next to the
+    /// binary, then `../guests/`].
+    #[arg(long, env = "SCALELAB_GUESTS_DIR")]
+    pub guests_dir: Option<PathBuf>,
+
+    /// Directory of the compile cache [default: $XDG_CACHE_HOME/scalelab,
+    /// ~/.cache/scalelab, or a scalelab folder in the temp dir].
+    #[arg(long, env = "SCALELAB_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Compile on every start; neither read nor write the compile cache.
+    #[arg(long, env = "SCALELAB_NO_CACHE")]
+    pub no_cache: bool,
+}
+
+/// Settings that shape the compiled code, so `serve` and `compile` must agree
+/// on them for a cached artefact to be reused.
+#[derive(Debug, Args)]
+pub struct EngineArgs {
+    /// Per-request deadline (`200ms`, `5s`); `off` disables it and the epoch
+    /// interruption checks it needs in compiled code.
+    #[arg(long, env = "SCALELAB_DEADLINE", default_value = "5s", value_parser = parse_deadline)]
+    pub deadline: Deadline,
+
+    /// Linear memory one request's guest instance may use (`64MiB`, `512KiB`).
+    #[arg(long, env = "SCALELAB_MAX_MEMORY", default_value = "64MiB", value_parser = parse_bytes)]
+    pub max_memory: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub guest: GuestArgs,
+
+    #[command(flatten)]
+    pub engine: EngineArgs,
+
+    /// Address of the HTTP traffic listener (port 0 picks a free port).
+    #[arg(long, env = "SCALELAB_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// Address of the admin listener: /healthz, /readyz, /metrics.
+    #[arg(long, env = "SCALELAB_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
+    pub admin_listen: SocketAddr,
+
+    /// Largest request body accepted; larger ones get 413.
+    #[arg(long, env = "SCALELAB_MAX_BODY", default_value = "1MiB", value_parser = parse_bytes)]
+    pub max_body: u64,
+
+    /// Most requests served at once; more get 503. Also sizes the instance pool.
+    #[arg(long, env = "SCALELAB_MAX_IN_FLIGHT", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_in_flight: u32,
+
+    /// Runtime worker threads [default: the CPUs this process may use, cgroup
+    /// CPU quota and CPU affinity respected].
+    #[arg(long, env = "SCALELAB_WORKERS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub workers: Option<u32>,
+
+    /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
+    #[arg(long, env = "SCALELAB_DRAIN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct CompileArgs {
+    #[command(flatten)]
+    pub guest: GuestArgs,
+
+    #[command(flatten)]
+    pub engine: EngineArgs,
+
+    /// Write the precompiled `.cwasm` here instead of into the compile cache.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+/// The per-request deadline, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline(pub Option<Duration>);
+
+fn parse_deadline(s: &str) -> Result<Deadline, String> {
+    if matches!(s, "off" | "none" | "0") {
+        return Ok(Deadline(None));
+    }
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Ok(Deadline(None));
+    }
+    Ok(Deadline(Some(d)))
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{e} (expected a duration such as 200ms, 5s or 1m)"))
+}
+
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    parse_size::Config::new()
+        .with_binary()
+        .parse_size(s)
+        .map_err(|e| format!("{e} (expected a size such as 512KiB, 64MiB or 1048576)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_parse() {
+        assert_eq!(parse_deadline("200ms"), Ok(Deadline(Some(Duration::from_millis(200)))));
+        assert_eq!(parse_deadline("off"), Ok(Deadline(None)));
+        assert_eq!(parse_deadline("0s"), Ok(Deadline(None)));
+        assert!(parse_deadline("soon").unwrap_err().contains("expected a duration"));
+    }
+
+    #[test]
+    fn sizes_parse_in_binary_units() {
+        assert_eq!(parse_bytes("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_bytes("1KiB"), Ok(1024));
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert!(parse_bytes("lots").unwrap_err().contains("expected a size"));
+    }
+
+    #[test]
+    fn env_twins_exist_for_every_serve_flag() {
+        use clap::CommandFactory;
+        let cmd = Cli::command();
+        let serve = cmd.find_subcommand("serve").unwrap();
+        for arg in serve.get_arguments() {
+            let id = arg.get_id().as_str();
+            if matches!(id, "help" | "version") {
+                continue;
+            }
+            let expected = format!("SCALELAB_{}", id.to_uppercase());
+            assert_eq!(
+                arg.get_env().and_then(|e| e.to_str()),
+                Some(expected.as_str()),
+                "--{id} needs the env twin {expected}"
+            );
+        }
+    }
+}
+
+impl EngineArgs {
+    /// The engine settings these flags imply, with a pool of `pool_slots` instances.
+    pub fn engine_settings(&self, pool_slots: u32) -> crate::engine::EngineSettings {
+        crate::engine::EngineSettings {
+            epoch_interruption: self.deadline.0.is_some(),
+            max_memory: self.max_memory,
+            pool_slots,
+        }
+    }
+}

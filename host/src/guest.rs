@@ -1,0 +1,188 @@
+//! A guest ready to serve: found by name or path, compiled (or taken from the
+//! cache), linked against the `wasi:http/proxy` world once (`ProxyPre`), and
+//! proven instantiable before the host reports ready.
+
+use crate::cache::{CompileCache, Origin};
+use crate::state::GuestState;
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use wasmtime::component::Linker;
+use wasmtime::{Engine, Store};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+/// A loaded guest. Cheap to share: one per process, used by every request.
+pub struct Guest {
+    /// Name shown in logs and metric labels: the file stem.
+    pub name: String,
+    /// Hex sha256 of the guest file.
+    pub sha256: String,
+    /// Linked once; each request instantiates from it into a fresh store.
+    pub pre: ProxyPre<GuestState>,
+}
+
+/// Turns `--guest` into a file: a path when it looks like one (has a `/` or a
+/// `.wasm`/`.cwasm` extension), otherwise a name looked up in the guest
+/// directories.
+pub fn resolve(spec: &str, guests_dir: Option<&Path>) -> Result<PathBuf> {
+    let looks_like_path =
+        spec.contains('/') || spec.ends_with(".wasm") || spec.ends_with(".cwasm");
+    if looks_like_path {
+        let path = PathBuf::from(spec);
+        if !path.is_file() {
+            bail!("guest file {spec} does not exist");
+        }
+        return Ok(path);
+    }
+    if spec.is_empty() || spec.contains(['.', '\\']) {
+        bail!("{spec:?} is not a guest name (names are like `prime`; paths contain a `/`)");
+    }
+
+    let dirs = match guests_dir {
+        Some(dir) => vec![dir.to_path_buf()],
+        None => default_dirs(),
+    };
+    for dir in &dirs {
+        for ext in ["wasm", "cwasm"] {
+            let candidate = dir.join(format!("{spec}.{ext}"));
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+        }
+    }
+    let searched: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    let available = available_names(&dirs);
+    bail!(
+        "no guest named {spec:?} in {} (available: {}); pass --guests-dir or a path",
+        searched.join(", "),
+        if available.is_empty() { "none".to_string() } else { available.join(", ") }
+    )
+}
+
+/// `guests/` next to the binary, then `../guests/` (so that
+/// `target/debug/scalelab` finds what `cargo xtask build-guests` wrote to
+/// `target/guests/`).
+fn default_dirs() -> Vec<PathBuf> {
+    let Some(exe_dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) else {
+        return vec![PathBuf::from("guests")];
+    };
+    vec![exe_dir.join("guests"), exe_dir.join("..").join("guests")]
+}
+
+fn available_names(dirs: &[PathBuf]) -> Vec<String> {
+    let mut names: Vec<String> = dirs
+        .iter()
+        .filter_map(|dir| std::fs::read_dir(dir).ok())
+        .flatten()
+        .filter_map(|entry| {
+            let path = entry.ok()?.path();
+            let ext = path.extension()?.to_str()?;
+            matches!(ext, "wasm" | "cwasm").then(|| path.file_stem()?.to_str().map(str::to_string))?
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Builds the linker every guest is linked against: `wasi:http` plus the
+/// WASI 0.2 command imports. A guest must export
+/// `wasi:http/incoming-handler`; besides the proxy world it may import the
+/// rest of WASI (Rust's `wasm32-wasip2` std always imports
+/// `wasi:cli/environment`, for example), which [`GuestState`] sandboxes: no
+/// files, no sockets.
+pub fn linker(engine: &Engine) -> Result<Linker<GuestState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+        .map_err(anyhow::Error::from)
+        .context("linking WASI")?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+        .map_err(anyhow::Error::from)
+        .context("linking wasi:http")?;
+    Ok(linker)
+}
+
+impl Guest {
+    /// Compiles (or loads) the guest at `path`, links it, and instantiates it
+    /// once to prove it can serve. Logs each step with its duration.
+    pub async fn load(
+        engine: &Engine,
+        linker: &Linker<GuestState>,
+        cache: &CompileCache,
+        path: &Path,
+        max_memory: usize,
+    ) -> Result<Guest> {
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .context("guest file name is not UTF-8")?
+            .to_string();
+
+        let started = Instant::now();
+        let loaded = cache.load(engine, path).await?;
+        tracing::info!(
+            step = "compile",
+            guest = %name,
+            origin = loaded.origin.as_str(),
+            sha256 = %loaded.sha256,
+            duration_ms = started.elapsed().as_secs_f64() * 1e3,
+            "guest code {}",
+            match loaded.origin {
+                Origin::Precompiled => "loaded from a precompiled file",
+                Origin::CacheHit => "loaded from the compile cache",
+                Origin::Compiled => "compiled",
+            }
+        );
+
+        let started = Instant::now();
+        let instance_pre = linker.instantiate_pre(&loaded.component).map_err(anyhow::Error::from).with_context(|| {
+            format!(
+                "{} imports something the host does not provide (scalelab offers \
+                 wasi:http and the WASI 0.2 command imports)",
+                path.display()
+            )
+        })?;
+        let pre = ProxyPre::new(instance_pre).map_err(anyhow::Error::from).with_context(|| {
+            format!("{} does not export wasi:http/incoming-handler", path.display())
+        })?;
+        tracing::info!(step = "link", guest = %name, duration_ms = started.elapsed().as_secs_f64() * 1e3, "guest linked");
+
+        let started = Instant::now();
+        let mut store = Store::new(engine, GuestState::new(max_memory));
+        store.limiter(|state| &mut state.memory);
+        // Epoch checks are compiled in when a deadline is configured; give the
+        // probe plenty of ticks (its start functions run here).
+        store.set_epoch_deadline(u64::MAX / 2);
+        pre.instantiate_async(&mut store)
+            .await
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("instantiating {} failed", path.display()))?;
+        tracing::info!(step = "probe", guest = %name, duration_ms = started.elapsed().as_secs_f64() * 1e3, "guest instantiated once");
+
+        Ok(Guest { name, sha256: loaded.sha256, pre })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_resolve_in_the_guest_dir_and_errors_list_what_exists() {
+        let dir = std::env::temp_dir().join(format!("scalelab-resolve-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("alpha.wasm"), b"").unwrap();
+        std::fs::write(dir.join("beta.cwasm"), b"").unwrap();
+
+        assert_eq!(resolve("alpha", Some(&dir)).unwrap(), dir.join("alpha.wasm"));
+        assert_eq!(resolve("beta", Some(&dir)).unwrap(), dir.join("beta.cwasm"));
+        let err = resolve("gamma", Some(&dir)).unwrap_err().to_string();
+        assert!(err.contains("alpha, beta"), "{err}");
+        assert!(resolve("../etc/passwd.wasm", None).unwrap_err().to_string().contains("does not exist"));
+        assert!(resolve("a.b", Some(&dir)).is_err());
+
+        let path = dir.join("alpha.wasm");
+        assert_eq!(resolve(path.to_str().unwrap(), None).unwrap(), path);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,294 @@
+//! The per-request path: admit, read the body within its cap, run the guest
+//! in a fresh store and instance under the deadline and memory cap, and turn
+//! every way that can fail into an HTTP response with a JSON error body.
+//!
+//! This is the hottest code of the host. A request never reaches the guest
+//! when the host refuses it (413, 503 at the in-flight limit), and a failure
+//! inside the guest never leaves the client without a response unless the
+//! guest had already sent its response head (then the body is cut short).
+
+use crate::guest::Guest;
+use crate::metrics::{FailureReason, GuestMetrics, Metrics, RejectReason};
+use crate::state::GuestState;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+/// Limits applied to every request.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Wall-clock budget of one guest call; `None` means unlimited.
+    pub deadline: Option<Duration>,
+    /// Largest linear memory one request's instance may grow to, in bytes.
+    pub max_memory: usize,
+    /// Largest request body, in bytes.
+    pub max_body: u64,
+}
+
+pub struct Handler {
+    guest: Arc<Guest>,
+    /// Label-resolved metric handles of `guest`.
+    guest_metrics: GuestMetrics,
+    metrics: Arc<Metrics>,
+    limits: Limits,
+    /// One permit per request in flight; held until the guest's store is dropped.
+    in_flight: Arc<Semaphore>,
+    /// Source of request ids (returned as `x-request-id`, logged on failures).
+    next_id: AtomicU64,
+}
+
+/// The header carrying the request id back to the client.
+const REQUEST_ID: &str = "x-request-id";
+
+/// How a guest call ended.
+enum Outcome {
+    /// Returned normally.
+    Done,
+    /// Failed for `reason`; `detail` says how.
+    Failed(FailureReason, String),
+}
+
+impl Handler {
+    pub fn new(guest: Arc<Guest>, metrics: Arc<Metrics>, limits: Limits, max_in_flight: u32) -> Handler {
+        let guest_metrics = metrics.for_guest(&guest.name, &guest.sha256);
+        Handler {
+            guest,
+            guest_metrics,
+            metrics,
+            limits,
+            in_flight: Arc::new(Semaphore::new(max_in_flight as usize)),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// Serves one request. Never fails: every error becomes a response.
+    pub async fn handle(&self, request: Request<Incoming>) -> Response<HyperOutgoingBody> {
+        let arrived = Instant::now();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut response = self.respond(id, request).await;
+        response.headers_mut().insert(REQUEST_ID, HeaderValue::from(id));
+        self.guest_metrics.answered(response.status().as_u16(), arrived.elapsed());
+        response
+    }
+
+    async fn respond(&self, id: u64, request: Request<Incoming>) -> Response<HyperOutgoingBody> {
+        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+            self.metrics.reject(RejectReason::InFlightLimit);
+            return json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "in_flight_limit",
+                "the host is serving its maximum of requests in flight (--max-in-flight); retry later",
+            );
+        };
+        let in_flight = InFlight::admit(permit, &self.metrics);
+
+        let request = match self.read_body(request).await {
+            Ok(request) => request,
+            Err(response) => return response,
+        };
+
+        let mut store = Store::new(self.guest.pre.engine(), GuestState::new(self.limits.max_memory));
+        store.limiter(|state| &mut state.memory);
+        if let Some(deadline) = self.limits.deadline {
+            store.set_epoch_deadline(1);
+            store.epoch_deadline_callback(epoch_callback(Instant::now() + deadline));
+        }
+        let (sender, receiver) = oneshot::channel();
+        let prepared = (|| -> wasmtime::Result<_> {
+            let mut http = wasmtime_wasi_http::WasiHttpView::http(store.data_mut());
+            let request = http.new_incoming_request(Scheme::Http, request)?;
+            let out = http.new_response_outparam(sender)?;
+            wasmtime::Result::Ok((request, out))
+        })();
+
+        let (guest_request, out) = match prepared {
+            Ok(parts) => parts,
+            Err(e) => {
+                tracing::warn!(request_id = id, error = format!("{e:#}"), "could not hand the request to the guest");
+                return json_error(StatusCode::BAD_REQUEST, "bad_request", &format!("{e:#}"));
+            }
+        };
+
+        // The guest runs in its own task: it may keep streaming the body
+        // after the response head has been returned to hyper.
+        let pre = self.guest.pre.clone();
+        let guest_metrics = self.guest_metrics.clone();
+        let deadline = self.limits.deadline;
+        let task = tokio::spawn(async move {
+            let call = async {
+                let started = Instant::now();
+                let proxy = pre.instantiate_async(&mut store).await?;
+                guest_metrics.instantiated(started.elapsed());
+                proxy.wasi_http_incoming_handler().call_handle(&mut store, guest_request, out).await
+            };
+            // The epoch callback stops a guest that computes past the
+            // deadline; this timeout stops one that waits in a host call.
+            let result = match deadline {
+                Some(limit) => match tokio::time::timeout(limit, call).await {
+                    Ok(result) => result.map_err(|e| classify(&e, &store, limit)),
+                    Err(_) => Err((FailureReason::Deadline, deadline_message(limit), String::new())),
+                },
+                None => call.await.map_err(|e| classify(&e, &store, Duration::ZERO)),
+            };
+            // Release the instance before the in-flight permit.
+            drop(store);
+            drop(in_flight);
+            match result {
+                Ok(()) => Outcome::Done,
+                Err((reason, message, detail)) => {
+                    guest_metrics.failed(reason);
+                    tracing::warn!(request_id = id, reason = reason.as_str(), %message, %detail, "guest call failed");
+                    Outcome::Failed(reason, message)
+                }
+            }
+        });
+
+        match receiver.await {
+            Ok(Ok(response)) => response,
+            Ok(Err(code)) => json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "guest_error",
+                &format!("the guest answered with an error: {code:?}"),
+            ),
+            // The guest never set a response: its task ended (or is ending)
+            // without one. Its outcome says why.
+            Err(_) => match task.await {
+                Ok(Outcome::Failed(FailureReason::Deadline, detail)) => {
+                    json_error(StatusCode::SERVICE_UNAVAILABLE, "deadline", &detail)
+                }
+                Ok(Outcome::Failed(FailureReason::Memory, detail)) => {
+                    json_error(StatusCode::INTERNAL_SERVER_ERROR, "memory", &detail)
+                }
+                Ok(Outcome::Failed(FailureReason::Trap, detail)) => {
+                    json_error(StatusCode::INTERNAL_SERVER_ERROR, "trap", &detail)
+                }
+                Ok(Outcome::Done) => json_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "no_response",
+                    "the guest returned without setting a response",
+                ),
+                Err(join_error) => {
+                    tracing::error!(request_id = id, error = %join_error, "guest task panicked");
+                    json_error(StatusCode::INTERNAL_SERVER_ERROR, "host_error", "the host failed to run the guest")
+                }
+            },
+        }
+    }
+
+    /// Reads the whole body within `--max-body`, so an oversized request is
+    /// refused with 413 before the guest sees any of it.
+    async fn read_body(&self, request: Request<Incoming>) -> Result<Request<Full<Bytes>>, Response<HyperOutgoingBody>> {
+        let max = self.limits.max_body;
+        let too_large = || {
+            json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                &format!("the request body is larger than the {max}-byte limit (--max-body)"),
+            )
+        };
+        let declared = request
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > max) {
+            self.metrics.reject(RejectReason::BodyTooLarge);
+            return Err(too_large());
+        }
+        let (parts, body) = request.into_parts();
+        let limit = usize::try_from(max).unwrap_or(usize::MAX);
+        match Limited::new(body, limit).collect().await {
+            Ok(collected) => Ok(Request::from_parts(parts, Full::new(collected.to_bytes()))),
+            Err(e) if e.is::<LengthLimitError>() => {
+                self.metrics.reject(RejectReason::BodyTooLarge);
+                Err(too_large())
+            }
+            Err(e) => {
+                self.metrics.reject(RejectReason::BadBody);
+                Err(json_error(StatusCode::BAD_REQUEST, "bad_body", &format!("could not read the request body: {e}")))
+            }
+        }
+    }
+}
+
+/// The epoch callback of a request's store: at every tick, stop the guest
+/// if the deadline has passed, otherwise yield to the runtime.
+///
+/// The yield goes through `tokio::task::yield_now`, which reschedules the
+/// task only after the runtime has polled its I/O and timer driver. A plain
+/// self-wake would be polled again at once, and a CPU-bound guest would then
+/// delay other connections (and timers) by up to 61 ticks.
+fn epoch_callback(
+    expires: Instant,
+) -> impl FnMut(wasmtime::StoreContextMut<'_, GuestState>) -> wasmtime::Result<UpdateDeadline> + Send + Sync + 'static {
+    move |_| {
+        if Instant::now() >= expires {
+            return Ok(UpdateDeadline::Interrupt);
+        }
+        Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())))
+    }
+}
+
+fn deadline_message(limit: Duration) -> String {
+    format!("the guest did not finish within the {} deadline (--deadline)", humantime::format_duration(limit))
+}
+
+/// Names the reason a guest call failed: the reason, a short message for the
+/// client, and the full error (with the wasm backtrace) for the log.
+fn classify(error: &wasmtime::Error, store: &Store<GuestState>, limit: Duration) -> (FailureReason, String, String) {
+    let detail = format!("{error:?}");
+    let trap = error.downcast_ref::<Trap>();
+    if trap == Some(&Trap::Interrupt) {
+        return (FailureReason::Deadline, deadline_message(limit), detail);
+    }
+    let cause = match trap {
+        Some(trap) => trap.to_string(),
+        None => error.root_cause().to_string(),
+    };
+    if store.data().memory.exceeded {
+        return (FailureReason::Memory, format!("the guest exceeded its memory limit (--max-memory): {cause}"), detail);
+    }
+    (FailureReason::Trap, format!("the guest trapped: {cause}"), detail)
+}
+
+/// An admitted request: counted in the in-flight gauge until dropped.
+struct InFlight {
+    _permit: OwnedSemaphorePermit,
+    gauge: prometheus::IntGauge,
+}
+
+impl InFlight {
+    fn admit(permit: OwnedSemaphorePermit, metrics: &Metrics) -> InFlight {
+        metrics.in_flight.inc();
+        InFlight { _permit: permit, gauge: metrics.in_flight.clone() }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+/// A response with a `{"error": ..., "kind": ...}` body.
+pub fn json_error(status: StatusCode, kind: &str, message: &str) -> Response<HyperOutgoingBody> {
+    let body = serde_json::json!({ "error": message, "kind": kind }).to_string();
+    let mut response = Response::new(full(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// A complete body of the type guests' responses use.
+pub fn full(bytes: Bytes) -> HyperOutgoingBody {
+    Full::new(bytes).map_err(|never| match never {}).boxed_unsync()
+}

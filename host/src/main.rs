@@ -1,0 +1,61 @@
+//! `scalelab`: runs WebAssembly workloads for Kubernetes scaling experiments.
+//! See ARCHITECTURE.md for a map of the code.
+
+mod admin;
+mod backtrace;
+mod cache;
+mod cli;
+mod compile;
+mod engine;
+mod guest;
+mod handler;
+mod logging;
+mod metrics;
+mod serve;
+mod shutdown;
+mod state;
+mod workers;
+
+use clap::Parser;
+use std::process::ExitCode;
+use std::time::Instant;
+
+fn main() -> ExitCode {
+    let process_start = Instant::now();
+    let user_lib_backtrace = backtrace::disable_library_captures();
+    let cli = cli::Cli::parse();
+    logging::init(cli.log_format);
+    if let Some(value) = user_lib_backtrace.filter(|v| v != "0") {
+        tracing::warn!(
+            RUST_LIB_BACKTRACE = %value,
+            "RUST_LIB_BACKTRACE is set: every error captures a backtrace, which slows serving"
+        );
+    }
+
+    let result = match cli.command {
+        cli::Command::Serve(args) => {
+            let workers = workers::count(args.workers);
+            runtime(workers).and_then(|rt| {
+                tracing::info!(step = "runtime", workers, "async runtime started");
+                rt.block_on(serve::run(args, process_start))
+            })
+        }
+        cli::Command::Compile(args) => runtime(1).and_then(|rt| rt.block_on(compile::run(args))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context;
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}

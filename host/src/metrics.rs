@@ -1,0 +1,263 @@
+//! Prometheus metrics of the host, served on the admin port at `/metrics`.
+//!
+//! Names follow Prometheus conventions (base units, `_total` counters). Every
+//! series is documented in the README's "Metrics" section; keep the two in
+//! step. Per-guest handles are resolved once per guest ([`GuestMetrics`]) so
+//! the request path does not hash label values it already knows.
+
+use anyhow::Result;
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use std::time::Duration;
+
+/// Latency buckets from 0.5 ms to 10 s: wide enough for `GET /prime/1` and for
+/// requests that run into a multi-second deadline.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Instantiation is expected to take microseconds; buckets from 10 µs to 100 ms.
+const INSTANTIATE_BUCKETS: &[f64] = &[
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.1,
+];
+
+/// Why a guest call failed; the `reason` label of `scalelab_guest_failures_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureReason {
+    Deadline,
+    Memory,
+    Trap,
+}
+
+impl FailureReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::Deadline => "deadline",
+            FailureReason::Memory => "memory",
+            FailureReason::Trap => "trap",
+        }
+    }
+}
+
+/// Why the host refused a request before it reached the guest; the `reason`
+/// label of `scalelab_http_rejections_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    BodyTooLarge,
+    InFlightLimit,
+    BadBody,
+}
+
+impl RejectReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::BodyTooLarge => "body_too_large",
+            RejectReason::InFlightLimit => "in_flight_limit",
+            RejectReason::BadBody => "bad_body",
+        }
+    }
+}
+
+/// The configured per-request limits, exported so dashboards can draw them.
+pub struct LimitValues {
+    pub deadline: Option<Duration>,
+    pub max_memory: u64,
+    pub max_body: u64,
+    pub max_in_flight: u32,
+}
+
+pub struct Metrics {
+    /// Everything below is registered here; `/metrics` encodes it.
+    registry: Registry,
+    requests: IntCounterVec,
+    request_duration: HistogramVec,
+    /// Requests admitted and not yet finished (guest instance still alive).
+    pub in_flight: IntGauge,
+    instantiations: IntCounterVec,
+    instantiate_duration: HistogramVec,
+    failures: IntCounterVec,
+    rejections: IntCounterVec,
+    guest_info: IntGaugeVec,
+    /// Seconds from process start to ready, set once at start-up.
+    pub startup_seconds: Gauge,
+}
+
+impl Metrics {
+    pub fn new(limits: &LimitValues) -> Result<Metrics> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("scalelab_http_requests_total", "HTTP requests answered, by guest and status code"),
+            &["guest", "code"],
+        )?;
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "scalelab_http_request_duration_seconds",
+                "Time from request arrival to response head, by guest",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["guest"],
+        )?;
+        let in_flight = IntGauge::new(
+            "scalelab_http_requests_in_flight",
+            "Requests admitted whose guest instance is still running",
+        )?;
+        let instantiations = IntCounterVec::new(
+            Opts::new("scalelab_guest_instantiations_total", "Guest instances created, by guest"),
+            &["guest"],
+        )?;
+        let instantiate_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "scalelab_guest_instantiate_duration_seconds",
+                "Time to create a guest instance, by guest",
+            )
+            .buckets(INSTANTIATE_BUCKETS.to_vec()),
+            &["guest"],
+        )?;
+        let failures = IntCounterVec::new(
+            Opts::new(
+                "scalelab_guest_failures_total",
+                "Guest calls that failed, by guest and reason (deadline, memory, trap)",
+            ),
+            &["guest", "reason"],
+        )?;
+        let rejections = IntCounterVec::new(
+            Opts::new(
+                "scalelab_http_rejections_total",
+                "Requests refused before reaching the guest, by reason (body_too_large, in_flight_limit, bad_body)",
+            ),
+            &["reason"],
+        )?;
+        let guest_info = IntGaugeVec::new(
+            Opts::new("scalelab_guest_info", "The guest being served (value 1), with the sha256 of its file"),
+            &["guest", "sha256"],
+        )?;
+        let startup_seconds = Gauge::new(
+            "scalelab_startup_seconds",
+            "Seconds from process start until the guest was ready to serve",
+        )?;
+
+        for collector in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(request_duration.clone()),
+            Box::new(in_flight.clone()),
+            Box::new(instantiations.clone()),
+            Box::new(instantiate_duration.clone()),
+            Box::new(failures.clone()),
+            Box::new(rejections.clone()),
+            Box::new(guest_info.clone()),
+            Box::new(startup_seconds.clone()),
+        ] {
+            registry.register(collector)?;
+        }
+        register_limits(&registry, limits)?;
+        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+
+        // Make the label sets that exist before any traffic visible at once.
+        for reason in [RejectReason::BodyTooLarge, RejectReason::InFlightLimit, RejectReason::BadBody] {
+            rejections.with_label_values(&[reason.as_str()]);
+        }
+
+        Ok(Metrics {
+            registry,
+            requests,
+            request_duration,
+            in_flight,
+            instantiations,
+            instantiate_duration,
+            failures,
+            rejections,
+            guest_info,
+            startup_seconds,
+        })
+    }
+
+    /// Handles for one guest; also publishes it in `scalelab_guest_info`.
+    pub fn for_guest(&self, guest: &str, sha256: &str) -> GuestMetrics {
+        self.guest_info.with_label_values(&[guest, sha256]).set(1);
+        let failure = |reason: FailureReason| self.failures.with_label_values(&[guest, reason.as_str()]);
+        GuestMetrics {
+            name: guest.to_string(),
+            requests: self.requests.clone(),
+            request_duration: self.request_duration.with_label_values(&[guest]),
+            instantiations: self.instantiations.with_label_values(&[guest]),
+            instantiate_duration: self.instantiate_duration.with_label_values(&[guest]),
+            deadline_failures: failure(FailureReason::Deadline),
+            memory_failures: failure(FailureReason::Memory),
+            trap_failures: failure(FailureReason::Trap),
+        }
+    }
+
+    pub fn reject(&self, reason: RejectReason) {
+        self.rejections.with_label_values(&[reason.as_str()]).inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
+        Ok(out)
+    }
+}
+
+fn register_limits(registry: &Registry, limits: &LimitValues) -> Result<()> {
+    let gauge = |name: &str, help: &str, value: f64| -> Result<()> {
+        let g = Gauge::new(name, help)?;
+        g.set(value);
+        registry.register(Box::new(g))?;
+        Ok(())
+    };
+    gauge(
+        "scalelab_limit_deadline_seconds",
+        "Configured per-request deadline (0 when off)",
+        limits.deadline.map_or(0.0, |d| d.as_secs_f64()),
+    )?;
+    gauge("scalelab_limit_memory_bytes", "Configured guest memory cap per request", limits.max_memory as f64)?;
+    gauge("scalelab_limit_body_bytes", "Configured request body cap", limits.max_body as f64)?;
+    gauge("scalelab_limit_in_flight", "Configured maximum of requests in flight", limits.max_in_flight as f64)?;
+    Ok(())
+}
+
+/// Metric handles of one guest, resolved once.
+#[derive(Clone)]
+pub struct GuestMetrics {
+    /// The guest label value, for the `code`-labelled counter.
+    name: String,
+    requests: IntCounterVec,
+    request_duration: Histogram,
+    instantiations: IntCounter,
+    instantiate_duration: Histogram,
+    deadline_failures: IntCounter,
+    memory_failures: IntCounter,
+    trap_failures: IntCounter,
+}
+
+impl GuestMetrics {
+    pub fn answered(&self, status: u16, took: Duration) {
+        let digits = status_digits(status);
+        let code = std::str::from_utf8(&digits).unwrap_or("invalid");
+        self.requests.with_label_values(&[self.name.as_str(), code]).inc();
+        self.request_duration.observe(took.as_secs_f64());
+    }
+
+    pub fn instantiated(&self, took: Duration) {
+        self.instantiations.inc();
+        self.instantiate_duration.observe(took.as_secs_f64());
+    }
+
+    pub fn failed(&self, reason: FailureReason) {
+        match reason {
+            FailureReason::Deadline => &self.deadline_failures,
+            FailureReason::Memory => &self.memory_failures,
+            FailureReason::Trap => &self.trap_failures,
+        }
+        .inc();
+    }
+}
+
+/// The three ASCII digits of a status code (100..=999), without allocating.
+fn status_digits(status: u16) -> [u8; 3] {
+    let status = status.clamp(100, 999);
+    [b'0' + (status / 100) as u8, b'0' + (status / 10 % 10) as u8, b'0' + (status % 10) as u8]
+}
