@@ -1,1 +1,88 @@
-fn main(){}
+//! `cargo xtask`: the project's tasks, in Rust rather than shell.
+//!
+//! - `build-guests`: every crate under `guests/` -> `target/guests/<name>.wasm`;
+//! - `serve <guest>`: build what is needed and serve a guest on loopback;
+//! - `test`: build the guests, then run every test of the repository.
+
+mod guests;
+mod workspace;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "scalelab's development tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Build every guest for wasm32-wasip2 into target/guests/<name>.wasm.
+    BuildGuests,
+    /// Build the guests and the host, then serve a guest (default: prime).
+    Serve {
+        /// Guest name (a file in target/guests) or path.
+        #[arg(default_value = "prime")]
+        guest: String,
+        /// Build the host with the release profile.
+        #[arg(long)]
+        release: bool,
+        /// Further `scalelab serve` flags, after `--`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Build the guests, then run the whole test suite.
+    Test {
+        /// Further `cargo test` arguments for the host workspace, after `--`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse().task) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(task: Task) -> Result<()> {
+    let ws = workspace::Workspace::locate()?;
+    match task {
+        Task::BuildGuests => {
+            guests::build(&ws)?;
+        }
+        Task::Serve { guest, release, args } => {
+            let guests_dir = guests::build(&ws)?;
+            let mut cargo = ws.cargo();
+            cargo.args(["run", "--package", "scalelab"]);
+            if release {
+                cargo.arg("--release");
+            }
+            cargo.args(["--", "serve", "--guest", &guest, "--guests-dir"]);
+            cargo.arg(&guests_dir).args(args);
+            workspace::run(&mut cargo)?;
+        }
+        Task::Test { args } => {
+            let guests_dir = guests::build(&ws)?;
+            // The guests' own unit tests run natively (their logic is plain Rust).
+            let mut cargo = ws.cargo();
+            cargo.args(["test", "--manifest-path"]).arg(ws.root.join("guests/Cargo.toml"));
+            cargo.args(["--workspace", "--exclude", "fixture-wstd", "--target", &workspace::host_triple()?]);
+            cargo.arg("--target-dir").arg(&ws.target_dir);
+            workspace::run(&mut cargo)?;
+            // The host workspace, with the end-to-end tests pointed at the guests.
+            let mut cargo = ws.cargo();
+            cargo.args(["test", "--workspace"]).args(args);
+            cargo.env("SCALELAB_TEST_GUESTS_DIR", &guests_dir);
+            workspace::run(&mut cargo)?;
+        }
+    }
+    Ok(())
+}

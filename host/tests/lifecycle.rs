@@ -1,0 +1,202 @@
+//! End to end: start-up (readiness, compile cache, precompiled guests, bad
+//! guests, worker count, environment twins of flags) and graceful shutdown.
+
+mod support;
+
+use std::time::Duration;
+use support::{Host, json, scalelab, serve_command, serve_command_with_cache, temp_dir, wait_in_flight};
+
+fn origin_of(host: &Host) -> String {
+    let line = host
+        .wait_log(Duration::from_secs(30), |l| l["step"] == "compile")
+        .expect("a compile step log line");
+    line["origin"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readiness_turns_true_once_and_stays_true_under_load() {
+    let cache = temp_dir("ready-cache");
+    // A cold cache: the guest compiles first.
+    let host = Host::spawn(serve_command_with_cache("fixture-wstd", &[], &cache));
+    let client = reqwest::Client::new();
+
+    let mut seen = Vec::new();
+    loop {
+        assert_eq!(client.get(host.admin_url("/healthz")).send().await.unwrap().status(), 200);
+        let status = client.get(host.admin_url("/readyz")).send().await.unwrap().status().as_u16();
+        seen.push(status);
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503);
+        assert!(seen.len() < 5000, "never became ready");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // Ready only after the guest was compiled and instantiated once.
+    let logs = host.logs();
+    assert!(logs.iter().any(|l| l["step"] == "probe"), "{logs:#?}");
+
+    for _ in 0..50 {
+        assert_eq!(client.get(host.url("/")).send().await.unwrap().status(), 200);
+    }
+    assert_eq!(client.get(host.admin_url("/readyz")).send().await.unwrap().status(), 200);
+    assert_eq!(client.get(host.admin_url("/nothing")).send().await.unwrap().status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_makes_the_host_unready_finishes_in_flight_requests_and_exits_0() {
+    let mut host = Host::start("fixture-wstd", &[]);
+    let client = reqwest::Client::new();
+    let slow = tokio::spawn(client.get(host.url("/sleep?ms=1500")).send());
+    wait_in_flight(&host, 1).await;
+
+    host.signal("TERM");
+    let mut unready = false;
+    for _ in 0..100 {
+        if client.get(host.admin_url("/readyz")).send().await.unwrap().status() == 503 {
+            unready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(unready, "readiness stayed true after SIGTERM");
+    // New connections are refused once the listener is closed.
+    let refused = reqwest::Client::new().get(host.url("/")).send().await;
+    assert!(refused.is_err(), "a new connection was accepted while draining");
+
+    let response = slow.await.unwrap().unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "slept\n");
+    let status = host.wait_exit(Duration::from_secs(10)).expect("the host did not exit");
+    assert!(status.success(), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_drain_timeout_bounds_shutdown() {
+    let mut host = Host::start("fixture-wstd", &["--drain-timeout", "200ms", "--deadline", "off"]);
+    let client = reqwest::Client::new();
+    let slow = tokio::spawn(client.get(host.url("/sleep?ms=30000")).send());
+    wait_in_flight(&host, 1).await;
+    host.signal("INT");
+    let status = host.wait_exit(Duration::from_secs(5)).expect("the drain timeout was not applied");
+    assert!(status.success(), "{status}");
+    assert!(slow.await.unwrap().is_err(), "the cut-off request cannot have succeeded");
+    assert!(host.logs().iter().any(|l| l["message"].as_str().is_some_and(|m| m.contains("drain timeout"))));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compiled_code_is_cached_by_content_and_engine_configuration() {
+    let cache = temp_dir("cache");
+    let start = |extra: &[&str]| Host::start_command(serve_command_with_cache("prime", extra, &cache));
+    assert_eq!(origin_of(&start(&[])), "compile cache miss");
+    assert_eq!(origin_of(&start(&[])), "compile cache hit");
+    // Without a deadline the compiled code has no epoch checks: another entry.
+    assert_eq!(origin_of(&start(&["--deadline", "off"])), "compile cache miss");
+    assert_eq!(origin_of(&start(&["--deadline", "off"])), "compile cache hit");
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 2);
+
+    // `scalelab compile` fills the cache ahead of time.
+    let ahead = temp_dir("ahead");
+    let status = scalelab()
+        .args(["compile", "--guest", "prime", "--guests-dir"])
+        .arg(support::guests_dir())
+        .arg("--cache-dir")
+        .arg(&ahead)
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    let host = Host::start_command(serve_command_with_cache("prime", &[], &ahead));
+    assert_eq!(origin_of(&host), "compile cache hit");
+    let (status, body) = json(reqwest::get(host.url("/prime/1000")).await.unwrap()).await;
+    assert_eq!((status, body["prime"].as_u64()), (200, Some(7919)));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_precompiled_cwasm_guest_is_served_directly() {
+    let dir = temp_dir("cwasm");
+    let cwasm = dir.join("prime.cwasm");
+    let status = scalelab()
+        .args(["compile", "--guest", "prime", "--guests-dir"])
+        .arg(support::guests_dir())
+        .arg("--output")
+        .arg(&cwasm)
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+
+    let host = Host::start(cwasm.to_str().unwrap(), &["--no-cache"]);
+    assert_eq!(origin_of(&host), "precompiled file");
+    let (status, body) = json(reqwest::get(host.url("/prime/300")).await.unwrap()).await;
+    assert_eq!((status, body["prime"].as_u64()), (200, Some(1987)));
+
+    // A .cwasm compiled for another engine configuration is refused clearly.
+    let out = serve_command(cwasm.to_str().unwrap(), &["--deadline", "off"]).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("different engine"), "{stderr}");
+}
+
+#[test]
+fn bad_guests_stop_start_up_with_a_clear_error() {
+    let dir = temp_dir("bad");
+    std::fs::write(dir.join("text.wasm"), "hello").unwrap();
+    // The smallest core module: a module, not a component.
+    std::fs::write(dir.join("core.wasm"), b"\0asm\x01\0\0\0").unwrap();
+    let cases = [
+        ("nosuch".to_string(), "available: fixture-wstd, prime"),
+        (dir.join("text.wasm").display().to_string(), "not a WebAssembly file"),
+        (dir.join("core.wasm").display().to_string(), "components"),
+        (dir.join("missing.wasm").display().to_string(), "does not exist"),
+    ];
+    for (guest, needle) in cases {
+        let out = serve_command(&guest, &[]).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{guest}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(needle), "{guest}: {stderr}");
+    }
+    // Bad flag values are usage errors (exit 2) that say what is expected.
+    let out = serve_command("prime", &["--deadline", "soon"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected a duration"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn environment_twins_configure_the_host() {
+    let mut cmd = scalelab();
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .env("SCALELAB_GUEST", "prime")
+        .env("SCALELAB_GUESTS_DIR", support::guests_dir())
+        .env("SCALELAB_CACHE_DIR", support::shared_cache())
+        .env("SCALELAB_LOG_FORMAT", "json")
+        .env("SCALELAB_DEADLINE", "200ms")
+        .env("SCALELAB_MAX_MEMORY", "16MiB")
+        .env("SCALELAB_MAX_BODY", "2KiB")
+        .env("SCALELAB_MAX_IN_FLIGHT", "7")
+        .env("SCALELAB_WORKERS", "3");
+    let host = Host::start_command(cmd);
+    let metrics = host.metrics().await;
+    assert_eq!(metrics.value("scalelab_limit_deadline_seconds", &[]), Some(0.2));
+    assert_eq!(metrics.value("scalelab_limit_memory_bytes", &[]), Some(16.0 * 1024.0 * 1024.0));
+    assert_eq!(metrics.value("scalelab_limit_body_bytes", &[]), Some(2048.0));
+    assert_eq!(metrics.value("scalelab_limit_in_flight", &[]), Some(7.0));
+    assert!(host.logs().iter().any(|l| l["step"] == "runtime" && l["workers"] == 3));
+    let (status, body) = json(reqwest::get(host.url("/prime/1000000")).await.unwrap()).await;
+    assert_eq!((status, body["kind"].as_str()), (503, Some("deadline")));
+}
+
+#[test]
+fn workers_default_to_the_cpus_the_process_may_use() {
+    // A CPU affinity of one core stands in for a pod's 1-CPU quota: both are
+    // what `available_parallelism` reports.
+    let mut cmd = std::process::Command::new("taskset");
+    let serve = serve_command("prime", &[]);
+    cmd.args(["--cpu-list", "0"]).arg(serve.get_program()).args(serve.get_args());
+    for (key, value) in serve.get_envs() {
+        match value {
+            Some(value) => cmd.env(key, value),
+            None => cmd.env_remove(key),
+        };
+    }
+    let host = Host::start_command(cmd);
+    assert!(host.logs().iter().any(|l| l["step"] == "runtime" && l["workers"] == 1), "{:#?}", host.logs());
+}

@@ -1,0 +1,135 @@
+//! End to end: the per-request limits (deadline, memory, body size, requests
+//! in flight) and guest traps, each with its status, JSON error and metric,
+//! and the host serving normally afterwards.
+
+mod support;
+
+use std::time::{Duration, Instant};
+use support::{Host, json, wait_in_flight};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guest_over_the_deadline_gets_503_while_a_cheap_request_on_the_same_worker_succeeds() {
+    // One worker thread: the slow guest must yield for the cheap one to run.
+    let host = Host::start("prime", &["--deadline", "300ms", "--workers", "1"]);
+    let client = reqwest::Client::new();
+
+    let slow = {
+        let request = client.get(host.url("/prime/1000000")).send();
+        tokio::spawn(async move {
+            let response = request.await.unwrap();
+            (Instant::now(), json(response).await)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let cheap = client.get(host.url("/prime/1")).send().await.unwrap();
+    let cheap_done = Instant::now();
+    assert_eq!(json(cheap).await.0, 200);
+
+    let (slow_done, (status, body)) = slow.await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["kind"], "deadline");
+    assert!(body["error"].as_str().unwrap().contains("300ms"), "{body}");
+    assert!(cheap_done < slow_done, "the cheap request waited for the slow guest");
+
+    // A guest waiting in a host call (a sleep) is stopped too.
+    let fixture = Host::start("fixture-wstd", &["--deadline", "300ms"]);
+    let (status, body) = json(client.get(fixture.url("/sleep?ms=5000")).send().await.unwrap()).await;
+    assert_eq!((status, body["kind"].as_str()), (503, Some("deadline")));
+
+    let metrics = host.metrics().await;
+    assert_eq!(metrics.value("scalelab_guest_failures_total", &[("guest", "prime"), ("reason", "deadline")]), Some(1.0));
+    assert_eq!(metrics.value("scalelab_http_requests_total", &[("guest", "prime"), ("code", "503")]), Some(1.0));
+    assert_eq!(metrics.value("scalelab_http_requests_in_flight", &[]), Some(0.0));
+    // And the host keeps serving.
+    assert_eq!(json(client.get(host.url("/prime/1000")).send().await.unwrap()).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guest_over_the_memory_cap_gets_500_and_the_next_request_is_served() {
+    let host = Host::start("prime", &["--max-memory", "8MiB"]);
+    let client = reqwest::Client::new();
+    // The sieve for the millionth prime needs about 16 MB.
+    let (status, body) = json(client.get(host.url("/prime/1000000?algo=sieve")).send().await.unwrap()).await;
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["kind"], "memory");
+    assert!(body["error"].as_str().unwrap().contains("--max-memory"), "{body}");
+
+    let (status, body) = json(client.get(host.url("/prime/10000?algo=sieve")).send().await.unwrap()).await;
+    assert_eq!((status, body["prime"].as_u64()), (200, Some(104729)));
+
+    let metrics = host.metrics().await;
+    assert_eq!(metrics.value("scalelab_guest_failures_total", &[("guest", "prime"), ("reason", "memory")]), Some(1.0));
+    assert_eq!(metrics.value("scalelab_guest_failures_total", &[("guest", "prime"), ("reason", "trap")]), Some(0.0));
+    assert_eq!(metrics.value("scalelab_limit_memory_bytes", &[]), Some(8.0 * 1024.0 * 1024.0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_third_party_wstd_component_is_served_and_its_panic_is_a_500() {
+    let host = Host::start("fixture-wstd", &[]);
+    let client = reqwest::Client::new();
+    let hello = client.get(host.url("/")).send().await.unwrap();
+    assert_eq!(hello.status(), 200);
+    assert_eq!(hello.text().await.unwrap(), "hello from wstd\n");
+
+    let echoed = client.post(host.url("/echo")).body("ping pong").send().await.unwrap();
+    assert_eq!(echoed.text().await.unwrap(), "ping pong");
+
+    let (status, body) = json(client.get(host.url("/panic")).send().await.unwrap()).await;
+    assert_eq!((status, body["kind"].as_str()), (500, Some("trap")), "{body}");
+    assert!(body["error"].as_str().unwrap().contains("unreachable"), "{body}");
+
+    let (status, body) = json(client.get(host.url("/alloc?mb=100")).send().await.unwrap()).await;
+    assert_eq!((status, body["kind"].as_str()), (500, Some("memory")), "{body}");
+
+    // Served normally afterwards, on the same connection pool.
+    assert_eq!(client.get(host.url("/")).send().await.unwrap().status(), 200);
+    let metrics = host.metrics().await;
+    let failures = |reason| metrics.value("scalelab_guest_failures_total", &[("guest", "fixture-wstd"), ("reason", reason)]);
+    assert_eq!((failures("trap"), failures("memory")), (Some(1.0), Some(1.0)));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_over_the_cap_gets_413_before_the_guest_sees_it() {
+    let host = Host::start("fixture-wstd", &["--max-body", "1KiB"]);
+    let client = reqwest::Client::new();
+
+    let (status, body) = json(client.post(host.url("/echo")).body(vec![b'x'; 2000]).send().await.unwrap()).await;
+    assert_eq!((status, body["kind"].as_str()), (413, Some("body_too_large")), "{body}");
+
+    // Without a Content-Length (chunked), the cap applies while reading.
+    let chunks = futures_stream(vec![vec![b'y'; 600], vec![b'y'; 600]]);
+    let response = client.post(host.url("/echo")).body(reqwest::Body::wrap_stream(chunks)).send().await.unwrap();
+    assert_eq!(response.status(), 413);
+
+    let small = client.post(host.url("/echo")).body(vec![b'z'; 1024]).send().await.unwrap();
+    assert_eq!(small.status(), 200);
+    assert_eq!(small.bytes().await.unwrap().len(), 1024);
+
+    let metrics = host.metrics().await;
+    assert_eq!(metrics.value("scalelab_http_rejections_total", &[("reason", "body_too_large")]), Some(2.0));
+    assert_eq!(metrics.value("scalelab_http_requests_total", &[("guest", "fixture-wstd"), ("code", "413")]), Some(2.0));
+    assert_eq!(metrics.value("scalelab_guest_instantiations_total", &[("guest", "fixture-wstd")]), Some(1.0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_over_the_in_flight_limit_get_503() {
+    let host = Host::start("fixture-wstd", &["--max-in-flight", "1"]);
+    let client = reqwest::Client::new();
+    let slow = tokio::spawn(client.get(host.url("/sleep?ms=1500")).send());
+    wait_in_flight(&host, 1).await;
+
+    let (status, body) = json(client.get(host.url("/")).send().await.unwrap()).await;
+    assert_eq!((status, body["kind"].as_str()), (503, Some("in_flight_limit")), "{body}");
+
+    assert_eq!(slow.await.unwrap().unwrap().status(), 200);
+    wait_in_flight(&host, 0).await;
+    assert_eq!(client.get(host.url("/")).send().await.unwrap().status(), 200);
+    let metrics = host.metrics().await;
+    assert_eq!(metrics.value("scalelab_http_rejections_total", &[("reason", "in_flight_limit")]), Some(1.0));
+    assert_eq!(metrics.value("scalelab_limit_in_flight", &[]), Some(1.0));
+}
+
+
+fn futures_stream(chunks: Vec<Vec<u8>>) -> impl futures_core::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    tokio_stream::iter(chunks.into_iter().map(Ok))
+}

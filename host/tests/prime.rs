@@ -1,0 +1,130 @@
+//! End to end: the `prime` guest's routes and errors through the real host,
+//! many concurrent requests, and the metrics they leave behind.
+
+mod support;
+
+use serde_json::json;
+use support::{Host, json};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_route_and_error_status() {
+    let host = Host::start("prime", &[]);
+    let client = reqwest::Client::new();
+    let get = |path: &str| client.get(host.url(path)).send();
+
+    for (path, body) in [
+        ("/prime/1", json!({"n": 1, "prime": 2})),
+        ("/prime/3", json!({"n": 3, "prime": 5})),
+        ("/prime/300", json!({"n": 300, "prime": 1987})),
+        ("/prime/1000", json!({"n": 1000, "prime": 7919})),
+        ("/prime/10000", json!({"n": 10000, "prime": 104729})),
+        ("/?n=1000", json!({"n": 1000, "prime": 7919})),
+        ("/prime/10000?algo=sieve", json!({"n": 10000, "prime": 104729})),
+        ("/?n=300&algo=trial", json!({"n": 300, "prime": 1987})),
+    ] {
+        let response = get(path).await.unwrap();
+        assert_eq!(response.headers()["content-type"], "application/json", "{path}");
+        assert!(response.headers().contains_key("x-request-id"), "{path}");
+        assert_eq!(json(response).await, (200, body), "{path}");
+    }
+
+    // GET / picks n in [1000, 11000]: the prime is between the 1000th and the 11000th.
+    let (status, body) = json(get("/").await.unwrap()).await;
+    assert_eq!(status, 200);
+    let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["prime"]);
+    let prime = body["prime"].as_u64().unwrap();
+    assert!((7919..=116447).contains(&prime), "{prime}");
+
+    for (path, status, needle) in [
+        ("/prime/abc", 400, "integer"),
+        ("/?n=2.5", 400, "integer"),
+        ("/prime/0", 400, "at least 1"),
+        ("/prime/-3", 400, "at least 1"),
+        ("/prime/1000001", 400, "at most 1000000"),
+        ("/prime/5?algo=magic", 400, "algo"),
+        ("/primes", 404, "no route"),
+        ("/prime", 404, "no route"),
+    ] {
+        let (got, body) = json(get(path).await.unwrap()).await;
+        assert_eq!(got, status, "{path}");
+        let error = body["error"].as_str().unwrap();
+        assert!(error.contains(needle), "{path}: {error}");
+    }
+
+    for method in [reqwest::Method::POST, reqwest::Method::PUT, reqwest::Method::DELETE] {
+        let response = client.request(method.clone(), host.url("/prime/3")).send().await.unwrap();
+        assert_eq!(response.headers()["allow"], "GET");
+        let (status, body) = json(response).await;
+        assert_eq!(status, 405, "{method}");
+        assert!(body["error"].as_str().unwrap().contains("GET"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hundred_concurrent_requests_all_get_json_and_metrics_count_them() {
+    let host = Host::start("prime", &[]);
+    let client = reqwest::Client::new();
+    let requests = (0..100).map(|_| {
+        let request = client.get(host.url("/")).send();
+        async move { json(request.await.unwrap()).await }
+    });
+    let responses = futures_join_all(requests).await;
+    for (status, body) in &responses {
+        assert_eq!(*status, 200);
+        assert!(body["prime"].as_u64().is_some(), "{body}");
+    }
+    // Bad input and unknown paths are counted under their own codes.
+    client.get(host.url("/prime/0")).send().await.unwrap();
+    client.get(host.url("/nowhere")).send().await.unwrap();
+
+    let metrics = host.metrics().await;
+    let prime = [("guest", "prime")];
+    assert_eq!(metrics.value("scalelab_http_requests_total", &[("guest", "prime"), ("code", "200")]), Some(100.0));
+    assert_eq!(metrics.value("scalelab_http_requests_total", &[("guest", "prime"), ("code", "400")]), Some(1.0));
+    assert_eq!(metrics.value("scalelab_http_requests_total", &[("guest", "prime"), ("code", "404")]), Some(1.0));
+    assert_eq!(metrics.value("scalelab_http_request_duration_seconds_count", &prime), Some(102.0));
+    let latency_sum = metrics.value("scalelab_http_request_duration_seconds_sum", &prime).unwrap();
+    assert!(latency_sum > 0.0 && latency_sum < 102.0 * 5.0, "{latency_sum}");
+    assert_eq!(metrics.value("scalelab_http_requests_in_flight", &[]), Some(0.0));
+    // 102 requests plus the start-up probe, which is not counted.
+    assert_eq!(metrics.value("scalelab_guest_instantiations_total", &prime), Some(102.0));
+    assert_eq!(metrics.value("scalelab_guest_instantiate_duration_seconds_count", &prime), Some(102.0));
+    for reason in ["deadline", "memory", "trap"] {
+        assert_eq!(metrics.value("scalelab_guest_failures_total", &[("guest", "prime"), ("reason", reason)]), Some(0.0));
+    }
+    let sha = metrics
+        .0
+        .lines()
+        .find(|l| l.starts_with("scalelab_guest_info{"))
+        .expect("scalelab_guest_info");
+    assert!(sha.contains("guest=\"prime\"") && sha.ends_with(" 1"), "{sha}");
+    let file = std::fs::read(support::guests_dir().join("prime.wasm")).unwrap();
+    assert!(sha.contains(&sha256_hex(&file)), "{sha}");
+
+    assert_eq!(metrics.value("scalelab_limit_deadline_seconds", &[]), Some(5.0));
+    assert_eq!(metrics.value("scalelab_limit_memory_bytes", &[]), Some(64.0 * 1024.0 * 1024.0));
+    assert!(metrics.value("scalelab_startup_seconds", &[]).unwrap() > 0.0);
+    // The process collector counts whole CPU seconds: present, maybe still 0.
+    assert!(metrics.value("process_cpu_seconds_total", &[]).unwrap() >= 0.0);
+    assert!(metrics.value("process_resident_memory_bytes", &[]).unwrap() > 1e6);
+    assert!(metrics.value("process_open_fds", &[]).unwrap() >= 3.0);
+}
+
+async fn futures_join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
+where
+    F: Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for handle in handles {
+        out.push(handle.await.unwrap());
+    }
+    out
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}

@@ -1,0 +1,250 @@
+//! Test support: runs the real `scalelab` binary on loopback port 0, learns
+//! the bound addresses from its JSON logs, and reads its metrics.
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Where `cargo xtask build-guests` put the guests.
+pub fn guests_dir() -> PathBuf {
+    let dir = std::env::var_os("SCALELAB_TEST_GUESTS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/guests"));
+    assert!(
+        dir.join("prime.wasm").is_file() && dir.join("fixture-wstd.wasm").is_file(),
+        "no built guests in {}: run `cargo xtask test` (or `cargo xtask build-guests` first)",
+        dir.display()
+    );
+    dir
+}
+
+/// A fresh, empty directory for one test.
+pub fn temp_dir(name: &str) -> PathBuf {
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("scalelab-test-{}-{name}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The compile cache shared by the tests of one test binary (warm after the first start).
+pub fn shared_cache() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| temp_dir("cache")).clone()
+}
+
+/// The `scalelab` binary, with no `SCALELAB_*` settings inherited from the
+/// developer's environment.
+pub fn scalelab() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_scalelab"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("SCALELAB_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+/// Log lines of a running host, shared with the thread that reads them.
+#[derive(Default)]
+struct Logs {
+    lines: Mutex<Vec<Value>>,
+    changed: Condvar,
+}
+
+/// A running `scalelab serve`, killed when dropped.
+pub struct Host {
+    child: Child,
+    pub traffic: SocketAddr,
+    pub admin: SocketAddr,
+    logs: Arc<Logs>,
+}
+
+impl Host {
+    /// Serves `guest` (a name in the guests dir) with `extra` flags and waits
+    /// until it is ready.
+    pub fn start(guest: &str, extra: &[&str]) -> Host {
+        let host = Host::spawn(serve_command(guest, extra));
+        host.wait_ready();
+        host
+    }
+
+    /// Starts a prepared command and waits until it is ready.
+    pub fn start_command(cmd: Command) -> Host {
+        let host = Host::spawn(cmd);
+        host.wait_ready();
+        host
+    }
+
+    /// Starts a prepared command and waits only for both listeners.
+    pub fn spawn(mut cmd: Command) -> Host {
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("starting scalelab");
+        let stderr = child.stderr.take().unwrap();
+        let logs = Arc::new(Logs::default());
+        let reader_logs = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                // Guests may print plain text to stderr; keep it as a string.
+                let value = serde_json::from_str(&line).unwrap_or(Value::String(line));
+                reader_logs.lines.lock().unwrap().push(value);
+                reader_logs.changed.notify_all();
+            }
+        });
+        let mut host = Host { child, traffic: unbound(), admin: unbound(), logs };
+        let addr = |host: &Host, role: &str| -> SocketAddr {
+            let line = host
+                .wait_log(Duration::from_secs(30), |l| l["step"] == "listen" && l["role"] == role)
+                .unwrap_or_else(|| panic!("no {role} listener logged; logs: {:#?}", host.logs()));
+            line["addr"].as_str().unwrap().parse().unwrap()
+        };
+        host.traffic = addr(&host, "traffic");
+        host.admin = addr(&host, "admin");
+        host
+    }
+
+    pub fn wait_ready(&self) {
+        if self.wait_log(Duration::from_secs(60), |l| l["step"] == "ready").is_none() {
+            panic!("host did not become ready; logs: {:#?}", self.logs());
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.traffic)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn logs(&self) -> Vec<Value> {
+        self.logs.lines.lock().unwrap().clone()
+    }
+
+    /// Waits for a log line matching `pred`, up to `timeout`.
+    pub fn wait_log(&self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+        let give_up = Instant::now() + timeout;
+        let mut lines = self.logs.lines.lock().unwrap();
+        loop {
+            if let Some(line) = lines.iter().find(|l| pred(l)) {
+                return Some(line.clone());
+            }
+            let now = Instant::now();
+            if now >= give_up {
+                return None;
+            }
+            lines = self.logs.changed.wait_timeout(lines, give_up - now).unwrap().0;
+        }
+    }
+
+    /// Sends a signal (`TERM`, `INT`) to the host.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, up to `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let give_up = Instant::now() + timeout;
+        while Instant::now() < give_up {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// The current `/metrics` exposition.
+    pub async fn metrics(&self) -> Metrics {
+        let text = reqwest::get(self.admin_url("/metrics")).await.unwrap().text().await.unwrap();
+        Metrics(text)
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn unbound() -> SocketAddr {
+    "0.0.0.0:0".parse().unwrap()
+}
+
+/// `scalelab serve` on loopback port 0 with JSON logs and the test guests,
+/// compiling into this test binary's shared cache.
+pub fn serve_command(guest: &str, extra: &[&str]) -> Command {
+    serve_command_with_cache(guest, extra, &shared_cache())
+}
+
+/// [`serve_command`] with a compile cache of the test's own.
+pub fn serve_command_with_cache(guest: &str, extra: &[&str], cache: &std::path::Path) -> Command {
+    let mut cmd = scalelab();
+    cmd.args(["--log-format", "json", "serve", "--guest", guest, "--guests-dir"])
+        .arg(guests_dir())
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--cache-dir"])
+        .arg(cache)
+        .args(extra);
+    cmd
+}
+
+/// Waits until the host's in-flight gauge reads `n`.
+pub async fn wait_in_flight(host: &Host, n: u32) {
+    for _ in 0..500 {
+        if host.metrics().await.value("scalelab_http_requests_in_flight", &[]) == Some(n as f64) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("in-flight gauge never reached {n}");
+}
+
+/// A Prometheus text exposition.
+pub struct Metrics(pub String);
+
+impl Metrics {
+    /// The value of the series `name` whose labels include all of `labels`.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.0.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (series_name, series_labels) = match series.split_once('{') {
+                Some((n, rest)) => (n, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            if series_name != name {
+                return None;
+            }
+            let all = labels
+                .iter()
+                .all(|(k, v)| series_labels.split(',').any(|pair| pair == format!("{k}=\"{v}\"")));
+            if all { value.parse().ok() } else { None }
+        })
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.0.lines().any(|l| l.starts_with(name))
+    }
+}
+
+/// Parses a JSON response body.
+pub async fn json(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+    (status, value)
+}

@@ -1,0 +1,101 @@
+//! `cargo xtask build-guests`: builds every crate under `guests/` for
+//! `wasm32-wasip2` with the guests' size-optimised release profile (see
+//! `guests/Cargo.toml`) and copies each component to
+//! `target/guests/<name>.wasm`.
+//!
+//! Installs the `wasm32-wasip2` target when it is missing. Cargo skips what is
+//! up to date; a component whose bytes did not change is not copied again.
+
+use crate::workspace::{self, Workspace};
+use anyhow::{Context, Result, bail};
+use std::path::PathBuf;
+use std::process::Command;
+
+const TARGET: &str = "wasm32-wasip2";
+
+/// Builds the guests; returns the directory holding the components.
+pub fn build(ws: &Workspace) -> Result<PathBuf> {
+    ensure_target()?;
+    let guests = list(ws)?;
+
+    let mut cargo = ws.cargo();
+    cargo.args(["build", "--quiet", "--release", "--workspace", "--target", TARGET]);
+    cargo.arg("--manifest-path").arg(ws.root.join("guests/Cargo.toml"));
+    cargo.arg("--target-dir").arg(&ws.target_dir);
+    workspace::run(&mut cargo).context("building the guests")?;
+
+    let out_dir = ws.target_dir.join("guests");
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let built_dir = ws.target_dir.join(TARGET).join("release");
+    for guest in &guests {
+        let built = built_dir.join(&guest.artifact);
+        let bytes = std::fs::read(&built).with_context(|| format!("reading {}", built.display()))?;
+        let dest = out_dir.join(format!("{}.wasm", guest.name));
+        let unchanged = std::fs::read(&dest).is_ok_and(|old| old == bytes);
+        if !unchanged {
+            std::fs::write(&dest, &bytes).with_context(|| format!("writing {}", dest.display()))?;
+        }
+        println!(
+            "{:<14} {:>8.1} KiB  {}  {}",
+            guest.name,
+            bytes.len() as f64 / 1024.0,
+            if unchanged { "up to date" } else { "built     " },
+            dest.strip_prefix(&ws.root).unwrap_or(&dest).display()
+        );
+    }
+    Ok(out_dir)
+}
+
+/// A guest crate and the file cargo produces for it.
+struct GuestCrate {
+    /// Package name; also the component's name in `target/guests/`.
+    name: String,
+    /// File name under `target/wasm32-wasip2/release/`: a library's name uses
+    /// underscores, a binary's keeps its dashes.
+    artifact: String,
+}
+
+/// The members of the guests workspace, as `cargo metadata` reports them.
+fn list(ws: &Workspace) -> Result<Vec<GuestCrate>> {
+    let mut cargo = ws.cargo();
+    cargo.args(["metadata", "--format-version", "1", "--no-deps", "--manifest-path"]);
+    cargo.arg(ws.root.join("guests/Cargo.toml"));
+    let metadata: serde_json::Value = serde_json::from_str(&workspace::output(&mut cargo)?)
+        .context("parsing `cargo metadata` of the guests workspace")?;
+    let mut guests = Vec::new();
+    for package in metadata["packages"].as_array().into_iter().flatten() {
+        let name = package["name"].as_str().context("package without a name")?.to_string();
+        let artifact = package["targets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find_map(|target| {
+                let kinds: Vec<&str> = target["kind"].as_array()?.iter().filter_map(|k| k.as_str()).collect();
+                let target_name = target["name"].as_str()?;
+                if kinds.contains(&"cdylib") {
+                    Some(format!("{}.wasm", target_name.replace('-', "_")))
+                } else if kinds.contains(&"bin") {
+                    Some(format!("{target_name}.wasm"))
+                } else {
+                    None
+                }
+            })
+            .with_context(|| format!("guest {name} has neither a cdylib nor a bin target"))?;
+        guests.push(GuestCrate { name, artifact });
+    }
+    if guests.is_empty() {
+        bail!("the guests workspace has no members");
+    }
+    guests.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(guests)
+}
+
+fn ensure_target() -> Result<()> {
+    let installed = workspace::output(Command::new("rustup").args(["target", "list", "--installed"]))
+        .context("asking rustup for the installed targets (is rustup on PATH?)")?;
+    if installed.lines().any(|t| t.trim() == TARGET) {
+        return Ok(());
+    }
+    println!("installing the {TARGET} target");
+    workspace::run(Command::new("rustup").args(["target", "add", TARGET]))
+}
