@@ -74,9 +74,23 @@ impl Handler {
     pub async fn handle(&self, request: Request<Incoming>) -> Response<HyperOutgoingBody> {
         let arrived = Instant::now();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        // Copy what the log line needs only when it will be written.
+        let logged = tracing::enabled!(tracing::Level::DEBUG)
+            .then(|| (request.method().clone(), request.uri().clone()));
         let mut response = self.respond(id, request).await;
         response.headers_mut().insert(REQUEST_ID, HeaderValue::from(id));
-        self.guest_metrics.answered(response.status().as_u16(), arrived.elapsed());
+        let took = arrived.elapsed();
+        self.guest_metrics.answered(response.status().as_u16(), took);
+        if let Some((method, uri)) = logged {
+            tracing::debug!(
+                request_id = id,
+                %method,
+                %uri,
+                status = response.status().as_u16(),
+                duration_ms = took.as_secs_f64() * 1e3,
+                "request answered"
+            );
+        }
         response
     }
 

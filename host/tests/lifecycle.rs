@@ -32,9 +32,10 @@ async fn readiness_turns_true_once_and_stays_true_under_load() {
         assert!(seen.len() < 5000, "never became ready");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    // Ready only after the guest was compiled and instantiated once.
-    let logs = host.logs();
-    assert!(logs.iter().any(|l| l["step"] == "probe"), "{logs:#?}");
+    // Ready only after the guest was compiled and instantiated once (the
+    // line was written before readiness turned true; the reader may lag).
+    let probe = host.wait_log(Duration::from_secs(10), |l| l["step"] == "probe");
+    assert!(probe.is_some(), "{:#?}", host.logs());
 
     for _ in 0..50 {
         assert_eq!(client.get(host.url("/")).send().await.unwrap().status(), 200);
@@ -50,7 +51,7 @@ async fn sigterm_makes_the_host_unready_finishes_in_flight_requests_and_exits_0(
     let slow = tokio::spawn(client.get(host.url("/sleep?ms=1500")).send());
     wait_in_flight(&host, 1).await;
 
-    host.signal("TERM");
+    host.signal(libc::SIGTERM);
     let mut unready = false;
     for _ in 0..100 {
         if client.get(host.admin_url("/readyz")).send().await.unwrap().status() == 503 {
@@ -77,11 +78,12 @@ async fn the_drain_timeout_bounds_shutdown() {
     let client = reqwest::Client::new();
     let slow = tokio::spawn(client.get(host.url("/sleep?ms=30000")).send());
     wait_in_flight(&host, 1).await;
-    host.signal("INT");
+    host.signal(libc::SIGINT);
     let status = host.wait_exit(Duration::from_secs(5)).expect("the drain timeout was not applied");
     assert!(status.success(), "{status}");
     assert!(slow.await.unwrap().is_err(), "the cut-off request cannot have succeeded");
-    assert!(host.logs().iter().any(|l| l["message"].as_str().is_some_and(|m| m.contains("drain timeout"))));
+    let drained = host.wait_log(Duration::from_secs(5), |l| l["message"].as_str().is_some_and(|m| m.contains("drain timeout")));
+    assert!(drained.is_some(), "{:#?}", host.logs());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -179,7 +181,7 @@ async fn environment_twins_configure_the_host() {
     assert_eq!(metrics.value("scalelab_limit_memory_bytes", &[]), Some(16.0 * 1024.0 * 1024.0));
     assert_eq!(metrics.value("scalelab_limit_body_bytes", &[]), Some(2048.0));
     assert_eq!(metrics.value("scalelab_limit_in_flight", &[]), Some(7.0));
-    assert!(host.logs().iter().any(|l| l["step"] == "runtime" && l["workers"] == 3));
+    assert!(host.wait_log(Duration::from_secs(10), |l| l["step"] == "runtime" && l["workers"] == 3).is_some());
     let (status, body) = json(reqwest::get(host.url("/prime/1000000")).await.unwrap()).await;
     assert_eq!((status, body["kind"].as_str()), (503, Some("deadline")));
 }
@@ -198,5 +200,6 @@ fn workers_default_to_the_cpus_the_process_may_use() {
         };
     }
     let host = Host::start_command(cmd);
-    assert!(host.logs().iter().any(|l| l["step"] == "runtime" && l["workers"] == 1), "{:#?}", host.logs());
+    let runtime = host.wait_log(Duration::from_secs(10), |l| l["step"] == "runtime");
+    assert_eq!(runtime.as_ref().map(|l| l["workers"].clone()), Some(serde_json::json!(1)), "{:#?}", host.logs());
 }

@@ -128,3 +128,29 @@ fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_metric_in_the_readme_is_exposed_and_every_exposed_one_documented() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let table = readme.split("## Metrics").nth(1).unwrap().split("\n## ").next().unwrap();
+    let documented: Vec<String> = table
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .flat_map(|l| {
+            let first_cell = l.split('|').nth(1).unwrap();
+            first_cell.split('`').skip(1).step_by(2).map(str::to_string).collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(documented.len() >= 15, "{documented:?}");
+
+    let host = Host::start("prime", &[]);
+    reqwest::get(host.url("/prime/7")).await.unwrap();
+    let metrics = host.metrics().await;
+    for name in &documented {
+        assert!(metrics.has(name), "{name} is documented but not exposed");
+    }
+    for line in metrics.0.lines().filter(|l| l.starts_with("# TYPE scalelab_")) {
+        let name = line.split(' ').nth(2).unwrap();
+        assert!(documented.iter().any(|d| d == name), "{name} is exposed but not documented");
+    }
+}

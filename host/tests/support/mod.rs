@@ -147,13 +147,11 @@ impl Host {
         }
     }
 
-    /// Sends a signal (`TERM`, `INT`) to the host.
-    pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([format!("-{name}"), self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+    /// Sends a signal (`libc::SIGTERM`, `libc::SIGINT`) to the host.
+    pub fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill(2) on our own child's pid, which has not been reaped.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "kill failed: {}", std::io::Error::last_os_error());
     }
 
     /// Waits for the process to exit, up to `timeout`.
