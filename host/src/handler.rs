@@ -53,7 +53,7 @@ const REQUEST_ID: &str = "x-request-id";
 enum Outcome {
     /// Returned normally.
     Done,
-    /// Failed for `reason`; `detail` says how.
+    /// Failed for `reason`; the message says how, for the client.
     Failed(FailureReason, String),
 }
 
@@ -121,7 +121,7 @@ impl Handler {
             let mut http = wasmtime_wasi_http::WasiHttpView::http(store.data_mut());
             let request = http.new_incoming_request(Scheme::Http, request)?;
             let out = http.new_response_outparam(sender)?;
-            wasmtime::Result::Ok((request, out))
+            Ok((request, out))
         })();
 
         let (guest_request, out) = match prepared {
@@ -148,10 +148,10 @@ impl Handler {
             // deadline; this timeout stops one that waits in a host call.
             let result = match deadline {
                 Some(limit) => match tokio::time::timeout(limit, call).await {
-                    Ok(result) => result.map_err(|e| classify(&e, &store, limit)),
-                    Err(_) => Err((FailureReason::Deadline, deadline_message(limit), String::new())),
+                    Ok(result) => result.map_err(|e| classify(&e, &store, deadline)),
+                    Err(_) => Err((FailureReason::Deadline, deadline_message(deadline), String::new())),
                 },
-                None => call.await.map_err(|e| classify(&e, &store, Duration::ZERO)),
+                None => call.await.map_err(|e| classify(&e, &store, deadline)),
             };
             // Release the instance before the in-flight permit.
             drop(store);
@@ -176,14 +176,12 @@ impl Handler {
             // The guest never set a response: its task ended (or is ending)
             // without one. Its outcome says why.
             Err(_) => match task.await {
-                Ok(Outcome::Failed(FailureReason::Deadline, detail)) => {
-                    json_error(StatusCode::SERVICE_UNAVAILABLE, "deadline", &detail)
-                }
-                Ok(Outcome::Failed(FailureReason::Memory, detail)) => {
-                    json_error(StatusCode::INTERNAL_SERVER_ERROR, "memory", &detail)
-                }
-                Ok(Outcome::Failed(FailureReason::Trap, detail)) => {
-                    json_error(StatusCode::INTERNAL_SERVER_ERROR, "trap", &detail)
+                Ok(Outcome::Failed(reason, message)) => {
+                    let status = match reason {
+                        FailureReason::Deadline => StatusCode::SERVICE_UNAVAILABLE,
+                        FailureReason::Memory | FailureReason::Trap => StatusCode::INTERNAL_SERVER_ERROR,
+                    };
+                    json_error(status, reason.as_str(), &message)
                 }
                 Ok(Outcome::Done) => json_error(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -252,17 +250,27 @@ fn epoch_callback(
     }
 }
 
-fn deadline_message(limit: Duration) -> String {
-    format!("the guest did not finish within the {} deadline (--deadline)", humantime::format_duration(limit))
+fn deadline_message(deadline: Option<Duration>) -> String {
+    match deadline {
+        Some(limit) => format!(
+            "the guest did not finish within the {} deadline (--deadline)",
+            humantime::format_duration(limit)
+        ),
+        None => "the guest was interrupted".to_string(),
+    }
 }
 
 /// Names the reason a guest call failed: the reason, a short message for the
 /// client, and the full error (with the wasm backtrace) for the log.
-fn classify(error: &wasmtime::Error, store: &Store<GuestState>, limit: Duration) -> (FailureReason, String, String) {
+fn classify(
+    error: &wasmtime::Error,
+    store: &Store<GuestState>,
+    deadline: Option<Duration>,
+) -> (FailureReason, String, String) {
     let detail = format!("{error:?}");
     let trap = error.downcast_ref::<Trap>();
     if trap == Some(&Trap::Interrupt) {
-        return (FailureReason::Deadline, deadline_message(limit), detail);
+        return (FailureReason::Deadline, deadline_message(deadline), detail);
     }
     let cause = match trap {
         Some(trap) => trap.to_string(),

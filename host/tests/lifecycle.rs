@@ -99,14 +99,7 @@ async fn compiled_code_is_cached_by_content_and_engine_configuration() {
 
     // `scalelab compile` fills the cache ahead of time.
     let ahead = temp_dir("ahead");
-    let status = scalelab()
-        .args(["compile", "--guest", "prime", "--guests-dir"])
-        .arg(support::guests_dir())
-        .arg("--cache-dir")
-        .arg(&ahead)
-        .output()
-        .unwrap();
-    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    compile_prime("--cache-dir", &ahead);
     let host = Host::start_command(serve_command_with_cache("prime", &[], &ahead));
     assert_eq!(origin_of(&host), "compile cache hit");
     let (status, body) = json(reqwest::get(host.url("/prime/1000")).await.unwrap()).await;
@@ -117,14 +110,7 @@ async fn compiled_code_is_cached_by_content_and_engine_configuration() {
 async fn a_precompiled_cwasm_guest_is_served_directly() {
     let dir = temp_dir("cwasm");
     let cwasm = dir.join("prime.cwasm");
-    let status = scalelab()
-        .args(["compile", "--guest", "prime", "--guests-dir"])
-        .arg(support::guests_dir())
-        .arg("--output")
-        .arg(&cwasm)
-        .output()
-        .unwrap();
-    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    compile_prime("--output", &cwasm);
 
     let host = Host::start(cwasm.to_str().unwrap(), &["--no-cache"]);
     assert_eq!(origin_of(&host), "precompiled file");
@@ -202,4 +188,16 @@ fn workers_default_to_the_cpus_the_process_may_use() {
     let host = Host::start_command(cmd);
     let runtime = host.wait_log(Duration::from_secs(10), |l| l["step"] == "runtime");
     assert_eq!(runtime.as_ref().map(|l| l["workers"].clone()), Some(serde_json::json!(1)), "{:#?}", host.logs());
+}
+
+/// Runs `scalelab compile --guest prime <flag> <path>`, which must succeed.
+fn compile_prime(flag: &str, path: &std::path::Path) {
+    let out = scalelab()
+        .args(["compile", "--guest", "prime", "--guests-dir"])
+        .arg(support::guests_dir())
+        .arg(flag)
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
