@@ -30,6 +30,95 @@ pub enum Command {
     Serve(ServeArgs),
     /// Compile a guest ahead of time into the compile cache (or to --output).
     Compile(CompileArgs),
+    /// Drive HTTP load at URLs and report latency percentiles, throughput and errors.
+    Load(LoadArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Closed model: --concurrency C with --duration D and/or --requests N.\n\
+Open model: --rate R (requests/s), or --rate A..B --ramp D to ramp linearly; latency counts from each\n\
+request's scheduled start.\n\
+Exit status: 0 when every threshold held, 1 when one did not, 2 for a bad command line.")]
+pub struct LoadArgs {
+    /// URLs to load, picked with equal weight (or use --scenario).
+    pub urls: Vec<String>,
+
+    /// A TOML (or .json) file of weighted requests: [[request]] url, method, headers, body, weight.
+    #[arg(long)]
+    pub scenario: Option<PathBuf>,
+
+    /// HTTP method for the URLs.
+    #[arg(long, short = 'X', default_value = "GET")]
+    pub method: String,
+
+    /// A request header, `NAME: VALUE`; repeat for more.
+    #[arg(long = "header", short = 'H')]
+    pub headers: Vec<String>,
+
+    /// Request body; `{{random}}` is replaced by a random number per request.
+    #[arg(long)]
+    pub body: Option<String>,
+
+    /// Request body from a file.
+    #[arg(long)]
+    pub body_file: Option<PathBuf>,
+
+    /// Closed model: requests in flight at once (one connection each).
+    #[arg(long, short = 'c', default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    pub concurrency: u32,
+
+    /// How long to run (`30s`, `2m`).
+    #[arg(long, short = 'd', value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// How many requests to send in all.
+    #[arg(long, short = 'n', value_parser = clap::value_parser!(u64).range(1..))]
+    pub requests: Option<u64>,
+
+    /// Open model: arrival rate in requests/s, or `A..B` with --ramp.
+    #[arg(long)]
+    pub rate: Option<String>,
+
+    /// Open model: ramp the rate from A to B over this long, then hold B.
+    #[arg(long, value_parser = parse_duration)]
+    pub ramp: Option<Duration>,
+
+    /// Open model: most requests out at once; later ones wait (and their wait counts as latency).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_outstanding: u32,
+
+    /// A request with no complete response after this long fails as `timeout`.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// Speak HTTP/2 with prior knowledge (h2c) instead of HTTP/1.1.
+    #[arg(long)]
+    pub http2: bool,
+
+    /// `table` for people, `json` for the whole result with a per-second series.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+
+    /// Fail (exit 1) when (transport errors + 5xx) / requests is above this (0..1).
+    #[arg(long, value_parser = parse_fraction)]
+    pub max_error_rate: Option<f64>,
+
+    /// Fail (exit 1) when the p99 latency is above this (`200ms`).
+    #[arg(long, value_parser = parse_duration)]
+    pub max_p99: Option<Duration>,
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a fraction between 0 and 1 (0.01 = 1%)")),
+    }
 }
 
 /// Which guest to run and where compiled code is cached.

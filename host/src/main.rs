@@ -9,6 +9,7 @@ mod compile;
 mod engine;
 mod guest;
 mod handler;
+mod load;
 mod logging;
 mod metrics;
 mod serve;
@@ -41,6 +42,21 @@ fn main() -> ExitCode {
             })
         }
         cli::Command::Compile(args) => runtime(1).and_then(|rt| rt.block_on(compile::run(args))),
+        cli::Command::Load(args) => {
+            let workers = workers::count(None);
+            return match runtime(workers).and_then(|rt| rt.block_on(load::run(args))) {
+                Ok(verdict) if verdict.passed => ExitCode::SUCCESS,
+                Ok(_) => ExitCode::from(1),
+                Err(e) if e.is::<load::UsageError>() => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
