@@ -2,8 +2,10 @@
 //!
 //! - `build-guests`: every crate under `guests/` -> `target/guests/<name>.wasm`;
 //! - `serve <guest>`: build what is needed and serve a guest on loopback;
-//! - `test`: build the guests, then run every test of the repository.
+//! - `test`: build the guests, then run every test of the repository;
+//! - `bench [--quick]`: the side-by-side benchmark (see `bench.rs`).
 
+mod bench;
 mod guests;
 mod workspace;
 
@@ -33,6 +35,12 @@ enum Task {
         /// Further `scalelab serve` flags, after `--`.
         #[arg(last = true)]
         args: Vec<String>,
+    },
+    /// Side-by-side benchmark: wasm host vs native reference, printed as a table.
+    Bench {
+        /// Fewer, shorter rounds: finishes in a few minutes.
+        #[arg(long)]
+        quick: bool,
     },
     /// Build the guests, then run the whole test suite.
     Test {
@@ -69,15 +77,12 @@ fn run(task: Task) -> Result<()> {
             cargo.arg(&guests_dir).args(args);
             workspace::run(&mut cargo)?;
         }
+        Task::Bench { quick } => bench::run(&ws, quick)?,
         Task::Test { args } => {
             let guests_dir = guests::build(&ws)?;
-            // The guests' own unit tests run natively (their logic is plain Rust).
-            let mut cargo = ws.cargo();
-            cargo.args(["test", "--manifest-path"]).arg(ws.root.join("guests/Cargo.toml"));
-            cargo.args(["--workspace", "--exclude", "fixture-wstd", "--target", &workspace::host_triple()?]);
-            cargo.arg("--target-dir").arg(&ws.target_dir);
-            workspace::run(&mut cargo)?;
-            // The host workspace, with the end-to-end tests pointed at the guests.
+            // Guest logic lives in plain crates of the host workspace (such
+            // as crates/prime-api) and is tested natively there; the
+            // end-to-end tests run the built components.
             let mut cargo = ws.cargo();
             cargo.args(["test", "--workspace"]).args(args);
             cargo.env("SCALELAB_TEST_GUESTS_DIR", &guests_dir);

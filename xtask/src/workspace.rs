@@ -50,13 +50,3 @@ pub fn output(cmd: &mut Command) -> Result<String> {
     }
     Ok(String::from_utf8(out.stdout)?)
 }
-
-/// The target triple of this machine (for running guest unit tests natively).
-pub fn host_triple() -> Result<String> {
-    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-    let info = output(Command::new(rustc).arg("-vV"))?;
-    info.lines()
-        .find_map(|line| line.strip_prefix("host: "))
-        .map(str::to_string)
-        .context("`rustc -vV` did not name the host triple")
-}

@@ -10,8 +10,9 @@
 //! Bad input is a 400 naming the problem, an unknown path a 404 and any other
 //! method a 405, each with a `{"error":"..."}` body.
 //!
-//! Built with bindings that wit-bindgen generates from the repository's `wit/`
-//! folder (the standard `wasi:http/proxy` world).
+//! The routing lives in `crates/prime-api` (shared with the native reference
+//! server); this file adapts it to `wasi:http` with bindings that wit-bindgen
+//! generates from the repository's `wit/` folder.
 
 mod bindings {
     wit_bindgen::generate!({
@@ -20,8 +21,6 @@ mod bindings {
         generate_all,
     });
 }
-
-mod route;
 
 use bindings::exports::wasi::http::incoming_handler::Guest;
 use bindings::wasi::http::types::{
@@ -34,7 +33,7 @@ impl Guest for Prime {
     fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
         let is_get = matches!(request.method(), Method::Get);
         let path_with_query = request.path_with_query().unwrap_or_default();
-        let reply = route::route(is_get, &path_with_query, || {
+        let reply = prime_api::route(is_get, &path_with_query, || {
             bindings::wasi::random::random::get_random_u64()
         });
         send(response_out, reply);
@@ -43,7 +42,7 @@ impl Guest for Prime {
 
 /// Writes `reply` as the response. The body is small (well under the 4096
 /// bytes one `blocking-write-and-flush` may carry), but chunk it anyway.
-fn send(response_out: ResponseOutparam, reply: route::Reply) {
+fn send(response_out: ResponseOutparam, reply: prime_api::Reply) {
     let mut headers = vec![(
         "content-type".to_string(),
         b"application/json".to_vec(),

@@ -1,5 +1,12 @@
-//! Request routing and input validation for the `prime` guest, kept free of
-//! WASI types so that it is plain, natively testable Rust.
+//! The prime HTTP API: routing and input validation, free of any server or
+//! WASI types. The `prime` guest (wasm) and the `prime-native` reference
+//! server both answer with this code, so benchmarks compare like with like,
+//! and it is tested natively here.
+//!
+//! Routes (all `GET`, all JSON): `/` answers `{"prime":P}` for a random n in
+//! [1000, 11000]; `/prime/{n}` and `/?n={n}` answer `{"n":n,"prime":P}`;
+//! `algo=trial` (default) or `algo=sieve`. Bad input is a 400 naming the
+//! problem, an unknown path a 404, any other method a 405.
 
 use primes::{Algo, MAX_N};
 use serde_json::json;

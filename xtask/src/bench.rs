@@ -1,0 +1,328 @@
+//! `cargo xtask bench [--quick]`: the side-by-side benchmark.
+//!
+//! Builds in release, starts every contender on loopback at once, then loads
+//! them in alternation (A B C D A B C D ...) with `scalelab load`, so slow
+//! drifts of this shared machine hit every contender alike, and prints one
+//! table of medians and ratios to the native reference. Also measures
+//! start-up to ready (cold and warm compile cache), per-request
+//! instantiation time, peak RSS, and what `RUST_BACKTRACE=1` costs. The whole
+//! result is written as JSON to `target/bench/`.
+
+use crate::guests;
+use crate::workspace::{self, Workspace};
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Requests in flight per load run: enough to keep 2 cores busy.
+const CONCURRENCY: u32 = 32;
+
+const WORKLOADS: &[&str] = &["/prime/1", "/prime/1000", "/prime/10000"];
+
+struct Settings {
+    rounds: usize,
+    round: Duration,
+}
+
+/// A server under test, running for the whole benchmark.
+struct Contender {
+    name: &'static str,
+    child: Child,
+    url: String,
+    /// The admin URL of a scalelab contender (for its metrics).
+    admin: Option<String>,
+    /// Process start to ready, as the scalelab contender logged it.
+    startup_ms: Option<f64>,
+}
+
+impl Drop for Contender {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn run(ws: &Workspace, quick: bool) -> Result<()> {
+    let settings = if quick {
+        Settings { rounds: 3, round: Duration::from_secs(2) }
+    } else {
+        Settings { rounds: 5, round: Duration::from_secs(5) }
+    };
+    let guests_dir = guests::build(ws)?;
+    println!("building the host and the native reference (release)");
+    let mut cargo = ws.cargo();
+    cargo.args(["build", "--quiet", "--release", "-p", "scalelab", "-p", "prime-native"]);
+    workspace::run(&mut cargo)?;
+    let release = ws.target_dir.join("release");
+    let scalelab = release.join("scalelab");
+    let native = release.join("prime-native");
+    let bench_dir = ws.target_dir.join("bench");
+    std::fs::create_dir_all(&bench_dir)?;
+
+    // Start-up to ready, with an empty and then a filled compile cache.
+    let cache = bench_dir.join("cache");
+    let _ = std::fs::remove_dir_all(&cache);
+    let cold = start_wasm("startup", &scalelab, &guests_dir, &cache, &[], false)?;
+    let cold_ms = startup_ms(&cold)?;
+    drop(cold);
+    let warm = start_wasm("startup", &scalelab, &guests_dir, &cache, &[], false)?;
+    let warm_ms = startup_ms(&warm)?;
+    drop(warm);
+
+    let contenders = vec![
+        start_native(&native)?,
+        start_wasm("wasm", &scalelab, &guests_dir, &cache, &[], false)?,
+        start_wasm("wasm, deadline off", &scalelab, &guests_dir, &cache, &["--deadline", "off"], false)?,
+        start_wasm("wasm, RUST_BACKTRACE=1", &scalelab, &guests_dir, &cache, &[], true)?,
+    ];
+
+    let total = WORKLOADS.len() * settings.rounds * contenders.len();
+    println!(
+        "loading {} contenders x {} workloads x {} rounds of {} s, {CONCURRENCY} connections ({total} runs)",
+        contenders.len(),
+        WORKLOADS.len(),
+        settings.rounds,
+        settings.round.as_secs()
+    );
+    // results[workload][contender] = one load report per round
+    let mut results: Vec<Vec<Vec<Value>>> = vec![vec![Vec::new(); contenders.len()]; WORKLOADS.len()];
+    for (w, workload) in WORKLOADS.iter().enumerate() {
+        for _ in 0..settings.rounds {
+            for (c, contender) in contenders.iter().enumerate() {
+                let report = load(&scalelab, &format!("{}{workload}", contender.url), settings.round)?;
+                results[w][c].push(report);
+            }
+        }
+    }
+
+    let wasm = &contenders[1];
+    let instantiate_us = instantiate_micros(wasm)?;
+    let peak_rss: Vec<(String, f64)> =
+        contenders.iter().map(|c| (c.name.to_string(), peak_rss_mb(c.child.id()))).collect();
+
+    // The table.
+    let mut out = String::new();
+    let mut rows = Vec::new();
+    out.push_str(&format!(
+        "{:<14} {:<24} {:>10} {:>9} {:>9} {:>10}\n",
+        "workload", "contender", "req/s", "p50 ms", "p99 ms", "vs native"
+    ));
+    let mut median_rps = vec![vec![0.0; contenders.len()]; WORKLOADS.len()];
+    for (w, workload) in WORKLOADS.iter().enumerate() {
+        for (c, contender) in contenders.iter().enumerate() {
+            let runs = &results[w][c];
+            let rps = median(runs.iter().map(|r| r["requests_per_second"].as_f64().unwrap_or(0.0)));
+            let p50 = median(runs.iter().map(|r| r["latency_ms"]["p50"].as_f64().unwrap_or(0.0)));
+            let p99 = median(runs.iter().map(|r| r["latency_ms"]["p99"].as_f64().unwrap_or(0.0)));
+            let errors: u64 = runs.iter().map(|r| r["requests"].as_u64().unwrap_or(0) - r["status"]["200"].as_u64().unwrap_or(0)).sum();
+            median_rps[w][c] = rps;
+            let ratio = rps / median_rps[w][0].max(f64::MIN_POSITIVE);
+            out.push_str(&format!(
+                "{:<14} {:<24} {:>10.0} {:>9.3} {:>9.3} {:>9.2}x{}\n",
+                if c == 0 { format!("GET {workload}") } else { String::new() },
+                contender.name,
+                rps,
+                p50,
+                p99,
+                ratio,
+                if errors > 0 { format!("  ({errors} non-200)") } else { String::new() }
+            ));
+            rows.push(json!({
+                "workload": workload, "contender": contender.name, "requests_per_second": rps,
+                "p50_ms": p50, "p99_ms": p99, "ratio_to_native": ratio, "non_200": errors,
+                "rounds": runs.iter().map(|r| r["requests_per_second"].clone()).collect::<Vec<_>>(),
+            }));
+        }
+    }
+    let ratio = |w: usize, c: usize| median_rps[w][c] / median_rps[w][0].max(f64::MIN_POSITIVE);
+    let backtrace_change: Vec<f64> =
+        (0..WORKLOADS.len()).map(|w| median_rps[w][3] / median_rps[w][1].max(f64::MIN_POSITIVE) - 1.0).collect();
+    out.push_str(&format!("\nper-request instantiation (wasm): {instantiate_us:.1} us\n"));
+    out.push_str(&format!("start-up to ready: cold compile cache {cold_ms:.1} ms, warm {warm_ms:.1} ms\n"));
+    out.push_str("peak RSS:");
+    for (name, mb) in &peak_rss {
+        out.push_str(&format!("  {name} {mb:.1} MB;"));
+    }
+    out.push('\n');
+    out.push_str(&format!(
+        "RUST_BACKTRACE=1 changes wasm throughput by {}\n",
+        WORKLOADS
+            .iter()
+            .zip(&backtrace_change)
+            .map(|(w, d)| format!("{:+.1}% ({w})", d * 100.0))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    let goals = [
+        ("GET /prime/10000: wasm >= 0.9x native", ratio(2, 1), 0.9),
+        ("GET /prime/1000: wasm >= 0.8x native", ratio(1, 1), 0.8),
+        ("GET /prime/1: wasm >= 0.4x native", ratio(0, 1), 0.4),
+    ];
+    out.push_str("\ngoals\n");
+    for (goal, got, want) in goals {
+        out.push_str(&format!("  {goal:<42} {got:.2}x  {}\n", if got >= want { "met" } else { "NOT met" }));
+    }
+    let worst_backtrace = backtrace_change.iter().fold(0.0f64, |m, d| m.max(d.abs()));
+    out.push_str(&format!(
+        "  {:<42} {:.1}%  {}\n",
+        "RUST_BACKTRACE=1 changes throughput < 5%",
+        worst_backtrace * 100.0,
+        if worst_backtrace < 0.05 { "met" } else { "NOT met" }
+    ));
+    print!("\n{out}");
+
+    let report = json!({
+        "command": if quick { "cargo xtask bench --quick" } else { "cargo xtask bench" },
+        "unix_time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs(),
+        "concurrency": CONCURRENCY, "rounds": settings.rounds, "round_seconds": settings.round.as_secs(),
+        "rows": rows,
+        "instantiate_us": instantiate_us,
+        "startup_ms": { "cold": cold_ms, "warm": warm_ms },
+        "peak_rss_mb": peak_rss.iter().map(|(n, mb)| (n.clone(), json!(mb))).collect::<serde_json::Map<_, _>>(),
+        "backtrace_change": backtrace_change,
+        "table": out,
+    });
+    let file = bench_dir.join(format!("bench-{}.json", report["unix_time"]));
+    std::fs::write(&file, serde_json::to_string_pretty(&report)?)?;
+    std::fs::write(bench_dir.join("latest.json"), serde_json::to_string_pretty(&report)?)?;
+    println!("\nwritten to {}", file.strip_prefix(&ws.root).unwrap_or(&file).display());
+    Ok(())
+}
+
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let mid = v.len() / 2;
+    if v.len() % 2 == 1 { v[mid] } else { (v[mid - 1] + v[mid]) / 2.0 }
+}
+
+/// Starts `scalelab serve --guest prime` on loopback and waits until ready.
+fn start_wasm(
+    name: &'static str,
+    scalelab: &Path,
+    guests_dir: &Path,
+    cache: &Path,
+    extra: &[&str],
+    backtrace: bool,
+) -> Result<Contender> {
+    let mut cmd = Command::new(scalelab);
+    cmd.args(["--log-format", "json", "serve", "--guest", "prime", "--guests-dir"])
+        .arg(guests_dir)
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--cache-dir"])
+        .arg(cache)
+        .args(extra)
+        .env_remove("RUST_LIB_BACKTRACE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if backtrace {
+        cmd.env("RUST_BACKTRACE", "1");
+    } else {
+        cmd.env_remove("RUST_BACKTRACE");
+    }
+    let mut child = cmd.spawn().with_context(|| format!("starting {}", scalelab.display()))?;
+    let lines = line_channel(child.stderr.take().unwrap());
+    let (mut traffic, mut admin) = (None, None);
+    let give_up = Instant::now() + Duration::from_secs(60);
+    loop {
+        let line = lines
+            .recv_timeout(give_up.saturating_duration_since(Instant::now()))
+            .context("scalelab serve did not become ready")?;
+        let value: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+        match (value["step"].as_str(), value["role"].as_str()) {
+            (Some("listen"), Some("traffic")) => traffic = value["addr"].as_str().map(str::to_string),
+            (Some("listen"), Some("admin")) => admin = value["addr"].as_str().map(str::to_string),
+            (Some("ready"), _) => {
+                let url = format!("http://{}", traffic.context("no traffic address logged")?);
+                let startup_ms = value["startup_ms"].as_f64();
+                // Keep draining stderr so the host never blocks on a full pipe.
+                std::thread::spawn(move || for _ in lines {});
+                let admin = admin.map(|a| format!("http://{a}"));
+                return Ok(Contender { name, child, url, admin, startup_ms });
+            }
+            _ if value["level"] == "ERROR" => bail!("scalelab serve failed: {line}"),
+            _ => {}
+        }
+    }
+}
+
+fn startup_ms(contender: &Contender) -> Result<f64> {
+    contender.startup_ms.context("the ready log line has no startup_ms")
+}
+
+fn start_native(native: &Path) -> Result<Contender> {
+    let mut child = Command::new(native)
+        .arg("127.0.0.1:0")
+        .env_remove("RUST_BACKTRACE")
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", native.display()))?;
+    let lines = line_channel(child.stdout.take().unwrap());
+    let line = lines.recv_timeout(Duration::from_secs(10)).context("prime-native did not start")?;
+    let addr = line.strip_prefix("listening on ").context("unexpected prime-native output")?;
+    Ok(Contender { name: "native", url: format!("http://{addr}"), child, admin: None, startup_ms: None })
+}
+
+/// Lines of a child's output, read on a thread.
+fn line_channel(stream: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    receiver
+}
+
+/// One `scalelab load` run; its JSON report.
+fn load(scalelab: &Path, url: &str, duration: Duration) -> Result<Value> {
+    let out = Command::new(scalelab)
+        .args(["load", url, "--concurrency", &CONCURRENCY.to_string(), "--duration"])
+        .arg(format!("{}s", duration.as_secs()))
+        .args(["--output", "json"])
+        .env_remove("RUST_BACKTRACE")
+        .stdin(Stdio::null())
+        .output()
+        .context("running scalelab load")?;
+    if !out.status.success() {
+        bail!("scalelab load {url} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    serde_json::from_slice(&out.stdout).context("parsing the scalelab load report")
+}
+
+/// Mean instantiation time from the contender's own metrics.
+fn instantiate_micros(contender: &Contender) -> Result<f64> {
+    let admin = contender.admin.as_deref().context("not a scalelab contender")?;
+    let text = ureq::get(&format!("{admin}/metrics"))
+        .call()
+        .context("reading the contender's metrics")?
+        .body_mut()
+        .read_to_string()?;
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let count = value("scalelab_guest_instantiate_duration_seconds_count");
+    Ok(if count > 0.0 { value("scalelab_guest_instantiate_duration_seconds_sum") / count * 1e6 } else { 0.0 })
+}
+
+/// Peak resident memory of a process (VmHWM), in MB.
+fn peak_rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
