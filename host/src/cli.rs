@@ -182,6 +182,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SCALELAB_MAX_IN_FLIGHT", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_in_flight: u32,
 
+    /// Requests one guest instance may serve before it is replaced; 1 gives
+    /// every request a fresh instance (strict isolation, slower).
+    #[arg(long, env = "SCALELAB_INSTANCE_REUSE", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
+    pub instance_reuse: u32,
+
     /// Runtime worker threads [default: the CPUs this process may use, cgroup
     /// CPU quota and CPU affinity respected].
     #[arg(long, env = "SCALELAB_WORKERS", value_parser = clap::value_parser!(u32).range(1..))]

@@ -8,6 +8,7 @@
 //! guest had already sent its response head (then the body is cut short).
 
 use crate::guest::Guest;
+use crate::instances::{Instances, Warm};
 use crate::metrics::{FailureReason, GuestMetrics, Metrics, RejectReason};
 use crate::state::GuestState;
 use bytes::Bytes;
@@ -20,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use wasmtime::{Store, Trap, UpdateDeadline};
-use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 /// Limits applied to every request.
@@ -32,11 +33,14 @@ pub struct Limits {
     pub max_memory: usize,
     /// Largest request body, in bytes.
     pub max_body: u64,
+    /// Requests one instance may serve before it is replaced.
+    pub instance_reuse: u32,
 }
 
 pub struct Handler {
-    guest: Arc<Guest>,
-    /// Label-resolved metric handles of `guest`.
+    /// Warm instances of the guest.
+    instances: Arc<Instances>,
+    /// Label-resolved metric handles of the guest.
     guest_metrics: GuestMetrics,
     metrics: Arc<Metrics>,
     limits: Limits,
@@ -58,10 +62,11 @@ enum Outcome {
 }
 
 impl Handler {
-    pub fn new(guest: Arc<Guest>, metrics: Arc<Metrics>, limits: Limits, max_in_flight: u32) -> Handler {
+    pub fn new(guest: &Guest, metrics: Arc<Metrics>, limits: Limits, max_in_flight: u32) -> Handler {
         let guest_metrics = metrics.for_guest(&guest.name, &guest.sha256);
+        let instances = Instances::new(guest.pre.clone(), limits.max_memory, limits.instance_reuse, guest_metrics.clone());
         Handler {
-            guest,
+            instances: Arc::new(instances),
             guest_metrics,
             metrics,
             limits,
@@ -110,51 +115,24 @@ impl Handler {
             Err(response) => return response,
         };
 
-        let mut store = Store::new(self.guest.pre.engine(), GuestState::new(self.limits.max_memory));
-        store.limiter(|state| &mut state.memory);
-        if let Some(deadline) = self.limits.deadline {
-            store.set_epoch_deadline(1);
-            store.epoch_deadline_callback(epoch_callback(Instant::now() + deadline));
-        }
-        let (sender, receiver) = oneshot::channel();
-        let prepared = (|| -> wasmtime::Result<_> {
-            let mut http = wasmtime_wasi_http::WasiHttpView::http(store.data_mut());
-            let request = http.new_incoming_request(Scheme::Http, request)?;
-            let out = http.new_response_outparam(sender)?;
-            Ok((request, out))
-        })();
-
-        let (guest_request, out) = match prepared {
-            Ok(parts) => parts,
-            Err(e) => {
-                tracing::warn!(request_id = id, error = format!("{e:#}"), "could not hand the request to the guest");
-                return json_error(StatusCode::BAD_REQUEST, "bad_request", &format!("{e:#}"));
-            }
-        };
-
         // The guest runs in its own task: it may keep streaming the body
         // after the response head has been returned to hyper.
-        let pre = self.guest.pre.clone();
+        let (sender, receiver) = oneshot::channel();
+        let instances = self.instances.clone();
         let guest_metrics = self.guest_metrics.clone();
         let deadline = self.limits.deadline;
         let task = tokio::spawn(async move {
-            let call = async {
-                let started = Instant::now();
-                let proxy = pre.instantiate_async(&mut store).await?;
-                guest_metrics.instantiated(started.elapsed());
-                proxy.wasi_http_incoming_handler().call_handle(&mut store, guest_request, out).await
+            let result = match instances.take().await {
+                Ok(mut warm) => {
+                    let result = call(&mut warm, request, sender, deadline).await;
+                    if result.is_ok() {
+                        instances.give_back(warm);
+                    }
+                    // A failed instance is dropped here, before the permit.
+                    result
+                }
+                Err((e, store)) => Err(classify(&e, &store, deadline)),
             };
-            // The epoch callback stops a guest that computes past the
-            // deadline; this timeout stops one that waits in a host call.
-            let result = match deadline {
-                Some(limit) => match tokio::time::timeout(limit, call).await {
-                    Ok(result) => result.map_err(|e| classify(&e, &store, deadline)),
-                    Err(_) => Err((FailureReason::Deadline, deadline_message(deadline), String::new())),
-                },
-                None => call.await.map_err(|e| classify(&e, &store, deadline)),
-            };
-            // Release the instance before the in-flight permit.
-            drop(store);
             drop(in_flight);
             match result {
                 Ok(()) => Outcome::Done,
@@ -232,6 +210,48 @@ impl Handler {
     }
 }
 
+/// Why a guest call failed: reason, message for the client, full detail for the log.
+type Failure = (FailureReason, String, String);
+
+/// Hands one request to a warm instance and runs `incoming-handler.handle`
+/// under the deadline.
+async fn call(
+    warm: &mut Warm,
+    request: Request<Full<Bytes>>,
+    sender: oneshot::Sender<Result<Response<HyperOutgoingBody>, ErrorCode>>,
+    deadline: Option<Duration>,
+) -> Result<(), Failure> {
+    let store = &mut warm.store;
+    store.data_mut().memory.exceeded = false;
+    match deadline {
+        Some(limit) => {
+            store.set_epoch_deadline(1);
+            store.epoch_deadline_callback(epoch_callback(Instant::now() + limit));
+        }
+        None => store.set_epoch_deadline(u64::MAX / 2),
+    }
+    let prepared = (|| -> wasmtime::Result<_> {
+        let mut http = wasmtime_wasi_http::WasiHttpView::http(store.data_mut());
+        let request = http.new_incoming_request(Scheme::Http, request)?;
+        let out = http.new_response_outparam(sender)?;
+        Ok((request, out))
+    })();
+    let (guest_request, out) = prepared.map_err(|e| {
+        (FailureReason::Trap, format!("the host could not hand the request to the guest: {e:#}"), format!("{e:?}"))
+    })?;
+    let handle = warm.proxy.wasi_http_incoming_handler().call_handle(&mut *store, guest_request, out);
+    // The epoch callback stops a guest that computes past the deadline; this
+    // timeout stops one that waits in a host call.
+    let result = match deadline {
+        Some(limit) => match tokio::time::timeout(limit, handle).await {
+            Ok(result) => result,
+            Err(_) => return Err((FailureReason::Deadline, deadline_message(deadline), String::new())),
+        },
+        None => handle.await,
+    };
+    result.map_err(|e| classify(&e, store, deadline))
+}
+
 /// The epoch callback of a request's store: at every tick, stop the guest
 /// if the deadline has passed, otherwise yield to the runtime.
 ///
@@ -262,11 +282,7 @@ fn deadline_message(deadline: Option<Duration>) -> String {
 
 /// Names the reason a guest call failed: the reason, a short message for the
 /// client, and the full error (with the wasm backtrace) for the log.
-fn classify(
-    error: &wasmtime::Error,
-    store: &Store<GuestState>,
-    deadline: Option<Duration>,
-) -> (FailureReason, String, String) {
+fn classify(error: &wasmtime::Error, store: &Store<GuestState>, deadline: Option<Duration>) -> Failure {
     let detail = format!("{error:?}");
     let trap = error.downcast_ref::<Trap>();
     if trap == Some(&Trap::Interrupt) {

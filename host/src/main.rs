@@ -9,6 +9,7 @@ mod compile;
 mod engine;
 mod guest;
 mod handler;
+mod instances;
 mod load;
 mod logging;
 mod metrics;

@@ -76,6 +76,7 @@ pub struct Metrics {
     /// Requests admitted and not yet finished (guest instance still alive).
     pub in_flight: IntGauge,
     instantiations: IntCounterVec,
+    reuses: IntCounterVec,
     instantiate_duration: HistogramVec,
     failures: IntCounterVec,
     rejections: IntCounterVec,
@@ -105,6 +106,13 @@ impl Metrics {
         )?;
         let instantiations = IntCounterVec::new(
             Opts::new("scalelab_guest_instantiations_total", "Guest instances created, by guest"),
+            &["guest"],
+        )?;
+        let reuses = IntCounterVec::new(
+            Opts::new(
+                "scalelab_guest_instance_reuses_total",
+                "Requests served by a warm instance that had served an earlier request, by guest",
+            ),
             &["guest"],
         )?;
         let instantiate_duration = HistogramVec::new(
@@ -143,6 +151,7 @@ impl Metrics {
             Box::new(request_duration.clone()),
             Box::new(in_flight.clone()),
             Box::new(instantiations.clone()),
+            Box::new(reuses.clone()),
             Box::new(instantiate_duration.clone()),
             Box::new(failures.clone()),
             Box::new(rejections.clone()),
@@ -165,6 +174,7 @@ impl Metrics {
             request_duration,
             in_flight,
             instantiations,
+            reuses,
             instantiate_duration,
             failures,
             rejections,
@@ -182,6 +192,7 @@ impl Metrics {
             requests: self.requests.clone(),
             request_duration: self.request_duration.with_label_values(&[guest]),
             instantiations: self.instantiations.with_label_values(&[guest]),
+            reuses: self.reuses.with_label_values(&[guest]),
             instantiate_duration: self.instantiate_duration.with_label_values(&[guest]),
             deadline_failures: failure(FailureReason::Deadline),
             memory_failures: failure(FailureReason::Memory),
@@ -227,6 +238,7 @@ pub struct GuestMetrics {
     requests: IntCounterVec,
     request_duration: Histogram,
     instantiations: IntCounter,
+    reuses: IntCounter,
     instantiate_duration: Histogram,
     deadline_failures: IntCounter,
     memory_failures: IntCounter,
@@ -244,6 +256,10 @@ impl GuestMetrics {
     pub fn instantiated(&self, took: Duration) {
         self.instantiations.inc();
         self.instantiate_duration.observe(took.as_secs_f64());
+    }
+
+    pub fn reused(&self) {
+        self.reuses.inc();
     }
 
     pub fn failed(&self, reason: FailureReason) {

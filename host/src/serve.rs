@@ -33,7 +33,12 @@ pub async fn run(args: ServeArgs, process_start: Instant) -> Result<()> {
     let admin_listener = bind(args.admin_listen, "admin").await?;
 
     let max_memory = usize::try_from(args.engine.max_memory).context("--max-memory is too large")?;
-    let limits = Limits { deadline: args.engine.deadline.0, max_memory, max_body: args.max_body };
+    let limits = Limits {
+        deadline: args.engine.deadline.0,
+        max_memory,
+        max_body: args.max_body,
+        instance_reuse: args.instance_reuse,
+    };
     let metrics = Arc::new(Metrics::new(&LimitValues {
         deadline: limits.deadline,
         max_memory: args.engine.max_memory,
@@ -75,7 +80,7 @@ pub async fn run(args: ServeArgs, process_start: Instant) -> Result<()> {
         }
     };
 
-    let handler = Arc::new(Handler::new(guest.clone(), metrics.clone(), limits, args.max_in_flight));
+    let handler = Arc::new(Handler::new(&guest, metrics.clone(), limits, args.max_in_flight));
     let startup = process_start.elapsed();
     metrics.startup_seconds.set(startup.as_secs_f64());
     ready.set(true);

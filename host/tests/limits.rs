@@ -133,3 +133,40 @@ async fn requests_over_the_in_flight_limit_get_503() {
 fn futures_stream(chunks: Vec<Vec<u8>>) -> impl futures_core::Stream<Item = Result<Vec<u8>, std::io::Error>> {
     tokio_stream::iter(chunks.into_iter().map(Ok))
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn warm_instances_are_reused_up_to_the_limit_and_never_after_a_failure() {
+    let client = reqwest::Client::new();
+    // Sequential requests: one instance serves three, then a new one.
+    let host = Host::start("fixture-wstd", &["--instance-reuse", "3"]);
+    for _ in 0..7 {
+        assert_eq!(client.get(host.url("/")).send().await.unwrap().status(), 200);
+    }
+    assert_eq!(reuse_counts(&host).await, (3.0, 4.0));
+
+    // --instance-reuse 1: a fresh instance for every request.
+    let strict = Host::start("fixture-wstd", &["--instance-reuse", "1"]);
+    for _ in 0..5 {
+        assert_eq!(client.get(strict.url("/")).send().await.unwrap().status(), 200);
+    }
+    assert_eq!(reuse_counts(&strict).await, (5.0, 0.0));
+
+    // A trapped instance is discarded: the next request gets a new one.
+    let host = Host::start("fixture-wstd", &[]);
+    assert_eq!(client.get(host.url("/")).send().await.unwrap().status(), 200); // new
+    assert_eq!(client.get(host.url("/panic")).send().await.unwrap().status(), 500); // reused, then dropped
+    assert_eq!(client.get(host.url("/")).send().await.unwrap().status(), 200); // new again
+    assert_eq!(client.get(host.url("/")).send().await.unwrap().status(), 200); // reused
+    assert_eq!(reuse_counts(&host).await, (2.0, 2.0));
+}
+
+/// (instances created, requests served by a warm instance) of the fixture.
+async fn reuse_counts(host: &Host) -> (f64, f64) {
+    let metrics = host.metrics().await;
+    let guest = [("guest", "fixture-wstd")];
+    (
+        metrics.value("scalelab_guest_instantiations_total", &guest).unwrap(),
+        metrics.value("scalelab_guest_instance_reuses_total", &guest).unwrap(),
+    )
+}
+

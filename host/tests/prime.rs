@@ -87,9 +87,13 @@ async fn a_hundred_concurrent_requests_all_get_json_and_metrics_count_them() {
     let latency_sum = metrics.value("scalelab_http_request_duration_seconds_sum", &prime).unwrap();
     assert!(latency_sum > 0.0 && latency_sum < 102.0 * 5.0, "{latency_sum}");
     assert_eq!(metrics.value("scalelab_http_requests_in_flight", &[]), Some(0.0));
-    // 102 requests plus the start-up probe, which is not counted.
-    assert_eq!(metrics.value("scalelab_guest_instantiations_total", &prime), Some(102.0));
-    assert_eq!(metrics.value("scalelab_guest_instantiate_duration_seconds_count", &prime), Some(102.0));
+    // Every request got an instance: a new one or a warm one (the start-up
+    // probe is not counted).
+    let created = metrics.value("scalelab_guest_instantiations_total", &prime).unwrap();
+    let reused = metrics.value("scalelab_guest_instance_reuses_total", &prime).unwrap();
+    assert_eq!(created + reused, 102.0);
+    assert!((1.0..=100.0).contains(&created), "{created}");
+    assert_eq!(metrics.value("scalelab_guest_instantiate_duration_seconds_count", &prime), Some(created));
     for reason in ["deadline", "memory", "trap"] {
         assert_eq!(metrics.value("scalelab_guest_failures_total", &[("guest", "prime"), ("reason", reason)]), Some(0.0));
     }

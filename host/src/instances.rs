@@ -1,0 +1,85 @@
+//! Warm guest instances, reused across requests.
+//!
+//! Creating a store and an instance per request costs more than the request
+//! itself for small workloads: mostly the pooling allocator resetting the
+//! instance's memory afterwards (page-table work and TLB shootdowns across
+//! cores). So an instance whose call returned normally goes back to an idle
+//! list and serves a later request, up to `--instance-reuse` requests in all;
+//! one that trapped, ran out of memory or was cut off by the deadline is
+//! dropped, since wasmtime does not allow re-entering it.
+//!
+//! Isolation, explicitly: requests served by the same instance share its
+//! linear memory, so what one request leaves in memory a later one could read.
+//! Guests must not rely on it (the architecture rule: nothing that must
+//! survive lives in guest memory), and `--instance-reuse 1` gives every
+//! request a fresh instance when a test needs strict isolation. One instance
+//! never serves two requests at once.
+
+use crate::metrics::GuestMetrics;
+use crate::state::GuestState;
+use std::sync::Mutex;
+use std::time::Instant;
+use wasmtime::Store;
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
+
+/// Idle instances kept at most: enough for the concurrency of a busy pod,
+/// few enough that a burst does not keep hundreds of memories resident.
+const MAX_IDLE: usize = 64;
+
+/// An instance with its store, between or during requests.
+pub struct Warm {
+    pub store: Store<GuestState>,
+    pub proxy: Proxy,
+    /// Requests this instance has started, including the current one.
+    uses: u32,
+}
+
+pub struct Instances {
+    pre: ProxyPre<GuestState>,
+    max_memory: usize,
+    /// Requests one instance may serve; 1 means a fresh instance every time.
+    max_uses: u32,
+    idle: Mutex<Vec<Warm>>,
+    metrics: GuestMetrics,
+}
+
+impl Instances {
+    pub fn new(pre: ProxyPre<GuestState>, max_memory: usize, max_uses: u32, metrics: GuestMetrics) -> Instances {
+        Instances { pre, max_memory, max_uses: max_uses.max(1), idle: Mutex::new(Vec::new()), metrics }
+    }
+
+    /// An idle instance, or a new one.
+    pub async fn take(&self) -> Result<Warm, (wasmtime::Error, Store<GuestState>)> {
+        let reused = self.idle.lock().unwrap().pop();
+        if let Some(mut warm) = reused {
+            warm.uses += 1;
+            self.metrics.reused();
+            return Ok(warm);
+        }
+        let started = Instant::now();
+        let mut store = Store::new(self.pre.engine(), GuestState::new(self.max_memory));
+        store.limiter(|state| &mut state.memory);
+        // Epoch checks may run during start functions; give them room. Each
+        // request sets its own deadline before calling the guest.
+        store.set_epoch_deadline(u64::MAX / 2);
+        match self.pre.instantiate_async(&mut store).await {
+            Ok(proxy) => {
+                self.metrics.instantiated(started.elapsed());
+                Ok(Warm { store, proxy, uses: 1 })
+            }
+            Err(e) => Err((e, store)),
+        }
+    }
+
+    /// Returns an instance whose call ended normally, unless it has served
+    /// its share of requests or enough instances are idle already.
+    pub fn give_back(&self, warm: Warm) {
+        if warm.uses >= self.max_uses {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap();
+        if idle.len() < MAX_IDLE {
+            idle.push(warm);
+        }
+    }
+}
