@@ -23,6 +23,12 @@ const CONCURRENCY: u32 = 32;
 
 const WORKLOADS: &[&str] = &["/prime/1", "/prime/1000", "/prime/10000"];
 
+// Positions of the contenders in the run, the table and the ratios.
+const NATIVE: usize = 0;
+const WASM: usize = 1;
+const BACKTRACE: usize = 3;
+const FRESH: usize = 4;
+
 struct Settings {
     rounds: usize,
     round: Duration,
@@ -78,6 +84,7 @@ pub fn run(ws: &Workspace, quick: bool) -> Result<()> {
         start_wasm("wasm", &scalelab, &guests_dir, &cache, &[], false)?,
         start_wasm("wasm, deadline off", &scalelab, &guests_dir, &cache, &["--deadline", "off"], false)?,
         start_wasm("wasm, RUST_BACKTRACE=1", &scalelab, &guests_dir, &cache, &[], true)?,
+        start_wasm("wasm, fresh instances", &scalelab, &guests_dir, &cache, &["--instance-reuse", "1"], false)?,
     ];
 
     let total = WORKLOADS.len() * settings.rounds * contenders.len();
@@ -99,8 +106,8 @@ pub fn run(ws: &Workspace, quick: bool) -> Result<()> {
         }
     }
 
-    let wasm = &contenders[1];
-    let instantiate_us = instantiate_micros(wasm)?;
+    // The fresh-instance contender instantiates for every request.
+    let instantiate_us = instantiate_micros(&contenders[FRESH])?;
     let peak_rss: Vec<(String, f64)> =
         contenders.iter().map(|c| (c.name.to_string(), peak_rss_mb(c.child.id()))).collect();
 
@@ -108,7 +115,7 @@ pub fn run(ws: &Workspace, quick: bool) -> Result<()> {
     let mut out = String::new();
     let mut rows = Vec::new();
     out.push_str(&format!(
-        "{:<14} {:<24} {:>10} {:>9} {:>9} {:>10}\n",
+        "{:<17} {:<26} {:>10} {:>9} {:>9} {:>10}\n",
         "workload", "contender", "req/s", "p50 ms", "p99 ms", "vs native"
     ));
     let mut median_rps = vec![vec![0.0; contenders.len()]; WORKLOADS.len()];
@@ -120,10 +127,10 @@ pub fn run(ws: &Workspace, quick: bool) -> Result<()> {
             let p99 = median(runs.iter().map(|r| r["latency_ms"]["p99"].as_f64().unwrap_or(0.0)));
             let errors: u64 = runs.iter().map(|r| r["requests"].as_u64().unwrap_or(0) - r["status"]["200"].as_u64().unwrap_or(0)).sum();
             median_rps[w][c] = rps;
-            let ratio = rps / median_rps[w][0].max(f64::MIN_POSITIVE);
+            let ratio = rps / median_rps[w][NATIVE].max(f64::MIN_POSITIVE);
             out.push_str(&format!(
-                "{:<14} {:<24} {:>10.0} {:>9.3} {:>9.3} {:>9.2}x{}\n",
-                if c == 0 { format!("GET {workload}") } else { String::new() },
+                "{:<17} {:<26} {:>10.0} {:>9.3} {:>9.3} {:>9.2}x{}\n",
+                if c == NATIVE { format!("GET {workload}") } else { String::new() },
                 contender.name,
                 rps,
                 p50,
@@ -138,10 +145,10 @@ pub fn run(ws: &Workspace, quick: bool) -> Result<()> {
             }));
         }
     }
-    let ratio = |w: usize, c: usize| median_rps[w][c] / median_rps[w][0].max(f64::MIN_POSITIVE);
+    let ratio = |w: usize, c: usize| median_rps[w][c] / median_rps[w][NATIVE].max(f64::MIN_POSITIVE);
     let backtrace_change: Vec<f64> =
-        (0..WORKLOADS.len()).map(|w| median_rps[w][3] / median_rps[w][1].max(f64::MIN_POSITIVE) - 1.0).collect();
-    out.push_str(&format!("\nper-request instantiation (wasm): {instantiate_us:.1} us\n"));
+        (0..WORKLOADS.len()).map(|w| median_rps[w][BACKTRACE] / median_rps[w][WASM].max(f64::MIN_POSITIVE) - 1.0).collect();
+    out.push_str(&format!("\ninstantiation of a fresh instance: {instantiate_us:.1} us\n"));
     out.push_str(&format!("start-up to ready: cold compile cache {cold_ms:.1} ms, warm {warm_ms:.1} ms\n"));
     out.push_str("peak RSS:");
     for (name, mb) in &peak_rss {
@@ -158,9 +165,9 @@ pub fn run(ws: &Workspace, quick: bool) -> Result<()> {
             .join(", ")
     ));
     let goals = [
-        ("GET /prime/10000: wasm >= 0.9x native", ratio(2, 1), 0.9),
-        ("GET /prime/1000: wasm >= 0.8x native", ratio(1, 1), 0.8),
-        ("GET /prime/1: wasm >= 0.4x native", ratio(0, 1), 0.4),
+        ("GET /prime/10000: wasm >= 0.9x native", ratio(2, WASM), 0.9),
+        ("GET /prime/1000: wasm >= 0.8x native", ratio(1, WASM), 0.8),
+        ("GET /prime/1: wasm >= 0.4x native", ratio(0, WASM), 0.4),
     ];
     out.push_str("\ngoals\n");
     for (goal, got, want) in goals {
