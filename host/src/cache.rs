@@ -94,8 +94,8 @@ impl CompileCache {
         }
 
         let entry = self.entry_path(engine, &sha256);
-        if let Some(entry) = &entry {
-            if entry.exists() {
+        if let Some(entry) = &entry
+            && entry.exists() {
                 // SAFETY: entries are written only by `store` below, into the
                 // operator's cache directory, atomically; wasmtime checks the
                 // engine compatibility again on load.
@@ -108,18 +108,16 @@ impl CompileCache {
                     ),
                 }
             }
-        }
 
         let component = compile(engine, &bytes, path)?;
-        if let Some(entry) = &entry {
-            if let Err(e) = store(&component, entry) {
+        if let Some(entry) = &entry
+            && let Err(e) = store(&component, entry) {
                 tracing::warn!(
                     entry = %entry.display(),
                     error = format!("{e:#}"),
                     "could not write the compile cache; the next start compiles again"
                 );
             }
-        }
         Ok(Loaded { component, sha256, origin: Origin::Compiled })
     }
 

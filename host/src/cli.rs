@@ -237,6 +237,17 @@ fn parse_bytes(s: &str) -> Result<u64, String> {
         .map_err(|e| format!("{e} (expected a size such as 512KiB, 64MiB or 1048576)"))
 }
 
+impl EngineArgs {
+    /// The engine settings these flags imply, with a pool of `pool_slots` instances.
+    pub fn engine_settings(&self, pool_slots: u32) -> crate::engine::EngineSettings {
+        crate::engine::EngineSettings {
+            epoch_interruption: self.deadline.0.is_some(),
+            max_memory: self.max_memory,
+            pool_slots,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,17 +284,6 @@ mod tests {
                 Some(expected.as_str()),
                 "--{id} needs the env twin {expected}"
             );
-        }
-    }
-}
-
-impl EngineArgs {
-    /// The engine settings these flags imply, with a pool of `pool_slots` instances.
-    pub fn engine_settings(&self, pool_slots: u32) -> crate::engine::EngineSettings {
-        crate::engine::EngineSettings {
-            epoch_interruption: self.deadline.0.is_some(),
-            max_memory: self.max_memory,
-            pool_slots,
         }
     }
 }

@@ -115,9 +115,9 @@ async fn a_hundred_concurrent_requests_all_get_json_and_metrics_count_them() {
     assert!(metrics.value("process_open_fds", &[]).unwrap() >= 3.0);
 }
 
-async fn futures_join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
+async fn futures_join_all<F>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
 where
-    F: Send + 'static,
+    F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();

@@ -79,13 +79,11 @@ pub fn run(ws: &Workspace, quick: bool) -> Result<()> {
     let warm_ms = startup_ms(&warm)?;
     drop(warm);
 
-    let contenders = vec![
-        start_native(&native)?,
+    let contenders = [start_native(&native)?,
         start_wasm("wasm", &scalelab, &guests_dir, &cache, &[], false)?,
         start_wasm("wasm, deadline off", &scalelab, &guests_dir, &cache, &["--deadline", "off"], false)?,
         start_wasm("wasm, RUST_BACKTRACE=1", &scalelab, &guests_dir, &cache, &[], true)?,
-        start_wasm("wasm, fresh instances", &scalelab, &guests_dir, &cache, &["--instance-reuse", "1"], false)?,
-    ];
+        start_wasm("wasm, fresh instances", &scalelab, &guests_dir, &cache, &["--instance-reuse", "1"], false)?];
 
     let total = WORKLOADS.len() * settings.rounds * contenders.len();
     println!(
@@ -332,4 +330,16 @@ fn peak_rss_mb(pid: u32) -> f64 {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn median_of_odd_even_and_empty_samples() {
+        assert_eq!(median([3.0, 1.0, 2.0].into_iter()), 2.0);
+        assert_eq!(median([4.0, 1.0, 3.0, 2.0].into_iter()), 2.5);
+        assert_eq!(median(std::iter::empty()), 0.0);
+    }
 }

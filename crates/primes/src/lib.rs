@@ -53,7 +53,7 @@ fn nth_prime_trial(n: u32) -> u64 {
         let is_prime = found[1..]
             .iter()
             .take_while(|&&p| p * p <= candidate)
-            .all(|&p| candidate % p != 0);
+            .all(|&p| !candidate.is_multiple_of(p));
         if is_prime {
             found.push(candidate);
         }

@@ -226,11 +226,10 @@ async fn show_progress(recorder: Arc<Recorder>) {
 
 fn check_thresholds(report: &Report, args: &LoadArgs) -> Vec<String> {
     let mut failures = Vec::new();
-    if let Some(max) = args.max_error_rate {
-        if report.error_rate > max {
+    if let Some(max) = args.max_error_rate
+        && report.error_rate > max {
             failures.push(format!("error rate {:.4} is above --max-error-rate {max}", report.error_rate));
         }
-    }
     if let Some(max) = args.max_p99 {
         let p99 = Duration::from_secs_f64(report.latency_ms.p99 / 1e3);
         if p99 > max || report.responses == 0 {
