@@ -135,3 +135,42 @@ fn a_server_that_goes_away_mid_run_is_reported_not_a_panic() {
     let last = series.last().unwrap();
     assert!(last["errors"].as_u64().unwrap() > 0 && last["requests"] == last["errors"], "{report}");
 }
+
+#[test]
+fn the_open_model_http2_and_timeouts_against_the_host() {
+    let host = Host::start("fixture-wstd", &[]);
+    // Open model: 100 requests/s for 2 s.
+    let out = load(&[&host.url("/"), "--rate", "100", "--duration", "2s", "--output", "json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let report = json_of(&out);
+    let requests = report["requests"].as_u64().unwrap();
+    assert!((190..=201).contains(&requests), "{report}");
+    assert_eq!(report["status"]["200"], requests);
+
+    // HTTP/2 with prior knowledge: the host speaks it.
+    let out = load(&[&host.url("/"), "--http2", "-n", "50", "--output", "json"]).output().unwrap();
+    assert_eq!(json_of(&out)["status"]["200"], 50);
+
+    // A response slower than --timeout is a `timeout` error.
+    let out = load(&[&host.url("/sleep?ms=3000"), "-n", "2", "-c", "2", "--timeout", "200ms", "--output", "json"])
+        .output()
+        .unwrap();
+    let report = json_of(&out);
+    assert_eq!(report["errors"]["timeout"], 2, "{report}");
+    assert_eq!(report["error_rate"], 1.0);
+}
+
+#[test]
+fn a_terminal_gets_a_live_progress_line_and_a_pipe_only_the_report() {
+    let host = Host::start("prime", &[]);
+    let command = format!("{} load {} --duration 2s --concurrency 2", env!("CARGO_BIN_EXE_scalelab"), host.url("/prime/10"));
+    // `script` runs the command on a pseudo-terminal.
+    let out = Command::new("script").args(["-qec", &command, "/dev/null"]).stdin(Stdio::null()).output().unwrap();
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(screen.contains("requests/s   p99"), "no progress line: {screen}");
+    assert!(screen.contains("requests     "), "no report: {screen}");
+
+    let piped = load(&[&host.url("/prime/10"), "--duration", "2s", "--concurrency", "2"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&piped.stderr).contains("requests/s   p99"));
+    assert!(String::from_utf8_lossy(&piped.stdout).starts_with("scalelab load: closed model"));
+}
