@@ -1,23 +1,32 @@
-//! The admin listener: liveness, readiness and metrics, on a port of its own
-//! so that probes and scrapes never queue behind guest traffic.
+//! The admin listener: liveness, readiness, metrics and the guest API, on a
+//! port of its own so that probes and scrapes never queue behind guest traffic.
 //!
 //! - `GET /healthz`: 200 while the process runs (liveness);
 //! - `GET /readyz`: 200 once the guest is compiled and instantiable, 503
 //!   before that and from the moment a shutdown starts (readiness);
-//! - `GET /metrics`: Prometheus text exposition.
+//! - `GET /metrics`: Prometheus text exposition;
+//! - `GET /admin/guest`: the guest being served (name, sha256, since, world);
+//! - `PUT /admin/guest`: swap to a guest given by name or path (text body) or
+//!   as a component (body starting with the wasm magic), with
+//!   `Authorization: Bearer <token>`. Without a configured token the route
+//!   is disabled (403); a missing or wrong token gets 401.
 
 use crate::metrics::Metrics;
+use crate::swap::{GuestSource, SwapRequest, Swapper};
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::header::{CONTENT_TYPE, HeaderValue};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use tokio::net::TcpListener;
+
+/// Largest component accepted by `PUT /admin/guest`.
+const MAX_UPLOAD: usize = 64 << 20;
 
 /// Whether the host should receive traffic. Shared by start-up, shutdown and `/readyz`.
 #[derive(Clone, Default)]
@@ -33,8 +42,18 @@ impl Readiness {
     }
 }
 
+/// What the admin routes need.
+pub struct Admin {
+    pub metrics: Arc<Metrics>,
+    pub ready: Readiness,
+    /// Set once the first guest is serving.
+    pub swapper: OnceLock<Arc<Swapper>>,
+    /// The bearer token of `PUT /admin/guest`; `None` disables the route.
+    pub token: Option<String>,
+}
+
 /// Serves the admin routes until the process exits.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, ready: Readiness) {
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
     let builder = auto::Builder::new(TokioExecutor::new());
     loop {
         let stream = match listener.accept().await {
@@ -45,11 +64,10 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, ready: Readines
                 continue;
             }
         };
-        let metrics = metrics.clone();
-        let ready = ready.clone();
+        let admin = admin.clone();
         let service = service_fn(move |request: Request<hyper::body::Incoming>| {
-            let response = route(&request, &metrics, &ready);
-            async move { Ok::<_, Infallible>(response) }
+            let admin = admin.clone();
+            async move { Ok::<_, Infallible>(route(request, &admin).await) }
         });
         let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
         tokio::spawn(async move {
@@ -60,15 +78,14 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, ready: Readines
     }
 }
 
-fn route<B>(request: &Request<B>, metrics: &Metrics, ready: &Readiness) -> Response<Full<Bytes>> {
-    if request.method() != Method::GET && request.method() != Method::HEAD {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
-    }
-    match request.uri().path() {
-        "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" if ready.get() => text(StatusCode::OK, "ready\n"),
-        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
-        "/metrics" => match metrics.encode() {
+async fn route(request: Request<hyper::body::Incoming>, admin: &Admin) -> Response<Full<Bytes>> {
+    let path = request.uri().path().to_string();
+    match (request.method(), path.as_str()) {
+        (&Method::PUT, "/admin/guest") => put_guest(request, admin).await,
+        (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (&Method::GET | &Method::HEAD, "/readyz") if admin.ready.get() => text(StatusCode::OK, "ready\n"),
+        (&Method::GET | &Method::HEAD, "/readyz") => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        (&Method::GET | &Method::HEAD, "/metrics") => match admin.metrics.encode() {
             Ok(body) => {
                 let mut response = Response::new(Full::new(Bytes::from(body)));
                 response.headers_mut().insert(
@@ -79,8 +96,66 @@ fn route<B>(request: &Request<B>, metrics: &Metrics, ready: &Readiness) -> Respo
             }
             Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("encoding metrics failed: {e:#}\n")),
         },
-        _ => text(StatusCode::NOT_FOUND, "admin routes: /healthz /readyz /metrics\n"),
+        (&Method::GET | &Method::HEAD, "/admin/guest") => match admin.swapper.get() {
+            Some(swapper) => json(StatusCode::OK, &serde_json::to_value(swapper.current()).unwrap_or_default()),
+            None => json(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({ "error": "no guest is serving yet" })),
+        },
+        (_, "/healthz" | "/readyz" | "/metrics" | "/admin/guest") => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
+        _ => text(StatusCode::NOT_FOUND, "admin routes: /healthz /readyz /metrics /admin/guest\n"),
     }
+}
+
+async fn put_guest(request: Request<hyper::body::Incoming>, admin: &Admin) -> Response<Full<Bytes>> {
+    let error = |status, message: &str| json(status, &serde_json::json!({ "error": message }));
+    let Some(token) = &admin.token else {
+        return error(
+            StatusCode::FORBIDDEN,
+            "PUT /admin/guest is disabled: start the host with --admin-token-file or SCALELAB_ADMIN_TOKEN",
+        );
+    };
+    let presented = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if !presented.is_some_and(|p| same(p.as_bytes(), token.as_bytes())) {
+        let mut response = error(StatusCode::UNAUTHORIZED, "a valid `Authorization: Bearer <token>` is required");
+        response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return response;
+    }
+    let Some(swapper) = admin.swapper.get() else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "no guest is serving yet");
+    };
+    let body = match Limited::new(request.into_body(), MAX_UPLOAD).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(e) => return error(StatusCode::PAYLOAD_TOO_LARGE, &format!("could not read the body: {e}")),
+    };
+    let source = if body.starts_with(b"\0asm") {
+        GuestSource::Bytes(body.to_vec())
+    } else {
+        match std::str::from_utf8(&body).map(str::trim) {
+            Ok(spec) if !spec.is_empty() => GuestSource::Spec(spec.to_string()),
+            _ => return error(StatusCode::BAD_REQUEST, "the body must be a guest name or path, or a wasm component"),
+        }
+    };
+    let current_env = swapper.current_env();
+    let request = SwapRequest { source, deadline: None, max_memory: None, env: current_env, origin: "admin API" };
+    match swapper.swap(request).await {
+        Ok(report) => json(StatusCode::OK, &serde_json::to_value(report).unwrap_or_default()),
+        Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, &format!("{e:#}; the current guest keeps serving")),
+    }
+}
+
+/// Compares secrets in time independent of where they differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
 }
 
 fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {

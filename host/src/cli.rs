@@ -125,9 +125,9 @@ fn parse_fraction(s: &str) -> Result<f64, String> {
 #[derive(Debug, Args)]
 pub struct GuestArgs {
     /// Guest to run: a name (`prime` -> <guests-dir>/prime.wasm) or a path to a
-    /// `.wasm` component or a precompiled `.cwasm`.
+    /// `.wasm` component or a precompiled `.cwasm` [serve: or `guest` in the config file].
     #[arg(long, env = "SCALELAB_GUEST")]
-    pub guest: String,
+    pub guest: Option<String>,
 
     /// Directory that guest names resolve in [default: `guests/` next to the
     /// binary, then `../guests/`].
@@ -165,6 +165,22 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub engine: EngineArgs,
+
+    /// The guest configuration file (a mounted ConfigMap), watched for
+    /// changes; flags and environment win over it [default:
+    /// /etc/scalelab/guest.toml, where a missing file is not an error].
+    #[arg(long, env = "SCALELAB_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// How often the config file is re-read besides inotify events.
+    #[arg(long, env = "SCALELAB_CONFIG_POLL", default_value = "2s", value_parser = parse_duration)]
+    pub config_poll: Duration,
+
+    /// File holding the bearer token of `PUT /admin/guest` (a mounted
+    /// Secret); `SCALELAB_ADMIN_TOKEN` may hold the token itself. Without
+    /// either, the route answers 403.
+    #[arg(long, env = "SCALELAB_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
 
     /// Address of the HTTP traffic listener (port 0 picks a free port).
     #[arg(long, env = "SCALELAB_LISTEN", default_value = "0.0.0.0:8080")]
@@ -210,11 +226,31 @@ pub struct CompileArgs {
     pub output: Option<PathBuf>,
 }
 
+/// Which serve settings came from a flag or the environment (and so win over
+/// the config file), as opposed to defaults.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Explicit {
+    pub deadline: bool,
+    pub max_memory: bool,
+}
+
+impl Explicit {
+    pub fn of(matches: &clap::ArgMatches) -> Explicit {
+        let given = |id: &str| {
+            matches!(
+                matches.value_source(id),
+                Some(clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable)
+            )
+        };
+        Explicit { deadline: given("deadline"), max_memory: given("max_memory") }
+    }
+}
+
 /// The per-request deadline, or none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Deadline(pub Option<Duration>);
 
-fn parse_deadline(s: &str) -> Result<Deadline, String> {
+pub fn parse_deadline(s: &str) -> Result<Deadline, String> {
     if matches!(s, "off" | "none" | "0") {
         return Ok(Deadline(None));
     }
@@ -230,7 +266,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{e} (expected a duration such as 200ms, 5s or 1m)"))
 }
 
-fn parse_bytes(s: &str) -> Result<u64, String> {
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
     parse_size::Config::new()
         .with_binary()
         .parse_size(s)

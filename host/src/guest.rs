@@ -148,7 +148,7 @@ impl Guest {
         tracing::info!(step = "link", guest = %name, duration_ms = started.elapsed().as_secs_f64() * 1e3, "guest linked");
 
         let started = Instant::now();
-        let mut store = Store::new(engine, GuestState::new(max_memory));
+        let mut store = Store::new(engine, GuestState::new(max_memory, &[]));
         store.limiter(|state| &mut state.memory);
         // Epoch checks are compiled in when a deadline is configured; give the
         // probe plenty of ticks (its start functions run here).

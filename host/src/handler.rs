@@ -7,9 +7,10 @@
 //! inside the guest never leaves the client without a response unless the
 //! guest had already sent its response head (then the body is cut short).
 
-use crate::guest::Guest;
-use crate::instances::{Instances, Warm};
-use crate::metrics::{FailureReason, GuestMetrics, Metrics, RejectReason};
+use crate::instances::Warm;
+use crate::swap::Active;
+use arc_swap::ArcSwap;
+use crate::metrics::{FailureReason, Metrics, RejectReason};
 use crate::state::GuestState;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
@@ -31,19 +32,16 @@ pub struct Limits {
     pub deadline: Option<Duration>,
     /// Largest linear memory one request's instance may grow to, in bytes.
     pub max_memory: usize,
-    /// Largest request body, in bytes.
-    pub max_body: u64,
     /// Requests one instance may serve before it is replaced.
     pub instance_reuse: u32,
 }
 
 pub struct Handler {
-    /// Warm instances of the guest.
-    instances: Arc<Instances>,
-    /// Label-resolved metric handles of the guest.
-    guest_metrics: GuestMetrics,
+    /// The guest being served; replaced whole by a swap.
+    active: ArcSwap<Active>,
     metrics: Arc<Metrics>,
-    limits: Limits,
+    /// Largest request body, in bytes (host-wide, not per guest).
+    max_body: u64,
     /// One permit per request in flight; held until the guest's store is dropped.
     in_flight: Arc<Semaphore>,
     /// Source of request ids (returned as `x-request-id`, logged on failures).
@@ -62,30 +60,39 @@ enum Outcome {
 }
 
 impl Handler {
-    pub fn new(guest: &Guest, metrics: Arc<Metrics>, limits: Limits, max_in_flight: u32) -> Handler {
-        let guest_metrics = metrics.for_guest(&guest.name, &guest.sha256);
-        let instances = Instances::new(guest.pre.clone(), limits.max_memory, limits.instance_reuse, guest_metrics.clone());
+    pub fn new(active: Active, metrics: Arc<Metrics>, max_body: u64, max_in_flight: u32) -> Handler {
         Handler {
-            instances: Arc::new(instances),
-            guest_metrics,
+            active: ArcSwap::from_pointee(active),
             metrics,
-            limits,
+            max_body,
             in_flight: Arc::new(Semaphore::new(max_in_flight as usize)),
             next_id: AtomicU64::new(1),
         }
     }
 
+    /// The guest being served now.
+    pub fn active(&self) -> Arc<Active> {
+        self.active.load_full()
+    }
+
+    /// Serves `active` from now on; requests under way finish on the old guest.
+    pub fn switch_to(&self, active: Active) {
+        self.active.store(Arc::new(active));
+    }
+
     /// Serves one request. Never fails: every error becomes a response.
     pub async fn handle(&self, request: Request<Incoming>) -> Response<HyperOutgoingBody> {
         let arrived = Instant::now();
+        // The whole request runs on the guest current at its arrival.
+        let active = self.active.load_full();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         // Copy what the log line needs only when it will be written.
         let logged = tracing::enabled!(tracing::Level::DEBUG)
             .then(|| (request.method().clone(), request.uri().clone()));
-        let mut response = self.respond(id, request).await;
+        let mut response = self.respond(id, request, active.clone()).await;
         response.headers_mut().insert(REQUEST_ID, HeaderValue::from(id));
         let took = arrived.elapsed();
-        self.guest_metrics.answered(response.status().as_u16(), took);
+        active.metrics.answered(response.status().as_u16(), took);
         if let Some((method, uri)) = logged {
             tracing::debug!(
                 request_id = id,
@@ -99,7 +106,7 @@ impl Handler {
         response
     }
 
-    async fn respond(&self, id: u64, request: Request<Incoming>) -> Response<HyperOutgoingBody> {
+    async fn respond(&self, id: u64, request: Request<Incoming>, active: Arc<Active>) -> Response<HyperOutgoingBody> {
         let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
             self.metrics.reject(RejectReason::InFlightLimit);
             return json_error(
@@ -118,15 +125,13 @@ impl Handler {
         // The guest runs in its own task: it may keep streaming the body
         // after the response head has been returned to hyper.
         let (sender, receiver) = oneshot::channel();
-        let instances = self.instances.clone();
-        let guest_metrics = self.guest_metrics.clone();
-        let deadline = self.limits.deadline;
         let task = tokio::spawn(async move {
-            let result = match instances.take().await {
+            let deadline = active.limits.deadline;
+            let result = match active.instances.take().await {
                 Ok(mut warm) => {
                     let result = call(&mut warm, request, sender, deadline).await;
                     if result.is_ok() {
-                        instances.give_back(warm);
+                        active.instances.give_back(warm);
                     }
                     // A failed instance is dropped here, before the permit.
                     result
@@ -137,7 +142,7 @@ impl Handler {
             match result {
                 Ok(()) => Outcome::Done,
                 Err((reason, message, detail)) => {
-                    guest_metrics.failed(reason);
+                    active.metrics.failed(reason);
                     tracing::warn!(request_id = id, reason = reason.as_str(), %message, %detail, "guest call failed");
                     Outcome::Failed(reason, message)
                 }
@@ -177,7 +182,7 @@ impl Handler {
     /// Reads the whole body within `--max-body`, so an oversized request is
     /// refused with 413 before the guest sees any of it.
     async fn read_body(&self, request: Request<Incoming>) -> Result<Request<Full<Bytes>>, Response<HyperOutgoingBody>> {
-        let max = self.limits.max_body;
+        let max = self.max_body;
         let too_large = || {
             json_error(
                 StatusCode::PAYLOAD_TOO_LARGE,

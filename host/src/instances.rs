@@ -39,13 +39,21 @@ pub struct Instances {
     max_memory: usize,
     /// Requests one instance may serve; 1 means a fresh instance every time.
     max_uses: u32,
+    /// WASI environment variables of every instance (from the config file).
+    env: Vec<(String, String)>,
     idle: Mutex<Vec<Warm>>,
     metrics: GuestMetrics,
 }
 
 impl Instances {
-    pub fn new(pre: ProxyPre<GuestState>, max_memory: usize, max_uses: u32, metrics: GuestMetrics) -> Instances {
-        Instances { pre, max_memory, max_uses: max_uses.max(1), idle: Mutex::new(Vec::new()), metrics }
+    pub fn new(
+        pre: ProxyPre<GuestState>,
+        max_memory: usize,
+        max_uses: u32,
+        env: Vec<(String, String)>,
+        metrics: GuestMetrics,
+    ) -> Instances {
+        Instances { pre, max_memory, max_uses: max_uses.max(1), env, idle: Mutex::new(Vec::new()), metrics }
     }
 
     /// An idle instance, or a new one.
@@ -57,7 +65,7 @@ impl Instances {
             return Ok(warm);
         }
         let started = Instant::now();
-        let mut store = Store::new(self.pre.engine(), GuestState::new(self.max_memory));
+        let mut store = Store::new(self.pre.engine(), GuestState::new(self.max_memory, &self.env));
         store.limiter(|state| &mut state.memory);
         // Epoch checks may run during start functions; give them room. Each
         // request sets its own deadline before calling the guest.

@@ -6,6 +6,7 @@ mod backtrace;
 mod cache;
 mod cli;
 mod compile;
+mod config;
 mod engine;
 mod guest;
 mod handler;
@@ -16,16 +17,19 @@ mod metrics;
 mod serve;
 mod shutdown;
 mod state;
+mod swap;
+mod watch;
 mod workers;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use std::process::ExitCode;
 use std::time::Instant;
 
 fn main() -> ExitCode {
     let process_start = Instant::now();
     let user_lib_backtrace = backtrace::disable_library_captures();
-    let cli = cli::Cli::parse();
+    let matches = cli::Cli::command().get_matches();
+    let cli = cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     logging::init(cli.log_format);
     if let Some(value) = user_lib_backtrace.filter(|v| v != "0") {
         tracing::warn!(
@@ -36,10 +40,11 @@ fn main() -> ExitCode {
 
     let result = match cli.command {
         cli::Command::Serve(args) => {
+            let explicit = matches.subcommand_matches("serve").map(cli::Explicit::of).unwrap_or_default();
             let workers = workers::count(args.workers);
             runtime(workers).and_then(|rt| {
                 tracing::info!(step = "runtime", workers, "async runtime started");
-                rt.block_on(serve::run(args, process_start))
+                rt.block_on(serve::run(args, explicit, process_start))
             })
         }
         cli::Command::Compile(args) => runtime(1).and_then(|rt| rt.block_on(compile::run(args))),
@@ -61,6 +66,10 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<config::ConfigError>() => {
+            tracing::error!("{e:#}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             tracing::error!("{e:#}");
             ExitCode::FAILURE

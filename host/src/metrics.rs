@@ -81,6 +81,8 @@ pub struct Metrics {
     failures: IntCounterVec,
     rejections: IntCounterVec,
     guest_info: IntGaugeVec,
+    swaps: IntCounterVec,
+    swap_duration: HistogramVec,
     /// Seconds from process start to ready, set once at start-up.
     pub startup_seconds: Gauge,
 }
@@ -141,6 +143,18 @@ impl Metrics {
             Opts::new("scalelab_guest_info", "The guest being served (value 1), with the sha256 of its file"),
             &["guest", "sha256"],
         )?;
+        let swaps = IntCounterVec::new(
+            Opts::new("scalelab_guest_swaps_total", "Guest swaps, by result (ok, rejected)"),
+            &["result"],
+        )?;
+        let swap_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "scalelab_guest_swap_duration_seconds",
+                "Time of a successful swap, by phase: compile (load, compile or cache, link, probe) and switch",
+            )
+            .buckets(vec![0.0001, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            &["phase"],
+        )?;
         let startup_seconds = Gauge::new(
             "scalelab_startup_seconds",
             "Seconds from process start until the guest was ready to serve",
@@ -156,6 +170,8 @@ impl Metrics {
             Box::new(failures.clone()),
             Box::new(rejections.clone()),
             Box::new(guest_info.clone()),
+            Box::new(swaps.clone()),
+            Box::new(swap_duration.clone()),
             Box::new(startup_seconds.clone()),
         ] {
             registry.register(collector)?;
@@ -166,6 +182,12 @@ impl Metrics {
         // Make the label sets that exist before any traffic visible at once.
         for reason in [RejectReason::BodyTooLarge, RejectReason::InFlightLimit, RejectReason::BadBody] {
             rejections.with_label_values(&[reason.as_str()]);
+        }
+        for result in ["ok", "rejected"] {
+            swaps.with_label_values(&[result]);
+        }
+        for phase in ["compile", "switch"] {
+            swap_duration.with_label_values(&[phase]);
         }
 
         Ok(Metrics {
@@ -179,6 +201,8 @@ impl Metrics {
             failures,
             rejections,
             guest_info,
+            swaps,
+            swap_duration,
             startup_seconds,
         })
     }
@@ -198,6 +222,23 @@ impl Metrics {
             memory_failures: failure(FailureReason::Memory),
             trap_failures: failure(FailureReason::Trap),
         }
+    }
+
+    /// Counts a swap; a successful one also records its phases (ms).
+    pub fn swapped(&self, ok: bool, phases_ms: Option<(f64, f64)>) {
+        self.swaps.with_label_values(&[if ok { "ok" } else { "rejected" }]).inc();
+        if let Some((compile, switch)) = phases_ms {
+            self.swap_duration.with_label_values(&["compile"]).observe(compile / 1e3);
+            self.swap_duration.with_label_values(&["switch"]).observe(switch / 1e3);
+        }
+    }
+
+    /// After a swap: only the new guest is reported as active.
+    pub fn retire_guest(&self, old: &str, old_sha256: &str, new: &str, new_sha256: &str) {
+        if (old, old_sha256) != (new, new_sha256) {
+            let _ = self.guest_info.remove_label_values(&[old, old_sha256]);
+        }
+        self.guest_info.with_label_values(&[new, new_sha256]).set(1);
     }
 
     pub fn reject(&self, reason: RejectReason) {

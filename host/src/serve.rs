@@ -1,5 +1,5 @@
-//! `scalelab serve`: start-up in logged steps, the traffic accept loop, and
-//! graceful shutdown.
+//! `scalelab serve`: configuration precedence, start-up in logged steps, the
+//! traffic accept loop, and graceful shutdown.
 //!
 //! Start-up binds both listeners first (so probes answer while the guest
 //! compiles), then builds the engine, loads the guest and instantiates it once;
@@ -8,15 +8,20 @@
 //! connections finish their in-flight requests (bounded by
 //! `--drain-timeout`), and the process exits 0.
 
-use crate::admin::{self, Readiness};
+use crate::admin::{self, Admin, Readiness};
 use crate::cache::CompileCache;
-use crate::cli::ServeArgs;
+use crate::cli::{Deadline, Explicit, ServeArgs};
+use crate::config::{self, ConfigError, GuestConfig};
+use crate::engine::{self, EngineSettings};
 use crate::guest::{self, Guest};
 use crate::handler::{Handler, Limits};
 use crate::metrics::{LimitValues, Metrics};
 use crate::shutdown::Shutdown;
-use crate::engine;
-use anyhow::{Context, Result};
+use crate::swap::{Active, Swapper, SwapperParts};
+use crate::watch::{self, Pinned, Watched};
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -26,36 +31,64 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
-pub async fn run(args: ServeArgs, process_start: Instant) -> Result<()> {
+pub async fn run(args: ServeArgs, explicit: Explicit, process_start: Instant) -> Result<()> {
     let mut shutdown = Shutdown::install()?;
+
+    // The configuration: flags and environment win over the file, the file
+    // over defaults.
+    let config_path = args.config.clone().unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
+    let text = match std::fs::read_to_string(&config_path) {
+        Ok(text) => Some(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && args.config.is_none() => None,
+        Err(e) => return Err(ConfigError { path: config_path, line: 0, message: format!("cannot read it: {e}") }.into()),
+    };
+    let file = text.as_deref().map(|text| GuestConfig::parse(&config_path, text)).transpose()?;
+    let file_config = file.clone().unwrap_or_default();
+    let settings = Settings::resolve(&args, explicit, &file_config, &config_path)?;
+    settings.log(&config_path, file.is_some());
 
     let traffic = bind(args.listen, "traffic").await?;
     let admin_listener = bind(args.admin_listen, "admin").await?;
 
-    let max_memory = usize::try_from(args.engine.max_memory).context("--max-memory is too large")?;
     let limits = Limits {
-        deadline: args.engine.deadline.0,
-        max_memory,
-        max_body: args.max_body,
+        deadline: settings.deadline.0,
+        max_memory: usize::try_from(settings.max_memory).context("--max-memory is too large")?,
         instance_reuse: args.instance_reuse,
     };
     let metrics = Arc::new(Metrics::new(&LimitValues {
         deadline: limits.deadline,
-        max_memory: args.engine.max_memory,
+        max_memory: settings.max_memory,
         max_body: args.max_body,
         max_in_flight: args.max_in_flight,
     })?);
     let ready = Readiness::default();
-    tokio::spawn(admin::serve(admin_listener, metrics.clone(), ready.clone()));
+    let admin = Arc::new(Admin {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+        swapper: OnceLock::new(),
+        token: admin_token(args.admin_token_file.as_deref())?,
+    });
+    tokio::spawn(admin::serve(admin_listener, admin.clone()));
 
     // One more slot than requests in flight: the start-up probe instance.
     let pool_slots = args.max_in_flight.saturating_add(1);
+    let engine_settings = EngineSettings {
+        epoch_interruption: limits.deadline.is_some(),
+        max_memory: settings.max_memory,
+        pool_slots,
+    };
     let start = async {
-        let path = guest::resolve(&args.guest.guest, args.guest.guests_dir.as_deref())?;
+        let path = guest::resolve(&settings.guest, args.guest.guests_dir.as_deref()).map_err(|e| {
+            if settings.guest_from_file {
+                anyhow::Error::new(watch::guest_error(&config_path, &file_config, &e))
+            } else {
+                e
+            }
+        })?;
         tracing::info!(step = "resolve", guest = %path.display(), "guest file found");
 
         let started = Instant::now();
-        let engine = engine::build(&args.engine.engine_settings(pool_slots))?;
+        let engine = engine::build(&engine_settings)?;
         if limits.deadline.is_some() {
             engine::spawn_epoch_ticker(&engine)?;
         }
@@ -64,30 +97,52 @@ pub async fn run(args: ServeArgs, process_start: Instant) -> Result<()> {
             step = "engine",
             pool_slots,
             deadline = ?limits.deadline,
-            max_memory = args.engine.max_memory,
+            max_memory = settings.max_memory,
             duration_ms = started.elapsed().as_secs_f64() * 1e3,
             "engine configured"
         );
 
         let cache = CompileCache::new(args.guest.cache_dir.clone(), !args.guest.no_cache);
-        Guest::load(&engine, &linker, &cache, &path, max_memory).await
+        let guest = Guest::load(&engine, &linker, &cache, &path, limits.max_memory).await?;
+        anyhow::Ok((engine, linker, cache, guest, path))
     };
-    let guest = tokio::select! {
-        guest = start => Arc::new(guest?),
+    let (engine, linker, cache, guest, path) = tokio::select! {
+        loaded = start => loaded?,
         signal = shutdown.recv() => {
             tracing::info!(signal, "shutdown requested during start-up; exiting");
             return Ok(());
         }
     };
 
-    let handler = Arc::new(Handler::new(&guest, metrics.clone(), limits, args.max_in_flight));
+    let active = Active::new(guest, limits.clone(), &file_config.env, &metrics, path.display().to_string());
+    let (name, sha256) = (active.guest.name.clone(), active.guest.sha256.clone());
+    let handler = Arc::new(Handler::new(active, metrics.clone(), args.max_body, args.max_in_flight));
+    let swapper = Arc::new(Swapper::new(SwapperParts {
+        engine,
+        epochs: limits.deadline.is_some(),
+        linker,
+        uploads: args.guest.cache_dir.clone().unwrap_or_else(std::env::temp_dir).join("scalelab-uploads"),
+        cache,
+        guests_dir: args.guest.guests_dir.clone(),
+        handler: handler.clone(),
+        metrics: metrics.clone(),
+        max_memory_ceiling: settings.max_memory,
+    }));
+    let _ = admin.swapper.set(swapper.clone());
+    let watched = Watched {
+        path: config_path,
+        last: text,
+        pinned: Pinned { guest: settings.guest_pinned, deadline: explicit.deadline, max_memory: explicit.max_memory },
+    };
+    tokio::spawn(watch::run(watched, args.config_poll, swapper, metrics.clone()));
+
     let startup = process_start.elapsed();
     metrics.startup_seconds.set(startup.as_secs_f64());
     ready.set(true);
     tracing::info!(
         step = "ready",
-        guest = %guest.name,
-        sha256 = %guest.sha256,
+        guest = %name,
+        sha256 = %sha256,
         startup_ms = startup.as_secs_f64() * 1e3,
         "ready to serve"
     );
@@ -150,4 +205,79 @@ async fn bind(addr: std::net::SocketAddr, role: &'static str) -> Result<TcpListe
     let local = listener.local_addr()?;
     tracing::info!(step = "listen", role, addr = %local, "{role} listener bound");
     Ok(listener)
+}
+
+/// The start-up settings after precedence: flag or environment, then the
+/// config file, then the default.
+struct Settings {
+    guest: String,
+    /// `guest` came from the config file (errors point at its line).
+    guest_from_file: bool,
+    /// `guest` came from --guest or SCALELAB_GUEST: file changes cannot swap it.
+    guest_pinned: bool,
+    deadline: Deadline,
+    deadline_source: &'static str,
+    max_memory: u64,
+    max_memory_source: &'static str,
+}
+
+impl Settings {
+    fn resolve(args: &ServeArgs, explicit: Explicit, file: &GuestConfig, path: &Path) -> Result<Settings> {
+        let (guest, guest_from_file) = match (&args.guest.guest, &file.guest) {
+            (Some(guest), _) => (guest.clone(), false),
+            (None, Some(guest)) => (guest.clone(), true),
+            (None, None) => {
+                return Err(ConfigError {
+                    path: path.into(),
+                    line: 0,
+                    message: "no guest to serve: give --guest, SCALELAB_GUEST, or `guest = \"<name>\"` in this file".into(),
+                }
+                .into());
+            }
+        };
+        let pick = |flag_given: bool, from_file: bool| match (flag_given, from_file) {
+            (true, _) => "flag or environment",
+            (false, true) => "config file",
+            (false, false) => "default",
+        };
+        let deadline_source = pick(explicit.deadline, file.deadline.is_some());
+        let max_memory_source = pick(explicit.max_memory, file.max_memory.is_some());
+        Ok(Settings {
+            guest,
+            guest_from_file,
+            guest_pinned: !guest_from_file,
+            deadline: if deadline_source == "config file" { file.deadline.unwrap_or(args.engine.deadline) } else { args.engine.deadline },
+            deadline_source,
+            max_memory: if max_memory_source == "config file" { file.max_memory.unwrap_or(args.engine.max_memory) } else { args.engine.max_memory },
+            max_memory_source,
+        })
+    }
+
+    fn log(&self, path: &Path, file_exists: bool) {
+        tracing::info!(
+            step = "config",
+            config = %path.display(),
+            config_found = file_exists,
+            guest = %self.guest,
+            guest_source = if self.guest_from_file { "config file" } else { "flag or environment" },
+            deadline = ?self.deadline.0,
+            deadline_source = self.deadline_source,
+            max_memory = self.max_memory,
+            max_memory_source = self.max_memory_source,
+            "configuration (precedence: flag or environment, then config file, then default)"
+        );
+    }
+}
+
+/// The admin token: from the file named by --admin-token-file, else from
+/// SCALELAB_ADMIN_TOKEN; surrounding white space is ignored.
+fn admin_token(file: Option<&Path>) -> Result<Option<String>> {
+    let token = match file {
+        Some(path) => Some(std::fs::read_to_string(path).with_context(|| format!("reading the admin token file {}", path.display()))?),
+        None => std::env::var("SCALELAB_ADMIN_TOKEN").ok(),
+    };
+    match token.map(|t| t.trim().to_string()) {
+        Some(t) if t.is_empty() => bail!("the admin token is empty"),
+        token => Ok(token),
+    }
 }

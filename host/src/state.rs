@@ -2,8 +2,8 @@
 //! contexts, and the memory cap that records when a guest hits it.
 //!
 //! A store lives for one request, so nothing here outlives the call. The
-//! sandbox is explicit: no preopened directories, no environment, no
-//! arguments, TCP, UDP and name lookup refused, outgoing HTTP requests
+//! sandbox is explicit: no preopened directories, no arguments, no
+//! environment but the config file's `[env]` table, TCP, UDP and name lookup refused, outgoing HTTP requests
 //! refused. Guest stdout and stderr go to the host's stderr.
 
 use wasmtime::component::ResourceTable;
@@ -22,8 +22,10 @@ pub struct GuestState {
 }
 
 impl GuestState {
-    pub fn new(max_memory: usize) -> GuestState {
+    /// State of a new instance: `env` becomes its WASI environment.
+    pub fn new(max_memory: usize, env: &[(String, String)]) -> GuestState {
         let wasi = WasiCtxBuilder::new()
+            .envs(env)
             .inherit_stdout()
             .inherit_stderr()
             .allow_tcp(false)

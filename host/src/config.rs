@@ -1,0 +1,143 @@
+//! The guest configuration file: which guest to serve and its settings,
+//! mounted from a Kubernetes ConfigMap so that editing the ConfigMap picks the
+//! workload (at start) and swaps it (while running).
+//!
+//! ```toml
+//! guest = "prime"          # a name in the guests directory, or a path
+//! deadline = "2s"          # per-request deadline ("off" only if the host started without one)
+//! max_memory = "32MiB"     # per-instance memory cap (at most the start-up value)
+//! [env]                    # handed to the guest as WASI environment variables
+//! GREETING = "hello"
+//! ```
+//!
+//! Every key is optional. Errors name the file, the line and what is allowed.
+
+use crate::cli::{Deadline, parse_bytes, parse_deadline};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+/// Where Kubernetes mounts the guest ConfigMap; a missing file there is fine.
+pub const DEFAULT_PATH: &str = "/etc/scalelab/guest.toml";
+
+/// A parsed configuration file.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct GuestConfig {
+    pub guest: Option<String>,
+    /// The line of `guest`, for errors about the guest it names.
+    pub guest_line: usize,
+    pub deadline: Option<Deadline>,
+    pub max_memory: Option<u64>,
+    pub env: BTreeMap<String, String>,
+}
+
+/// A problem in the file, with where it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub line: usize,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.line > 0 {
+            write!(f, "{}:{}: {}", self.path.display(), self.line, self.message)
+        } else {
+            write!(f, "{}: {}", self.path.display(), self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    guest: Option<Spanned<String>>,
+    deadline: Option<Spanned<String>>,
+    max_memory: Option<Spanned<String>>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+}
+
+impl GuestConfig {
+    pub fn parse(path: &Path, text: &str) -> Result<GuestConfig, ConfigError> {
+        let error = |offset: Option<usize>, message: String| ConfigError {
+            path: path.into(),
+            line: offset.map_or(0, |o| line_of(text, o)),
+            message,
+        };
+        let raw: Raw = toml::from_str(text).map_err(|e| {
+            let message = e.message().trim().to_string();
+            let message = if message.starts_with("unknown field") {
+                format!("{message} (allowed keys: guest, deadline, max_memory, [env])")
+            } else {
+                message
+            };
+            error(e.span().map(|s| s.start), message)
+        })?;
+        let mut config = GuestConfig { env: raw.env, ..GuestConfig::default() };
+        if let Some(guest) = raw.guest {
+            config.guest_line = line_of(text, guest.span().start);
+            config.guest = Some(guest.into_inner());
+        }
+        if let Some(deadline) = raw.deadline {
+            let at = deadline.span().start;
+            config.deadline = Some(parse_deadline(deadline.get_ref()).map_err(|e| error(Some(at), format!("deadline: {e}")))?);
+        }
+        if let Some(size) = raw.max_memory {
+            let at = size.span().start;
+            config.max_memory = Some(parse_bytes(size.get_ref()).map_err(|e| error(Some(at), format!("max_memory: {e}")))?);
+        }
+        Ok(config)
+    }
+}
+
+/// 1-based line of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn parse(text: &str) -> Result<GuestConfig, ConfigError> {
+        GuestConfig::parse(Path::new("/etc/scalelab/guest.toml"), text)
+    }
+
+    #[test]
+    fn a_full_file_parses() {
+        let config = parse("guest = \"prime\"\ndeadline = \"250ms\"\nmax_memory = \"32MiB\"\n[env]\nA = \"1\"\n").unwrap();
+        assert_eq!(config.guest.as_deref(), Some("prime"));
+        assert_eq!(config.guest_line, 1);
+        assert_eq!(config.deadline, Some(Deadline(Some(Duration::from_millis(250)))));
+        assert_eq!(config.max_memory, Some(32 << 20));
+        assert_eq!(config.env["A"], "1");
+        assert_eq!(parse("").unwrap(), GuestConfig::default());
+    }
+
+    #[test]
+    fn errors_name_the_file_the_line_and_what_is_allowed() {
+        let err = parse("guest = \"prime\"\n\ndeadlin = \"1s\"\n").unwrap_err();
+        assert_eq!(err.line, 3);
+        let text = err.to_string();
+        assert!(text.starts_with("/etc/scalelab/guest.toml:3: unknown field"), "{text}");
+        assert!(text.contains("allowed keys: guest, deadline, max_memory, [env]"), "{text}");
+
+        let err = parse("guest = \"prime\"\ndeadline = \"soon\"\n").unwrap_err();
+        assert_eq!(err.line, 2);
+        assert!(err.to_string().contains("expected a duration"), "{err}");
+
+        let err = parse("max_memory = \"lots\"\n").unwrap_err();
+        assert_eq!(err.line, 1);
+        assert!(err.to_string().contains("expected a size"), "{err}");
+
+        let err = parse("guest = 3\n").unwrap_err();
+        assert_eq!(err.line, 1);
+        assert!(parse("guest = \"prime\"\n[env]\nA = 1\n").unwrap_err().line == 3);
+    }
+}

@@ -1,0 +1,140 @@
+//! Watching the guest configuration file and swapping when it changes.
+//!
+//! Kubernetes updates a mounted ConfigMap by writing a new timestamped
+//! directory and atomically renaming a `..data` symlink onto it; the file
+//! itself (`guest.toml -> ..data/guest.toml`) never changes, so watching the
+//! file is not enough. This watches the file's *directory* (inotify, through
+//! the `notify` crate) and re-reads the file, following the links, on any
+//! event there; and it also polls every `--config-poll`, for file systems
+//! without inotify. Either way a change is recognised by the file's content,
+//! so duplicate events cost nothing.
+
+use crate::config::{ConfigError, GuestConfig};
+use crate::metrics::Metrics;
+use crate::swap::{GuestSource, SwapRequest, Swapper};
+use notify::{RecursiveMode, Watcher};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What was last read from the file, to recognise changes.
+pub struct Watched {
+    pub path: PathBuf,
+    pub last: Option<String>,
+    /// Settings given by flags or environment, which the file cannot change.
+    pub pinned: Pinned,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Pinned {
+    pub guest: bool,
+    pub deadline: bool,
+    pub max_memory: bool,
+}
+
+/// Runs until the process exits.
+pub async fn run(mut watched: Watched, poll: Duration, swapper: Arc<Swapper>, metrics: Arc<Metrics>) {
+    let (events, mut changed) = tokio::sync::mpsc::unbounded_channel();
+    // Keep the watcher alive for the life of this task.
+    let _watcher = watched.path.parent().and_then(|dir| {
+        let mut watcher = notify::recommended_watcher(move |_event| {
+            let _ = events.send(());
+        })
+        .ok()?;
+        match watcher.watch(dir, RecursiveMode::NonRecursive) {
+            Ok(()) => Some(watcher),
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the config directory; polling only");
+                None
+            }
+        }
+    });
+    let mut tick = tokio::time::interval(poll);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            Some(()) = changed.recv() => {
+                // A symlink swap is several events: let them settle, then read once.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                while changed.try_recv().is_ok() {}
+            }
+            _ = tick.tick() => {}
+        }
+        check(&mut watched, &swapper, &metrics).await;
+    }
+}
+
+/// Re-reads the file and swaps if its content changed.
+async fn check(watched: &mut Watched, swapper: &Swapper, metrics: &Metrics) {
+    let text = match std::fs::read_to_string(&watched.path) {
+        Ok(text) => Some(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            tracing::warn!(path = %watched.path.display(), error = %e, "cannot read the config file");
+            return;
+        }
+    };
+    if text == watched.last {
+        return;
+    }
+    watched.last = text.clone();
+    let Some(text) = text else {
+        tracing::warn!(path = %watched.path.display(), "the config file is gone; the current guest keeps serving");
+        return;
+    };
+    let config = match GuestConfig::parse(&watched.path, &text) {
+        Ok(config) => config,
+        Err(e) => {
+            metrics.swapped(false, None);
+            tracing::error!(step = "swap", origin = "config file", error = %e, "swap rejected; the current guest keeps serving");
+            return;
+        }
+    };
+    let _ = swapper.swap(request_from(&config, &watched.pinned, &watched.path, swapper)).await;
+}
+
+/// The swap a changed file asks for, minus what flags or environment pin.
+fn request_from(config: &GuestConfig, pinned: &Pinned, path: &std::path::Path, swapper: &Swapper) -> SwapRequest {
+    let current = swapper.current();
+    let guest = match (&config.guest, pinned.guest) {
+        (Some(guest), false) => guest.clone(),
+        (Some(_), true) => {
+            tracing::warn!(
+                path = %path.display(),
+                "the config file names a guest, but --guest or SCALELAB_GUEST pins it; keeping {}",
+                current.name
+            );
+            current.source.clone()
+        }
+        (None, _) => current.source.clone(),
+    };
+    let warn_pinned = |key: &str| {
+        tracing::warn!(path = %path.display(), key, "set by a flag or the environment, which win over the file; ignored");
+    };
+    let deadline = match (config.deadline, pinned.deadline) {
+        (Some(_), true) => {
+            warn_pinned("deadline");
+            None
+        }
+        (deadline, _) => deadline.map(|d| d.0),
+    };
+    let max_memory = match (config.max_memory, pinned.max_memory) {
+        (Some(_), true) => {
+            warn_pinned("max_memory");
+            None
+        }
+        (max_memory, _) => max_memory,
+    };
+    SwapRequest {
+        source: GuestSource::Spec(guest),
+        deadline,
+        max_memory,
+        env: config.env.clone(),
+        origin: "config file",
+    }
+}
+
+/// The error for a guest named by the file that does not exist, pointing at its line.
+pub fn guest_error(path: &std::path::Path, config: &GuestConfig, error: &anyhow::Error) -> ConfigError {
+    ConfigError { path: path.into(), line: config.guest_line, message: format!("guest: {error:#}") }
+}
