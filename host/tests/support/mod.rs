@@ -212,6 +212,56 @@ pub async fn wait_in_flight(host: &Host, n: u32) {
     panic!("in-flight gauge never reached {n}");
 }
 
+/// `scalelab serve` without `--guest` (it comes from `--config` or the environment).
+pub fn serve_command_without_guest(extra: &[&str]) -> Command {
+    let mut cmd = scalelab();
+    cmd.args(["--log-format", "json", "serve", "--guests-dir"])
+        .arg(guests_dir())
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--cache-dir"])
+        .arg(shared_cache())
+        .args(extra);
+    cmd
+}
+
+/// A mounted ConfigMap as Kubernetes lays it out: `guest.toml ->
+/// ..data/guest.toml`, `..data -> ..<version>`; an update writes a new
+/// version directory and renames a new `..data` link over the old one.
+pub struct ConfigMapDir {
+    pub dir: PathBuf,
+    version: u32,
+}
+
+impl ConfigMapDir {
+    pub fn new(contents: &str) -> ConfigMapDir {
+        let mut map = ConfigMapDir { dir: temp_dir("configmap"), version: 0 };
+        map.write_version(contents);
+        std::os::unix::fs::symlink("..0", map.dir.join("..data")).unwrap();
+        std::os::unix::fs::symlink("..data/guest.toml", map.dir.join("guest.toml")).unwrap();
+        map
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.join("guest.toml")
+    }
+
+    fn write_version(&mut self, contents: &str) {
+        let version_dir = self.dir.join(format!("..{}", self.version));
+        std::fs::create_dir_all(&version_dir).unwrap();
+        std::fs::write(version_dir.join("guest.toml"), contents).unwrap();
+    }
+
+    /// Replaces the contents the way the kubelet does.
+    pub fn update(&mut self, contents: &str) {
+        let old = self.dir.join(format!("..{}", self.version));
+        self.version += 1;
+        self.write_version(contents);
+        let tmp = self.dir.join("..data_tmp");
+        std::os::unix::fs::symlink(format!("..{}", self.version), &tmp).unwrap();
+        std::fs::rename(&tmp, self.dir.join("..data")).unwrap();
+        std::fs::remove_dir_all(old).unwrap();
+    }
+}
+
 /// A Prometheus text exposition.
 pub struct Metrics(pub String);
 
