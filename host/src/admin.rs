@@ -7,7 +7,7 @@
 //! - `GET /metrics`: Prometheus text exposition;
 //! - `GET /admin/guest`: the guest being served (name, sha256, since, world);
 //! - `PUT /admin/guest`: swap to a guest given by name or path (text body) or
-//!   as a component (body starting with the wasm magic), with
+//!   as a component (body starting with the wasm magic; `?name=` names it), with
 //!   `Authorization: Bearer <token>`. Without a configured token the route
 //!   is disabled (403); a missing or wrong token gets 401.
 
@@ -126,12 +126,19 @@ async fn put_guest(request: Request<hyper::body::Incoming>, admin: &Admin) -> Re
     let Some(swapper) = admin.swapper.get() else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "no guest is serving yet");
     };
+    let query = request.uri().query().unwrap_or("").to_string();
     let body = match Limited::new(request.into_body(), MAX_UPLOAD).collect().await {
         Ok(body) => body.to_bytes(),
         Err(e) => return error(StatusCode::PAYLOAD_TOO_LARGE, &format!("could not read the body: {e}")),
     };
     let source = if body.starts_with(b"\0asm") {
-        GuestSource::Bytes(body.to_vec())
+        // `?name=` names an uploaded component (in logs and metric labels).
+        let name = query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("name="))
+            .filter(|n| !n.is_empty() && n.len() <= 64 && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+            .map(str::to_string);
+        GuestSource::Bytes { bytes: body.to_vec(), name }
     } else {
         match std::str::from_utf8(&body).map(str::trim) {
             Ok(spec) if !spec.is_empty() => GuestSource::Spec(spec.to_string()),

@@ -81,8 +81,8 @@ pub struct GuestInfo {
 pub enum GuestSource {
     /// A guest name or a path, as for `--guest`.
     Spec(String),
-    /// A component uploaded through the admin API.
-    Bytes(Vec<u8>),
+    /// A component uploaded through the admin API, with the name to show.
+    Bytes { bytes: Vec<u8>, name: Option<String> },
 }
 
 /// A swap to perform.
@@ -216,8 +216,8 @@ impl Swapper {
                 let source = path.display().to_string();
                 (path, source)
             }
-            GuestSource::Bytes(bytes) => {
-                let path = self.store_upload(&bytes)?;
+            GuestSource::Bytes { bytes, name } => {
+                let path = self.store_upload(&bytes, name.as_deref())?;
                 let source = path.display().to_string();
                 (path, source)
             }
@@ -234,13 +234,14 @@ impl Swapper {
         Ok(SwapReport { guest: info, compile_ms: compile.as_secs_f64() * 1e3, switch_ms: started.elapsed().as_secs_f64() * 1e3 })
     }
 
-    /// Writes an uploaded component where the loader can read it, named by
-    /// its content so that the same upload twice is the same file.
-    fn store_upload(&self, bytes: &[u8]) -> Result<PathBuf> {
+    /// Writes an uploaded component where the loader can read it: in a
+    /// directory named by its content, under the name it was given.
+    fn store_upload(&self, bytes: &[u8], name: Option<&str>) -> Result<PathBuf> {
         use sha2::Digest;
-        std::fs::create_dir_all(&self.uploads).with_context(|| format!("creating {}", self.uploads.display()))?;
-        let name = hex::encode(sha2::Sha256::digest(bytes));
-        let path = self.uploads.join(format!("upload-{}.wasm", &name[..16]));
+        let sha = hex::encode(sha2::Sha256::digest(bytes));
+        let dir = self.uploads.join(&sha[..16]);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join(format!("{}.wasm", name.unwrap_or("upload")));
         std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
         Ok(path)
     }

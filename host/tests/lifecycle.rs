@@ -201,3 +201,34 @@ fn compile_prime(flag: &str, path: &std::path::Path) {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_closed_log_pipe_does_not_take_the_host_down() {
+    use std::io::{BufRead, BufReader};
+    let mut cmd = serve_command("prime", &[]);
+    cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut traffic = None;
+    {
+        let lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        for line in lines.map_while(Result::ok) {
+            let value: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if value["role"] == "traffic" {
+                traffic = value["addr"].as_str().map(str::to_string);
+            }
+            if value["step"] == "ready" {
+                break;
+            }
+        }
+        // The reader goes away here: every later log line hits a broken pipe.
+    }
+    let url = format!("http://{}/prime/0", traffic.unwrap());
+    for _ in 0..20 {
+        // 400s and guest failures are logged; none may kill the host.
+        assert_eq!(reqwest::get(&url).await.unwrap().status(), 400);
+    }
+    assert!(child.try_wait().unwrap().is_none(), "the host exited");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+

@@ -107,7 +107,8 @@ fn swaps_under_load_through_the_file_and_the_admin_api_fail_no_request() {
     // Only the active guest is reported.
     let info = reqwest::blocking::get(host.admin_url("/admin/guest")).unwrap().json::<Value>().unwrap();
     assert_eq!(info["world"], "wasi:http/proxy");
-    assert!(info["source"].as_str().unwrap().contains("upload-"), "{info}");
+    assert!(info["source"].as_str().unwrap().ends_with("/upload.wasm"), "{info}");
+    assert_eq!(info["name"], "upload");
 }
 
 #[test]

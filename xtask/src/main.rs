@@ -3,10 +3,12 @@
 //! - `build-guests`: every crate under `guests/` -> `target/guests/<name>.wasm`;
 //! - `serve <guest>`: build what is needed and serve a guest on loopback;
 //! - `test`: build the guests, then run every test of the repository;
-//! - `bench [--quick]`: the side-by-side benchmark (see `bench.rs`).
+//! - `bench [--quick]`: the side-by-side benchmark (see `bench.rs`);
+//! - `swap <guest> --url URL`: swap the guest of a running host (see `swap.rs`).
 
 mod bench;
 mod guests;
+mod swap;
 mod workspace;
 
 use anyhow::Result;
@@ -41,6 +43,20 @@ enum Task {
         /// Fewer, shorter rounds: finishes in a few minutes.
         #[arg(long)]
         quick: bool,
+    },
+    /// Swap the guest of a running host through its admin API.
+    Swap {
+        /// Guest name (resolved by the host) or a local .wasm file (uploaded).
+        guest: String,
+        /// The host's admin address, e.g. http://127.0.0.1:9090.
+        #[arg(long)]
+        url: String,
+        /// File with the admin token [default: SCALELAB_ADMIN_TOKEN].
+        #[arg(long)]
+        token_file: Option<std::path::PathBuf>,
+        /// Print the request instead of sending it.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Build the guests, then run the whole test suite.
     Test {
@@ -78,6 +94,7 @@ fn run(task: Task) -> Result<()> {
             workspace::run(&mut cargo)?;
         }
         Task::Bench { quick } => bench::run(&ws, quick)?,
+        Task::Swap { guest, url, token_file, dry_run } => swap::run(&swap::SwapArgs { guest, url, token_file, dry_run })?,
         Task::Test { args } => {
             let guests_dir = guests::build(&ws)?;
             // Guest logic lives in plain crates of the host workspace (such
