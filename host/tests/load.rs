@@ -174,3 +174,22 @@ fn a_terminal_gets_a_live_progress_line_and_a_pipe_only_the_report() {
     assert!(!String::from_utf8_lossy(&piped.stderr).contains("requests/s   p99"));
     assert!(String::from_utf8_lossy(&piped.stdout).starts_with("scalelab load: closed model"));
 }
+
+#[test]
+fn ctrl_c_stops_the_run_and_still_reports() {
+    let host = Host::start("prime", &[]);
+    let run = load(&[&host.url("/prime/10"), "--duration", "60s", "--output", "json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(run.id() as libc::pid_t, libc::SIGINT) }, 0);
+    let out = run.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let report = json_of(&out);
+    assert!(report["duration_s"].as_f64().unwrap() < 10.0, "{report}");
+    assert!(report["requests"].as_u64().unwrap() > 0);
+    assert_eq!(report["requests"], report["status"]["200"], "{report}");
+}
+

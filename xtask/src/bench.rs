@@ -104,6 +104,8 @@ pub fn run(ws: &Workspace, quick: bool) -> Result<()> {
         }
     }
 
+    let swap = swap_latency(&scalelab, &guests_dir, &bench_dir, if quick { 5 } else { 20 })?;
+
     // The fresh-instance contender instantiates for every request.
     let instantiate_us = instantiate_micros(&contenders[FRESH])?;
     let peak_rss: Vec<(String, f64)> =
@@ -148,6 +150,10 @@ pub fn run(ws: &Workspace, quick: bool) -> Result<()> {
         (0..WORKLOADS.len()).map(|w| median_rps[w][BACKTRACE] / median_rps[w][WASM].max(f64::MIN_POSITIVE) - 1.0).collect();
     out.push_str(&format!("\ninstantiation of a fresh instance: {instantiate_us:.1} us\n"));
     out.push_str(&format!("start-up to ready: cold compile cache {cold_ms:.1} ms, warm {warm_ms:.1} ms\n"));
+    out.push_str(&format!(
+        "swap, config file change to new guest serving (median of {}): {:.1} ms compiled guest cached, {:.1} ms uncached (compile {:.1} ms); failed requests during swaps: {}\n",
+        swap.rounds, swap.cached_ms, swap.uncached_ms, swap.compile_ms, swap.failed_requests
+    ));
     out.push_str("peak RSS:");
     for (name, mb) in &peak_rss {
         out.push_str(&format!("  {name} {mb:.1} MB;"));
@@ -171,6 +177,18 @@ pub fn run(ws: &Workspace, quick: bool) -> Result<()> {
     for (goal, got, want) in goals {
         out.push_str(&format!("  {goal:<42} {got:.2}x  {}\n", if got >= want { "met" } else { "NOT met" }));
     }
+    out.push_str(&format!(
+        "  {:<42} {:.1} ms  {}\n",
+        "config change -> new guest serving < 50 ms",
+        swap.cached_ms,
+        if swap.cached_ms < 50.0 { "met" } else { "NOT met" }
+    ));
+    out.push_str(&format!(
+        "  {:<42} {:.1} ms  {}\n",
+        "... uncached: < compile time + 50 ms",
+        swap.uncached_ms,
+        if swap.uncached_ms < swap.compile_ms + 50.0 { "met" } else { "NOT met" }
+    ));
     let worst_backtrace = backtrace_change.iter().fold(0.0f64, |m, d| m.max(d.abs()));
     out.push_str(&format!(
         "  {:<42} {:.1}%  {}\n",
@@ -189,6 +207,7 @@ pub fn run(ws: &Workspace, quick: bool) -> Result<()> {
         "startup_ms": { "cold": cold_ms, "warm": warm_ms },
         "peak_rss_mb": peak_rss.iter().map(|(n, mb)| (n.clone(), json!(mb))).collect::<serde_json::Map<_, _>>(),
         "backtrace_change": backtrace_change,
+        "swap_ms": { "cached": swap.cached_ms, "uncached": swap.uncached_ms, "compile": swap.compile_ms, "failed_requests": swap.failed_requests },
         "table": out,
     });
     let file = bench_dir.join(format!("bench-{}.json", report["unix_time"]));
@@ -196,6 +215,118 @@ pub fn run(ws: &Workspace, quick: bool) -> Result<()> {
     std::fs::write(bench_dir.join("latest.json"), serde_json::to_string_pretty(&report)?)?;
     println!("\nwritten to {}", file.strip_prefix(&ws.root).unwrap_or(&file).display());
     Ok(())
+}
+
+/// Swap latency: from a config file change (the ConfigMap pattern) to the
+/// new guest answering, while `scalelab load` keeps the host busy.
+struct SwapLatency {
+    rounds: usize,
+    cached_ms: f64,
+    uncached_ms: f64,
+    compile_ms: f64,
+    failed_requests: u64,
+}
+
+fn swap_latency(scalelab: &Path, guests_dir: &Path, bench_dir: &Path, rounds: usize) -> Result<SwapLatency> {
+    let dir = bench_dir.join("configmap");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("..0"))?;
+    std::fs::write(dir.join("..0/guest.toml"), "guest = \"prime\"\n")?;
+    std::os::unix::fs::symlink("..0", dir.join("..data"))?;
+    std::os::unix::fs::symlink("..data/guest.toml", dir.join("guest.toml"))?;
+    let cache = bench_dir.join("swap-cache");
+    let _ = std::fs::remove_dir_all(&cache);
+    let mut version = 0;
+    let mut update = |contents: &str| -> Result<()> {
+        let old = dir.join(format!("..{version}"));
+        version += 1;
+        let new = dir.join(format!("..{version}"));
+        std::fs::create_dir_all(&new)?;
+        std::fs::write(new.join("guest.toml"), contents)?;
+        std::os::unix::fs::symlink(format!("..{version}"), dir.join("..data_tmp"))?;
+        std::fs::rename(dir.join("..data_tmp"), dir.join("..data"))?;
+        std::fs::remove_dir_all(old)?;
+        Ok(())
+    };
+
+    let mut child = Command::new(scalelab)
+        .args(["--log-format", "json", "serve", "--guests-dir"])
+        .arg(guests_dir)
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--cache-dir"])
+        .arg(&cache)
+        .arg("--config")
+        .arg(dir.join("guest.toml"))
+        .env_remove("RUST_BACKTRACE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let lines = line_channel(child.stderr.take().unwrap());
+    let mut url = None;
+    for line in lines.iter() {
+        let value: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+        if value["role"] == "traffic" {
+            url = value["addr"].as_str().map(|a| format!("http://{a}/"));
+        }
+        if value["step"] == "ready" {
+            break;
+        }
+    }
+    let contender = Contender { name: "swap", child, url: url.context("no traffic address")?, admin: None, startup_ms: None };
+    // Compile logs of swaps arrive here; keep the rest drained.
+    let (compiles_tx, compiles) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines {
+            let value: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+            if value["step"] == "swap" {
+                let _ = compiles_tx.send(value["compile_ms"].as_f64().unwrap_or(f64::NAN));
+            }
+        }
+    });
+
+    let load = Command::new(scalelab)
+        .args(["load", &contender.url, "--concurrency", "4", "--duration", "3600s", "--output", "json"])
+        .env_remove("RUST_BACKTRACE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    // Time one swap: change the file, poll GET / until the other guest answers.
+    let agent = ureq::Agent::new_with_defaults();
+    let mut time_swap = |to: &str, contents: &str| -> Result<f64> {
+        let started = Instant::now();
+        update(contents)?;
+        loop {
+            let body = agent.get(&contender.url).call()?.body_mut().read_to_string()?;
+            let serving_fixture = body == "hello from wstd\n";
+            if serving_fixture == (to == "fixture-wstd") {
+                return Ok(started.elapsed().as_secs_f64() * 1e3);
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                bail!("the swap to {to} did not happen within 30 s");
+            }
+        }
+    };
+    // The first swap to each guest compiles it; later ones hit the cache.
+    let uncached = time_swap("fixture-wstd", "guest = \"fixture-wstd\"\n")?;
+    let compile_ms = compiles.recv_timeout(Duration::from_secs(5)).unwrap_or(f64::NAN);
+    let mut cached = Vec::new();
+    for round in 0..rounds {
+        cached.push(time_swap("prime", &format!("guest = \"prime\"\n# round {round}\n"))?);
+        cached.push(time_swap("fixture-wstd", &format!("guest = \"fixture-wstd\"\n# round {round}\n"))?);
+    }
+    // Stop the load and count what failed during the swaps.
+    // `scalelab load` stops on SIGINT and still prints its report.
+    let _ = Command::new("kill").args(["-INT", &load.id().to_string()]).status();
+    let report: Value = serde_json::from_slice(&load.wait_with_output()?.stdout).unwrap_or(Value::Null);
+    let requests = report["requests"].as_u64().unwrap_or(0);
+    let ok = report["status"]["200"].as_u64().unwrap_or(0);
+    drop(contender);
+    Ok(SwapLatency {
+        rounds: cached.len(),
+        cached_ms: median(cached.into_iter()),
+        uncached_ms: uncached,
+        compile_ms,
+        failed_requests: requests.saturating_sub(ok),
+    })
 }
 
 fn median(values: impl Iterator<Item = f64>) -> f64 {

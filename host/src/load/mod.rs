@@ -59,7 +59,15 @@ pub async fn run(args: LoadArgs) -> Result<Verdict> {
     if args.duration.is_none() && args.requests.is_none() {
         return Err(usage("give --duration or --requests (or both)".into()));
     }
-    let limit = Limit { until: args.duration, requests: args.requests };
+    // Ctrl-C (SIGINT) stops sending; the report covers what was sent.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let on_interrupt = stop.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            on_interrupt.store(true, Ordering::Relaxed);
+        }
+    });
+    let limit = Limit { until: args.duration, requests: args.requests, stop };
 
     let client = Client::new(args.http2, args.timeout);
     let start = Instant::now();
@@ -133,15 +141,19 @@ fn build_plan(args: &LoadArgs) -> Result<Plan, String> {
     Plan::new(templates)
 }
 
-/// When a run stops: after a duration, a number of requests, or both.
+/// When a run stops: after a duration, a number of requests, or both, or
+/// when interrupted.
+#[derive(Clone)]
 struct Limit {
     until: Option<Duration>,
     requests: Option<u64>,
+    /// Set by Ctrl-C.
+    stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Limit {
     fn time_left(&self, start: Instant, now: Instant) -> bool {
-        self.until.is_none_or(|d| now.duration_since(start) < d)
+        !self.stop.load(Ordering::Relaxed) && self.until.is_none_or(|d| now.duration_since(start) < d)
     }
 }
 
@@ -149,10 +161,9 @@ async fn closed(plan: &Arc<Plan>, client: &Client, recorder: &Arc<Recorder>, sta
     let issued = Arc::new(AtomicU64::new(0));
     let workers: Vec<_> = (0..concurrency)
         .map(|_| {
-            let (plan, client, recorder, issued) = (plan.clone(), client.clone(), recorder.clone(), issued.clone());
-            let (until, requests) = (limit.until, limit.requests);
+            let (plan, client, recorder, issued, limit) =
+                (plan.clone(), client.clone(), recorder.clone(), issued.clone(), limit.clone());
             tokio::spawn(async move {
-                let limit = Limit { until, requests };
                 loop {
                     let sent = Instant::now();
                     if !limit.time_left(start, sent) {
@@ -193,6 +204,9 @@ async fn open(
             break;
         }
         tokio::time::sleep_until(due.into()).await;
+        if !limit.time_left(start, due) {
+            break; // interrupted while waiting
+        }
         // At the cap, wait: the time waited still counts (from `due`).
         let Ok(permit) = outstanding.clone().acquire_owned().await else { break };
         let (plan, client, recorder) = (plan.clone(), client.clone(), recorder.clone());
@@ -278,7 +292,7 @@ mod tests {
         let client = Client::new(false, Duration::from_secs(5));
         let start = Instant::now();
         let recorder = Arc::new(Recorder::new(start));
-        let limit = Limit { until: Some(Duration::from_secs(5)), requests: None };
+        let limit = Limit { until: Some(Duration::from_secs(5)), requests: None, stop: Default::default() };
         let rate = Rate::parse("200", None).unwrap();
         open(&plan, &client, &recorder, start, &limit, rate, 64).await;
 
@@ -302,7 +316,7 @@ mod tests {
         let plan = Arc::new(Plan::new(vec![Template::new("GET", &url, &[], Bytes::new(), 1).unwrap()]).unwrap());
         let start = Instant::now();
         let recorder = Arc::new(Recorder::new(start));
-        let limit = Limit { until: None, requests: Some(257) };
+        let limit = Limit { until: None, requests: Some(257), stop: Default::default() };
         closed(&plan, &Client::new(false, Duration::from_secs(5)), &recorder, start, &limit, 8).await;
         assert_eq!(arrivals.lock().unwrap().len(), 257);
         assert_eq!(recorder.report(start.elapsed()).requests, 257);
