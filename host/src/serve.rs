@@ -132,7 +132,7 @@ pub async fn run(args: ServeArgs, explicit: Explicit, process_start: Instant) ->
     let watched = Watched {
         path: config_path,
         last: text,
-        pinned: Pinned { guest: settings.guest_pinned, deadline: explicit.deadline, max_memory: explicit.max_memory },
+        pinned: Pinned { guest: !settings.guest_from_file, deadline: explicit.deadline, max_memory: explicit.max_memory },
     };
     tokio::spawn(watch::run(watched, args.config_poll, swapper, metrics.clone()));
 
@@ -211,10 +211,9 @@ async fn bind(addr: std::net::SocketAddr, role: &'static str) -> Result<TcpListe
 /// config file, then the default.
 struct Settings {
     guest: String,
-    /// `guest` came from the config file (errors point at its line).
+    /// `guest` came from the config file (errors point at its line);
+    /// otherwise --guest or SCALELAB_GUEST pins it and file changes cannot swap it.
     guest_from_file: bool,
-    /// `guest` came from --guest or SCALELAB_GUEST: file changes cannot swap it.
-    guest_pinned: bool,
     deadline: Deadline,
     deadline_source: &'static str,
     max_memory: u64,
@@ -235,22 +234,9 @@ impl Settings {
                 .into());
             }
         };
-        let pick = |flag_given: bool, from_file: bool| match (flag_given, from_file) {
-            (true, _) => "flag or environment",
-            (false, true) => "config file",
-            (false, false) => "default",
-        };
-        let deadline_source = pick(explicit.deadline, file.deadline.is_some());
-        let max_memory_source = pick(explicit.max_memory, file.max_memory.is_some());
-        Ok(Settings {
-            guest,
-            guest_from_file,
-            guest_pinned: !guest_from_file,
-            deadline: if deadline_source == "config file" { file.deadline.unwrap_or(args.engine.deadline) } else { args.engine.deadline },
-            deadline_source,
-            max_memory: if max_memory_source == "config file" { file.max_memory.unwrap_or(args.engine.max_memory) } else { args.engine.max_memory },
-            max_memory_source,
-        })
+        let (deadline, deadline_source) = choose(explicit.deadline, args.engine.deadline, file.deadline);
+        let (max_memory, max_memory_source) = choose(explicit.max_memory, args.engine.max_memory, file.max_memory);
+        Ok(Settings { guest, guest_from_file, deadline, deadline_source, max_memory, max_memory_source })
     }
 
     fn log(&self, path: &Path, file_exists: bool) {
@@ -266,6 +252,17 @@ impl Settings {
             max_memory_source = self.max_memory_source,
             "configuration (precedence: flag or environment, then config file, then default)"
         );
+    }
+}
+
+/// A setting after precedence, and where it came from: the flag's value when
+/// it was given (on the command line or in the environment), else the file's,
+/// else the flag's default.
+fn choose<T>(flag_given: bool, flag: T, file: Option<T>) -> (T, &'static str) {
+    match (flag_given, file) {
+        (true, _) => (flag, "flag or environment"),
+        (false, Some(value)) => (value, "config file"),
+        (false, None) => (flag, "default"),
     }
 }
 

@@ -13,6 +13,7 @@ use crate::workspace::{self, Workspace};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
+use std::ffi::OsString;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -34,13 +35,14 @@ struct Settings {
     round: Duration,
 }
 
-/// A server under test, running for the whole benchmark.
-struct Contender {
+/// A server under test, running for the whole benchmark (killed when dropped).
+pub struct Contender {
     name: &'static str,
     child: Child,
+    /// The traffic URL, without a trailing slash.
     url: String,
-    /// The admin URL of a scalelab contender (for its metrics).
-    admin: Option<String>,
+    /// The admin URL of a scalelab contender (for its metrics and API).
+    pub admin: Option<String>,
     /// Process start to ready, as the scalelab contender logged it.
     startup_ms: Option<f64>,
 }
@@ -249,29 +251,9 @@ fn swap_latency(scalelab: &Path, guests_dir: &Path, bench_dir: &Path, rounds: us
         Ok(())
     };
 
-    let mut child = Command::new(scalelab)
-        .args(["--log-format", "json", "serve", "--guests-dir"])
-        .arg(guests_dir)
-        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--cache-dir"])
-        .arg(&cache)
-        .arg("--config")
-        .arg(dir.join("guest.toml"))
-        .env_remove("RUST_BACKTRACE")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let lines = line_channel(child.stderr.take().unwrap());
-    let mut url = None;
-    for line in lines.iter() {
-        let value: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-        if value["role"] == "traffic" {
-            url = value["addr"].as_str().map(|a| format!("http://{a}/"));
-        }
-        if value["step"] == "ready" {
-            break;
-        }
-    }
-    let contender = Contender { name: "swap", child, url: url.context("no traffic address")?, admin: None, startup_ms: None };
+    let config = vec![OsString::from("--config"), dir.join("guest.toml").into_os_string()];
+    let (contender, lines) = spawn_host("swap", scalelab, guests_dir, &cache, &config, false)?;
+    let root = format!("{}/", contender.url);
     // Compile logs of swaps arrive here; keep the rest drained.
     let (compiles_tx, compiles) = mpsc::channel();
     std::thread::spawn(move || {
@@ -284,7 +266,7 @@ fn swap_latency(scalelab: &Path, guests_dir: &Path, bench_dir: &Path, rounds: us
     });
 
     let load = Command::new(scalelab)
-        .args(["load", &contender.url, "--concurrency", "4", "--duration", "3600s", "--output", "json"])
+        .args(["load", &root, "--concurrency", "4", "--duration", "3600s", "--output", "json"])
         .env_remove("RUST_BACKTRACE")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -295,7 +277,7 @@ fn swap_latency(scalelab: &Path, guests_dir: &Path, bench_dir: &Path, rounds: us
         let started = Instant::now();
         update(contents)?;
         loop {
-            let body = agent.get(&contender.url).call()?.body_mut().read_to_string()?;
+            let body = agent.get(&root).call()?.body_mut().read_to_string()?;
             let serving_fixture = body == "hello from wstd\n";
             if serving_fixture == (to == "fixture-wstd") {
                 return Ok(started.elapsed().as_secs_f64() * 1e3);
@@ -348,12 +330,31 @@ fn start_wasm(
     extra: &[&str],
     backtrace: bool,
 ) -> Result<Contender> {
+    let mut args: Vec<OsString> = vec!["--guest".into(), "prime".into()];
+    args.extend(extra.iter().map(OsString::from));
+    let (contender, lines) = spawn_host(name, scalelab, guests_dir, cache, &args, backtrace)?;
+    // Keep draining stderr so the host never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Ok(contender)
+}
+
+/// Starts `scalelab serve` on loopback with JSON logs and `args`, waits
+/// until it is ready, and hands back its later log lines (which the caller
+/// must keep reading or drain).
+pub fn spawn_host(
+    name: &'static str,
+    scalelab: &Path,
+    guests_dir: &Path,
+    cache: &Path,
+    args: &[OsString],
+    backtrace: bool,
+) -> Result<(Contender, mpsc::Receiver<String>)> {
     let mut cmd = Command::new(scalelab);
-    cmd.args(["--log-format", "json", "serve", "--guest", "prime", "--guests-dir"])
+    cmd.args(["--log-format", "json", "serve", "--guests-dir"])
         .arg(guests_dir)
         .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--cache-dir"])
         .arg(cache)
-        .args(extra)
+        .args(args)
         .env_remove("RUST_LIB_BACKTRACE")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -377,10 +378,8 @@ fn start_wasm(
             (Some("ready"), _) => {
                 let url = format!("http://{}", traffic.context("no traffic address logged")?);
                 let startup_ms = value["startup_ms"].as_f64();
-                // Keep draining stderr so the host never blocks on a full pipe.
-                std::thread::spawn(move || for _ in lines {});
                 let admin = admin.map(|a| format!("http://{a}"));
-                return Ok(Contender { name, child, url, admin, startup_ms });
+                return Ok((Contender { name, child, url, admin, startup_ms }, lines));
             }
             _ if value["level"] == "ERROR" => bail!("scalelab serve failed: {line}"),
             _ => {}

@@ -102,8 +102,6 @@ fn short(sha: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
 
     /// Runs the real host (built by `cargo test --workspace`) and swaps it.
     #[test]
@@ -116,38 +114,13 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("token"), "t0ken\n").unwrap();
 
-        /// Kills the host even when an assertion fails.
-        struct Running(std::process::Child);
-        impl Drop for Running {
-            fn drop(&mut self) {
-                let _ = self.0.kill();
-                let _ = self.0.wait();
-            }
-        }
-        let mut host = Command::new(&scalelab)
-            .args(["--log-format", "json", "serve", "--guest", "prime", "--guests-dir"])
-            .arg(&guests)
-            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--cache-dir"])
-            .arg(dir.join("cache"))
-            .arg("--admin-token-file")
-            .arg(dir.join("token"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = host.stderr.take().unwrap();
-        let _host = Running(host);
-        let mut admin = None;
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let value: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-            if value["role"] == "admin" {
-                admin = value["addr"].as_str().map(|a| format!("http://{a}"));
-            }
-            if value["step"] == "ready" {
-                break;
-            }
-        }
-        let url = admin.expect("admin address logged");
+        let args = ["--guest", "prime", "--admin-token-file"].map(std::ffi::OsString::from);
+        let mut args = args.to_vec();
+        args.push(dir.join("token").into_os_string());
+        // The host is killed when `host` drops, even if an assertion fails.
+        let (host, lines) = crate::bench::spawn_host("swap", &scalelab, &guests, &dir.join("cache"), &args, false).unwrap();
+        std::thread::spawn(move || for _ in lines {});
+        let url = host.admin.clone().expect("admin address logged");
         let swap = |guest: &str| {
             run(&SwapArgs { guest: guest.into(), url: url.clone(), token_file: Some(dir.join("token")), dry_run: false })
         };
