@@ -146,7 +146,14 @@ async fn put_guest(request: Request<hyper::body::Incoming>, admin: &Admin) -> Re
         }
     };
     let current_env = swapper.current_env();
-    let request = SwapRequest { source, deadline: None, max_memory: None, env: current_env, origin: "admin API" };
+    let request = SwapRequest {
+        source,
+        deadline: None,
+        max_memory: None,
+        tick_interval: swapper.current_tick_override(),
+        env: current_env,
+        origin: "admin API",
+    };
     match swapper.swap(request).await {
         Ok(report) => json(StatusCode::OK, &serde_json::to_value(report).unwrap_or_default()),
         Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, &format!("{e:#}; the current guest keeps serving")),

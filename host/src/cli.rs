@@ -32,6 +32,75 @@ pub enum Command {
     Compile(CompileArgs),
     /// Drive HTTP load at URLs and report latency percentiles, throughput and errors.
     Load(LoadArgs),
+    /// Simulate many long-lived clients from one process.
+    Swarm(SwarmArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SwarmArgs {
+    #[command(subcommand)]
+    pub kind: SwarmKind,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SwarmKind {
+    /// Engines of the heartbeat broker protocol, over raw TCP.
+    Engines(EnginesArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Each engine registers (NewEngine:<id>:0), waits for SUCCESS, heartbeats in sequence,\n\
+pauses for DOWORK:<ms>, ends on KILL:<code>, and reconnects with capped exponential backoff when the\n\
+broker goes away. Runs until --duration or Ctrl-C, then prints a summary.")]
+pub struct EnginesArgs {
+    /// The broker's TCP address, `host:port`.
+    #[arg(long, env = "SCALELAB_SWARM_BROKER")]
+    pub broker: String,
+
+    /// Engines to simulate.
+    #[arg(long, env = "SCALELAB_SWARM_ENGINES", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub engines: u32,
+
+    /// Engine ids are <prefix><n>, n = 1..=engines [default: "$HOSTNAME-", so
+    /// that replicas of a Deployment do not collide; "engine-" without HOSTNAME].
+    #[arg(long, env = "SCALELAB_SWARM_ID_PREFIX")]
+    pub id_prefix: Option<String>,
+
+    /// Interval between an engine's heartbeats.
+    #[arg(long, env = "SCALELAB_SWARM_HEARTBEAT", default_value = "10s", value_parser = parse_duration)]
+    pub heartbeat: Duration,
+
+    /// Engines started per second (`500/s` or `500`).
+    #[arg(long, env = "SCALELAB_SWARM_RAMP", default_value = "500/s", value_parser = parse_per_second)]
+    pub ramp: f64,
+
+    /// Stop after this long [default: run until Ctrl-C or SIGTERM].
+    #[arg(long, env = "SCALELAB_SWARM_DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Burn CPU for the length of each DOWORK instead of only pausing.
+    #[arg(long, env = "SCALELAB_SWARM_BURN")]
+    pub burn: bool,
+
+    /// Longest wait between reconnection attempts.
+    #[arg(long, env = "SCALELAB_SWARM_MAX_BACKOFF", default_value = "10s", value_parser = parse_duration)]
+    pub max_backoff: Duration,
+
+    /// Address of the swarm's own /metrics; `off` to disable it.
+    #[arg(long, env = "SCALELAB_SWARM_METRICS_LISTEN", default_value = "0.0.0.0:9091", value_parser = parse_listen)]
+    pub metrics_listen: Listen,
+
+    /// `table` for people, `json` for scripts.
+    #[arg(long, env = "SCALELAB_SWARM_OUTPUT", value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+fn parse_per_second(s: &str) -> Result<f64, String> {
+    let number = s.strip_suffix("/s").unwrap_or(s);
+    match number.parse::<f64>() {
+        Ok(rate) if rate > 0.0 && rate.is_finite() => Ok(rate),
+        _ => Err(format!("{s:?} is not a rate such as 500/s")),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -186,6 +255,20 @@ pub struct ServeArgs {
     #[arg(long, env = "SCALELAB_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
 
+    /// Address of the raw TCP listener of session guests (such as `broker`);
+    /// `off` to disable it.
+    #[arg(long, env = "SCALELAB_TCP_LISTEN", default_value = "0.0.0.0:1337", value_parser = parse_listen)]
+    pub tcp_listen: Listen,
+
+    /// Most sessions (TCP connections of a session guest) open at once; more are refused.
+    #[arg(long, env = "SCALELAB_MAX_SESSIONS", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_sessions: u32,
+
+    /// How long sessions stay on a swapped-out guest before they are closed
+    /// with the reason `guest swapped`.
+    #[arg(long, env = "SCALELAB_SESSION_DRAIN", default_value = "30s", value_parser = parse_duration)]
+    pub session_drain: Duration,
+
     /// Address of the admin listener: /healthz, /readyz, /metrics.
     #[arg(long, env = "SCALELAB_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
     pub admin_listen: SocketAddr,
@@ -244,6 +327,17 @@ impl Explicit {
         };
         Explicit { deadline: given("deadline"), max_memory: given("max_memory") }
     }
+}
+
+/// A listener address, or none (`off`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen(pub Option<SocketAddr>);
+
+fn parse_listen(s: &str) -> Result<Listen, String> {
+    if matches!(s, "off" | "none") {
+        return Ok(Listen(None));
+    }
+    s.parse().map(|a| Listen(Some(a))).map_err(|e| format!("{e} (expected ADDRESS:PORT such as 0.0.0.0:1337, or off)"))
 }
 
 /// The per-request deadline, or none.

@@ -6,6 +6,7 @@
 //! guest = "prime"          # a name in the guests directory, or a path
 //! deadline = "2s"          # per-request deadline ("off" only if the host started without one)
 //! max_memory = "32MiB"     # per-instance memory cap (at most the start-up value)
+//! tick_interval = "10s"    # session guests: interval of `tick` calls (wins over the guest's own)
 //! [env]                    # handed to the guest as WASI environment variables
 //! GREETING = "hello"
 //! ```
@@ -16,6 +17,7 @@ use crate::cli::{Deadline, parse_bytes, parse_deadline};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use toml::Spanned;
 
 /// Where Kubernetes mounts the guest ConfigMap; a missing file there is fine.
@@ -29,6 +31,7 @@ pub struct GuestConfig {
     pub guest_line: usize,
     pub deadline: Option<Deadline>,
     pub max_memory: Option<u64>,
+    pub tick_interval: Option<Duration>,
     pub env: BTreeMap<String, String>,
 }
 
@@ -58,6 +61,7 @@ struct Raw {
     guest: Option<Spanned<String>>,
     deadline: Option<Spanned<String>>,
     max_memory: Option<Spanned<String>>,
+    tick_interval: Option<Spanned<String>>,
     #[serde(default)]
     env: BTreeMap<String, String>,
 }
@@ -72,7 +76,7 @@ impl GuestConfig {
         let raw: Raw = toml::from_str(text).map_err(|e| {
             let message = e.message().trim().to_string();
             let message = if message.starts_with("unknown field") {
-                format!("{message} (allowed keys: guest, deadline, max_memory, [env])")
+                format!("{message} (allowed keys: guest, deadline, max_memory, tick_interval, [env])")
             } else {
                 message
             };
@@ -91,6 +95,14 @@ impl GuestConfig {
             let at = size.span().start;
             config.max_memory = Some(parse_bytes(size.get_ref()).map_err(|e| error(Some(at), format!("max_memory: {e}")))?);
         }
+        if let Some(interval) = raw.tick_interval {
+            let at = interval.span().start;
+            let parsed = humantime::parse_duration(interval.get_ref())
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| error(Some(at), "tick_interval: expected a duration above zero such as 500ms or 10s".into()))?;
+            config.tick_interval = Some(parsed);
+        }
         Ok(config)
     }
 }
@@ -103,7 +115,6 @@ fn line_of(text: &str, offset: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn parse(text: &str) -> Result<GuestConfig, ConfigError> {
         GuestConfig::parse(Path::new("/etc/scalelab/guest.toml"), text)
@@ -111,11 +122,12 @@ mod tests {
 
     #[test]
     fn a_full_file_parses() {
-        let config = parse("guest = \"prime\"\ndeadline = \"250ms\"\nmax_memory = \"32MiB\"\n[env]\nA = \"1\"\n").unwrap();
+        let config = parse("guest = \"prime\"\ndeadline = \"250ms\"\nmax_memory = \"32MiB\"\ntick_interval = \"2s\"\n[env]\nA = \"1\"\n").unwrap();
         assert_eq!(config.guest.as_deref(), Some("prime"));
         assert_eq!(config.guest_line, 1);
         assert_eq!(config.deadline, Some(Deadline(Some(Duration::from_millis(250)))));
         assert_eq!(config.max_memory, Some(32 << 20));
+        assert_eq!(config.tick_interval, Some(Duration::from_secs(2)));
         assert_eq!(config.env["A"], "1");
         assert_eq!(parse("").unwrap(), GuestConfig::default());
     }
@@ -126,7 +138,7 @@ mod tests {
         assert_eq!(err.line, 3);
         let text = err.to_string();
         assert!(text.starts_with("/etc/scalelab/guest.toml:3: unknown field"), "{text}");
-        assert!(text.contains("allowed keys: guest, deadline, max_memory, [env]"), "{text}");
+        assert!(text.contains("allowed keys: guest, deadline, max_memory, tick_interval, [env]"), "{text}");
 
         let err = parse("guest = \"prime\"\ndeadline = \"soon\"\n").unwrap_err();
         assert_eq!(err.line, 2);
@@ -135,6 +147,10 @@ mod tests {
         let err = parse("max_memory = \"lots\"\n").unwrap_err();
         assert_eq!(err.line, 1);
         assert!(err.to_string().contains("expected a size"), "{err}");
+
+        let err = parse("guest = \"b\"\ntick_interval = \"0s\"\n").unwrap_err();
+        assert_eq!(err.line, 2);
+        assert!(err.to_string().contains("tick_interval"), "{err}");
 
         let err = parse("guest = 3\n").unwrap_err();
         assert_eq!(err.line, 1);

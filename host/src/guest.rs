@@ -1,15 +1,20 @@
 //! A guest ready to serve: found by name or path, compiled (or taken from the
-//! cache), linked against the `wasi:http/proxy` world once (`ProxyPre`), and
-//! proven instantiable before the host reports ready.
+//! cache), linked once (`InstancePre`), checked to export what the host calls
+//! (`wasi:http/incoming-handler`, our `session-handler`, or both), and proven
+//! instantiable before the host reports ready.
 
 use crate::cache::{CompileCache, Origin};
 use crate::state::GuestState;
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use wasmtime::component::Linker;
+use crate::bindings::{SessionGuestIndices, SessionOptions};
+use crate::services::Services;
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::component::{InstancePre, Linker};
 use wasmtime::{Engine, Store};
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::ProxyIndices;
 
 /// A loaded guest. Cheap to share: one per process, used by every request.
 pub struct Guest {
@@ -17,8 +22,23 @@ pub struct Guest {
     pub name: String,
     /// Hex sha256 of the guest file.
     pub sha256: String,
-    /// Linked once; each request instantiates from it into a fresh store.
-    pub pre: ProxyPre<GuestState>,
+    /// Linked once; each instance is created from it into a fresh store.
+    pub pre: InstancePre<GuestState>,
+    /// Where `wasi:http/incoming-handler` is, when the guest serves HTTP.
+    pub http: Option<ProxyIndices>,
+    /// Where `session-handler` is, when the guest handles sessions.
+    pub session: Option<SessionGuestIndices>,
+    /// The tick interval the session guest asked for in `init`.
+    pub tick_interval: Option<Duration>,
+}
+
+/// The worlds a guest can implement, by what it exports.
+pub fn world_name(http: bool, session: bool) -> &'static str {
+    match (http, session) {
+        (true, false) => "wasi:http/proxy",
+        (false, true) => "scalelab:guests/session-guest",
+        _ => "scalelab:guests/session-http-guest",
+    }
 }
 
 /// Turns `--guest` into a file: a path when it looks like one (has a `/` or a
@@ -85,12 +105,11 @@ fn available_names(dirs: &[PathBuf]) -> Vec<String> {
     names
 }
 
-/// Builds the linker every guest is linked against: `wasi:http` plus the
-/// WASI 0.2 command imports. A guest must export
-/// `wasi:http/incoming-handler`; besides the proxy world it may import the
-/// rest of WASI (Rust's `wasm32-wasip2` std always imports
-/// `wasi:cli/environment`, for example), which [`GuestState`] sandboxes: no
-/// files, no sockets.
+/// Builds the linker every guest is linked against: `wasi:http`, the WASI 0.2
+/// command imports, and our host services (`state`, `metrics`, `log`,
+/// `sessions`). Besides its world a guest may import the rest of WASI (Rust's
+/// `wasm32-wasip2` std always imports `wasi:cli/environment`, for example),
+/// which [`GuestState`] sandboxes: no files, no sockets.
 pub fn linker(engine: &Engine) -> Result<Linker<GuestState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)
@@ -99,18 +118,23 @@ pub fn linker(engine: &Engine) -> Result<Linker<GuestState>> {
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
         .map_err(anyhow::Error::from)
         .context("linking wasi:http")?;
+    crate::bindings::add_to_linker(&mut linker)
+        .map_err(anyhow::Error::from)
+        .context("linking the scalelab host services")?;
     Ok(linker)
 }
 
 impl Guest {
     /// Compiles (or loads) the guest at `path`, links it, and instantiates it
-    /// once to prove it can serve. Logs each step with its duration.
+    /// once to prove it can serve (a session guest's `init` runs then). Logs
+    /// each step with its duration.
     pub async fn load(
         engine: &Engine,
         linker: &Linker<GuestState>,
         cache: &CompileCache,
         path: &Path,
         max_memory: usize,
+        services: &Arc<Services>,
     ) -> Result<Guest> {
         let name = path
             .file_stem()
@@ -135,31 +159,54 @@ impl Guest {
         );
 
         let started = Instant::now();
-        let instance_pre = linker.instantiate_pre(&loaded.component).map_err(anyhow::Error::from).with_context(|| {
+        let pre = linker.instantiate_pre(&loaded.component).map_err(anyhow::Error::from).with_context(|| {
             format!(
                 "{} imports something the host does not provide (scalelab offers \
-                 wasi:http and the WASI 0.2 command imports)",
+                 wasi:http, the WASI 0.2 command imports and the scalelab:guests host services)",
                 path.display()
             )
         })?;
-        let pre = ProxyPre::new(instance_pre).map_err(anyhow::Error::from).with_context(|| {
-            format!("{} does not export wasi:http/incoming-handler", path.display())
-        })?;
-        tracing::info!(step = "link", guest = %name, duration_ms = started.elapsed().as_secs_f64() * 1e3, "guest linked");
+        let http = ProxyIndices::new(&pre).ok();
+        let session = SessionGuestIndices::new(&pre).ok();
+        if http.is_none() && session.is_none() {
+            bail!(
+                "{} exports neither wasi:http/incoming-handler (an HTTP guest) nor \
+                 scalelab:guests/session-handler (a session guest)",
+                path.display()
+            );
+        }
+        let world = world_name(http.is_some(), session.is_some());
+        tracing::info!(step = "link", guest = %name, world, duration_ms = started.elapsed().as_secs_f64() * 1e3, "guest linked");
 
         let started = Instant::now();
-        let mut store = Store::new(engine, GuestState::new(max_memory, &[]));
+        let mut store = Store::new(engine, GuestState::new(max_memory, &[], services.clone(), name.as_str().into()));
         store.limiter(|state| &mut state.memory);
         // Epoch checks are compiled in when a deadline is configured; give the
         // probe plenty of ticks (its start functions run here).
         store.set_epoch_deadline(u64::MAX / 2);
-        pre.instantiate_async(&mut store)
+        let instance = pre
+            .instantiate_async(&mut store)
             .await
             .map_err(anyhow::Error::from)
             .with_context(|| format!("instantiating {} failed", path.display()))?;
-        tracing::info!(step = "probe", guest = %name, duration_ms = started.elapsed().as_secs_f64() * 1e3, "guest instantiated once");
+        let mut tick_interval = None;
+        if let Some(indices) = &session {
+            let guest = indices.load(&mut store, &instance).map_err(anyhow::Error::from)?;
+            let SessionOptions { tick_interval_ms } = guest
+                .scalelab_guests_session_handler()
+                .call_init(&mut store)
+                .await
+                .map_err(anyhow::Error::from)
+                .with_context(|| format!("{}: session-handler.init failed", path.display()))?;
+            tick_interval = tick_interval_ms.filter(|ms| *ms > 0).map(|ms| Duration::from_millis(ms.into()));
+        }
+        tracing::info!(step = "probe", guest = %name, ?tick_interval, duration_ms = started.elapsed().as_secs_f64() * 1e3, "guest instantiated once");
 
-        Ok(Guest { name, sha256: loaded.sha256, pre })
+        Ok(Guest { name, sha256: loaded.sha256, pre, http, session, tick_interval })
+    }
+
+    pub fn world(&self) -> &'static str {
+        world_name(self.http.is_some(), self.session.is_some())
     }
 }
 

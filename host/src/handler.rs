@@ -39,6 +39,8 @@ pub struct Limits {
 pub struct Handler {
     /// The guest being served; replaced whole by a swap.
     active: ArcSwap<Active>,
+    /// Counts swaps; sessions watch it to start draining off an old guest.
+    swaps: tokio::sync::watch::Sender<u64>,
     metrics: Arc<Metrics>,
     /// Largest request body, in bytes (host-wide, not per guest).
     max_body: u64,
@@ -63,6 +65,7 @@ impl Handler {
     pub fn new(active: Active, metrics: Arc<Metrics>, max_body: u64, max_in_flight: u32) -> Handler {
         Handler {
             active: ArcSwap::from_pointee(active),
+            swaps: tokio::sync::watch::Sender::new(0),
             metrics,
             max_body,
             in_flight: Arc::new(Semaphore::new(max_in_flight as usize)),
@@ -78,6 +81,19 @@ impl Handler {
     /// Serves `active` from now on; requests under way finish on the old guest.
     pub fn switch_to(&self, active: Active) {
         self.active.store(Arc::new(active));
+        self.swaps.send_modify(|n| *n += 1);
+    }
+
+    /// Changes whenever the guest is swapped.
+    pub fn swaps(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.swaps.subscribe()
+    }
+
+    /// A slot for one guest call outside HTTP (a session's call, a tick):
+    /// waits for one rather than failing, since the pool has one instance
+    /// per slot.
+    pub async fn call_slot(&self) -> OwnedSemaphorePermit {
+        self.in_flight.clone().acquire_owned().await.expect("the semaphore is never closed")
     }
 
     /// Serves one request. Never fails: every error becomes a response.
@@ -107,6 +123,16 @@ impl Handler {
     }
 
     async fn respond(&self, id: u64, request: Request<Incoming>, active: Arc<Active>) -> Response<HyperOutgoingBody> {
+        if active.guest.http.is_none() {
+            return json_error(
+                StatusCode::NOT_IMPLEMENTED,
+                "not_http",
+                &format!(
+                    "the guest {} handles sessions only (it exports no wasi:http/incoming-handler)",
+                    active.guest.name
+                ),
+            );
+        }
         let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
             self.metrics.reject(RejectReason::InFlightLimit);
             return json_error(
@@ -216,7 +242,7 @@ impl Handler {
 }
 
 /// Why a guest call failed: reason, message for the client, full detail for the log.
-type Failure = (FailureReason, String, String);
+pub type Failure = (FailureReason, String, String);
 
 /// Hands one request to a warm instance and runs `incoming-handler.handle`
 /// under the deadline.
@@ -227,14 +253,7 @@ async fn call(
     deadline: Option<Duration>,
 ) -> Result<(), Failure> {
     let store = &mut warm.store;
-    store.data_mut().memory.exceeded = false;
-    match deadline {
-        Some(limit) => {
-            store.set_epoch_deadline(1);
-            store.epoch_deadline_callback(epoch_callback(Instant::now() + limit));
-        }
-        None => store.set_epoch_deadline(u64::MAX / 2),
-    }
+    arm(store, deadline);
     let prepared = (|| -> wasmtime::Result<_> {
         let mut http = wasmtime_wasi_http::WasiHttpView::http(store.data_mut());
         let request = http.new_incoming_request(Scheme::Http, request)?;
@@ -244,17 +263,37 @@ async fn call(
     let (guest_request, out) = prepared.map_err(|e| {
         (FailureReason::Trap, format!("the host could not hand the request to the guest: {e:#}"), format!("{e:?}"))
     })?;
-    let handle = warm.proxy.wasi_http_incoming_handler().call_handle(&mut *store, guest_request, out);
-    // The epoch callback stops a guest that computes past the deadline; this
-    // timeout stops one that waits in a host call.
-    let result = match deadline {
-        Some(limit) => match tokio::time::timeout(limit, handle).await {
-            Ok(result) => result,
-            Err(_) => return Err((FailureReason::Deadline, deadline_message(deadline), String::new())),
-        },
-        None => handle.await,
-    };
+    let proxy = warm.proxy.as_ref().expect("only HTTP guests get requests");
+    let handle = proxy.wasi_http_incoming_handler().call_handle(&mut *store, guest_request, out);
+    let result = within(deadline, handle).await?;
     result.map_err(|e| classify(&e, store, deadline))
+}
+
+/// Prepares a store for one call: clears the memory flag and sets the
+/// deadline (epoch callback), or no deadline.
+pub fn arm(store: &mut Store<GuestState>, deadline: Option<Duration>) {
+    store.data_mut().memory.exceeded = false;
+    match deadline {
+        Some(limit) => {
+            store.set_epoch_deadline(1);
+            store.epoch_deadline_callback(epoch_callback(Instant::now() + limit));
+        }
+        None => store.set_epoch_deadline(u64::MAX / 2),
+    }
+}
+
+/// Runs a guest call under the deadline. The epoch callback stops a guest
+/// that computes past it; this timeout stops one that waits in a host call.
+pub async fn within<T>(
+    deadline: Option<Duration>,
+    call: impl Future<Output = wasmtime::Result<T>>,
+) -> Result<wasmtime::Result<T>, Failure> {
+    match deadline {
+        Some(limit) => tokio::time::timeout(limit, call)
+            .await
+            .map_err(|_| (FailureReason::Deadline, deadline_message(deadline), String::new())),
+        None => Ok(call.await),
+    }
 }
 
 /// The epoch callback of a request's store: at every tick, stop the guest
@@ -287,7 +326,7 @@ fn deadline_message(deadline: Option<Duration>) -> String {
 
 /// Names the reason a guest call failed: the reason, a short message for the
 /// client, and the full error (with the wasm backtrace) for the log.
-fn classify(error: &wasmtime::Error, store: &Store<GuestState>, deadline: Option<Duration>) -> Failure {
+pub fn classify(error: &wasmtime::Error, store: &Store<GuestState>, deadline: Option<Duration>) -> Failure {
     let detail = format!("{error:?}");
     let trap = error.downcast_ref::<Trap>();
     if trap == Some(&Trap::Interrupt) {

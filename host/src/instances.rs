@@ -15,45 +15,82 @@
 //! request a fresh instance when a test needs strict isolation. One instance
 //! never serves two requests at once.
 
+use crate::bindings::{SessionGuest, SessionGuestIndices};
+use crate::guest::Guest;
 use crate::metrics::GuestMetrics;
+use crate::services::Services;
 use crate::state::GuestState;
+use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use wasmtime::Store;
-use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
+use wasmtime::component::InstancePre;
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyIndices};
 
 /// Idle instances kept at most: enough for the concurrency of a busy pod,
 /// few enough that a burst does not keep hundreds of memories resident.
-const MAX_IDLE: usize = 64;
+pub const MAX_IDLE: usize = 64;
 
 /// An instance with its store, between or during requests.
 pub struct Warm {
     pub store: Store<GuestState>,
-    pub proxy: Proxy,
+    /// The HTTP export, when the guest has one.
+    pub proxy: Option<Proxy>,
+    /// The session export, when the guest has one.
+    pub session: Option<SessionGuest>,
     /// Requests this instance has started, including the current one.
     uses: u32,
 }
 
 pub struct Instances {
-    pre: ProxyPre<GuestState>,
+    pre: InstancePre<GuestState>,
+    http: Option<ProxyIndices>,
+    session: Option<SessionGuestIndices>,
+    services: Arc<Services>,
+    /// The guest's name, for its log lines.
+    name: Arc<str>,
     max_memory: usize,
     /// Requests one instance may serve; 1 means a fresh instance every time.
     max_uses: u32,
     /// WASI environment variables of every instance (from the config file).
     env: Vec<(String, String)>,
     idle: Mutex<Vec<Warm>>,
+    /// Set once the guest is swapped out: its remaining calls (draining
+    /// sessions, late requests) get fresh instances and keep none idle, so
+    /// that pool slots go to the new guest.
+    retired: AtomicBool,
     metrics: GuestMetrics,
 }
 
 impl Instances {
     pub fn new(
-        pre: ProxyPre<GuestState>,
+        guest: &Guest,
+        services: Arc<Services>,
         max_memory: usize,
         max_uses: u32,
         env: Vec<(String, String)>,
         metrics: GuestMetrics,
     ) -> Instances {
-        Instances { pre, max_memory, max_uses: max_uses.max(1), env, idle: Mutex::new(Vec::new()), metrics }
+        Instances {
+            pre: guest.pre.clone(),
+            http: guest.http.clone(),
+            session: guest.session.clone(),
+            services,
+            name: guest.name.as_str().into(),
+            max_memory,
+            max_uses: max_uses.max(1),
+            env,
+            idle: Mutex::new(Vec::new()),
+            retired: AtomicBool::new(false),
+            metrics,
+        }
+    }
+
+    /// Drops the idle instances and keeps no more (the guest was swapped out).
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+        self.idle.lock().unwrap().clear();
     }
 
     /// An idle instance, or a new one.
@@ -65,15 +102,23 @@ impl Instances {
             return Ok(warm);
         }
         let started = Instant::now();
-        let mut store = Store::new(self.pre.engine(), GuestState::new(self.max_memory, &self.env));
+        let state = GuestState::new(self.max_memory, &self.env, self.services.clone(), self.name.clone());
+        let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|state| &mut state.memory);
         // Epoch checks may run during start functions; give them room. Each
         // request sets its own deadline before calling the guest.
         store.set_epoch_deadline(u64::MAX / 2);
-        match self.pre.instantiate_async(&mut store).await {
-            Ok(proxy) => {
+        let loaded = async {
+            let instance = self.pre.instantiate_async(&mut store).await?;
+            let proxy = self.http.as_ref().map(|i| i.load(&mut store, &instance)).transpose()?;
+            let session = self.session.as_ref().map(|i| i.load(&mut store, &instance)).transpose()?;
+            wasmtime::Result::Ok((proxy, session))
+        }
+        .await;
+        match loaded {
+            Ok((proxy, session)) => {
                 self.metrics.instantiated(started.elapsed());
-                Ok(Warm { store, proxy, uses: 1 })
+                Ok(Warm { store, proxy, session, uses: 1 })
             }
             Err(e) => Err((e, store)),
         }
@@ -82,7 +127,7 @@ impl Instances {
     /// Returns an instance whose call ended normally, unless it has served
     /// its share of requests or enough instances are idle already.
     pub fn give_back(&self, warm: Warm) {
-        if warm.uses >= self.max_uses {
+        if warm.uses >= self.max_uses || self.retired.load(Ordering::Relaxed) {
             return;
         }
         let mut idle = self.idle.lock().unwrap();

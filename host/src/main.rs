@@ -3,21 +3,30 @@
 
 mod admin;
 mod backtrace;
+mod bindings;
 mod cache;
 mod cli;
 mod compile;
 mod config;
 mod engine;
+mod fd_limit;
 mod guest;
+mod guest_metrics;
 mod handler;
 mod instances;
 mod load;
 mod logging;
 mod metrics;
 mod serve;
+mod services;
+mod session;
+mod sessions;
+mod shared_state;
 mod shutdown;
 mod state;
 mod swap;
+mod swarm;
+mod tcp;
 mod watch;
 mod workers;
 
@@ -42,10 +51,15 @@ fn main() -> ExitCode {
         cli::Command::Serve(args) => {
             let explicit = matches.subcommand_matches("serve").map(cli::Explicit::of).unwrap_or_default();
             let workers = workers::count(args.workers);
+            fd_limit::raise();
             runtime(workers).and_then(|rt| {
                 tracing::info!(step = "runtime", workers, "async runtime started");
                 rt.block_on(serve::run(args, explicit, process_start))
             })
+        }
+        cli::Command::Swarm(args) => {
+            fd_limit::raise();
+            runtime(workers::count(None)).and_then(|rt| rt.block_on(swarm::run(args)))
         }
         cli::Command::Compile(args) => runtime(1).and_then(|rt| rt.block_on(compile::run(args))),
         cli::Command::Load(args) => {

@@ -60,6 +60,51 @@ impl RejectReason {
     }
 }
 
+/// Why a session closed; the `reason` label of `scalelab_sessions_closed_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer closed the connection.
+    Peer,
+    /// A read or write failed.
+    Error,
+    /// The guest closed it (an effect or `sessions.close`).
+    Guest,
+    /// Its guest was swapped out and the drain timeout passed.
+    Swapped,
+    /// The host is shutting down.
+    Shutdown,
+}
+
+impl CloseReason {
+    pub const ALL: [CloseReason; 5] =
+        [CloseReason::Peer, CloseReason::Error, CloseReason::Guest, CloseReason::Swapped, CloseReason::Shutdown];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Peer => "peer",
+            CloseReason::Error => "error",
+            CloseReason::Guest => "guest",
+            CloseReason::Swapped => "swapped",
+            CloseReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// The calls into a session guest, in the order of `GuestMetrics::session_calls`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionCallKind {
+    Opened = 0,
+    Received = 1,
+    Closed = 2,
+    Tick = 3,
+}
+
+impl SessionCallKind {
+    pub fn as_str(self) -> &'static str {
+        ["opened", "received", "closed", "tick"][self as usize]
+    }
+}
+
 /// The configured per-request limits, exported so dashboards can draw them.
 pub struct LimitValues {
     pub deadline: Option<Duration>,
@@ -85,6 +130,15 @@ pub struct Metrics {
     swap_duration: HistogramVec,
     /// Seconds from process start to ready, set once at start-up.
     pub startup_seconds: Gauge,
+    /// Open sessions, by transport.
+    pub sessions_active: IntGaugeVec,
+    sessions_opened: IntCounterVec,
+    sessions_closed: IntCounterVec,
+    sessions_refused: IntCounterVec,
+    session_messages: IntCounterVec,
+    session_call_duration: HistogramVec,
+    /// Keys in the shared state (the state keeps it current).
+    pub state_keys: IntGauge,
 }
 
 impl Metrics {
@@ -160,8 +214,54 @@ impl Metrics {
             "Seconds from process start until the guest was ready to serve",
         )?;
 
+        let sessions_active = IntGaugeVec::new(
+            Opts::new("scalelab_sessions_active", "Open sessions, by transport (tcp, websocket)"),
+            &["transport"],
+        )?;
+        let sessions_opened = IntCounterVec::new(
+            Opts::new("scalelab_sessions_opened_total", "Sessions opened, by transport"),
+            &["transport"],
+        )?;
+        let sessions_closed = IntCounterVec::new(
+            Opts::new(
+                "scalelab_sessions_closed_total",
+                "Sessions closed, by reason (peer, error, guest, swapped, shutdown)",
+            ),
+            &["reason"],
+        )?;
+        let sessions_refused = IntCounterVec::new(
+            Opts::new(
+                "scalelab_sessions_refused_total",
+                "Connections refused before a session opened, by reason (session_limit, not_a_session_guest)",
+            ),
+            &["reason"],
+        )?;
+        let session_messages = IntCounterVec::new(
+            Opts::new(
+                "scalelab_session_messages_total",
+                "Session messages, by direction: received (one read or WebSocket message) and sent",
+            ),
+            &["direction"],
+        )?;
+        let session_call_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "scalelab_session_call_duration_seconds",
+                "Time of one call into a session guest, by guest and call (opened, received, closed, tick)",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["guest", "call"],
+        )?;
+        let state_keys = IntGauge::new("scalelab_state_keys", "Keys in the shared state that guests keep in the host")?;
+
         for collector in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(sessions_active.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(sessions_opened.clone()),
+            Box::new(sessions_closed.clone()),
+            Box::new(sessions_refused.clone()),
+            Box::new(session_messages.clone()),
+            Box::new(session_call_duration.clone()),
+            Box::new(state_keys.clone()),
+            Box::new(requests.clone()),
             Box::new(request_duration.clone()),
             Box::new(in_flight.clone()),
             Box::new(instantiations.clone()),
@@ -189,6 +289,19 @@ impl Metrics {
         for phase in ["compile", "switch"] {
             swap_duration.with_label_values(&[phase]);
         }
+        for transport in ["tcp", "websocket"] {
+            sessions_active.with_label_values(&[transport]);
+            sessions_opened.with_label_values(&[transport]);
+        }
+        for reason in CloseReason::ALL {
+            sessions_closed.with_label_values(&[reason.as_str()]);
+        }
+        for reason in ["session_limit", "not_a_session_guest"] {
+            sessions_refused.with_label_values(&[reason]);
+        }
+        for direction in ["received", "sent"] {
+            session_messages.with_label_values(&[direction]);
+        }
 
         Ok(Metrics {
             registry,
@@ -204,7 +317,41 @@ impl Metrics {
             swaps,
             swap_duration,
             startup_seconds,
+            sessions_active,
+            sessions_opened,
+            sessions_closed,
+            sessions_refused,
+            session_messages,
+            session_call_duration,
+            state_keys,
         })
+    }
+
+    /// The registry `/metrics` encodes (guest-defined metrics join it).
+    pub fn registry(&self) -> Registry {
+        self.registry.clone()
+    }
+
+    pub fn session_opened(&self, transport: &str) {
+        self.sessions_opened.with_label_values(&[transport]).inc();
+        self.sessions_active.with_label_values(&[transport]).inc();
+    }
+
+    pub fn session_closed(&self, transport: &str, reason: CloseReason) {
+        self.sessions_active.with_label_values(&[transport]).dec();
+        self.sessions_closed.with_label_values(&[reason.as_str()]).inc();
+    }
+
+    pub fn session_refused(&self, reason: &'static str) {
+        self.sessions_refused.with_label_values(&[reason]).inc();
+    }
+
+    /// Counters of messages received and sent, resolved once.
+    pub fn session_message_counters(&self) -> (IntCounter, IntCounter) {
+        (
+            self.session_messages.with_label_values(&["received"]),
+            self.session_messages.with_label_values(&["sent"]),
+        )
     }
 
     /// Handles for one guest; also publishes it in `scalelab_guest_info`.
@@ -221,6 +368,8 @@ impl Metrics {
             deadline_failures: failure(FailureReason::Deadline),
             memory_failures: failure(FailureReason::Memory),
             trap_failures: failure(FailureReason::Trap),
+            session_calls: ["opened", "received", "closed", "tick"]
+                .map(|call| self.session_call_duration.with_label_values(&[guest, call])),
         }
     }
 
@@ -284,6 +433,8 @@ pub struct GuestMetrics {
     deadline_failures: IntCounter,
     memory_failures: IntCounter,
     trap_failures: IntCounter,
+    /// Call durations of `opened`, `received`, `closed`, `tick`, in that order.
+    session_calls: [Histogram; 4],
 }
 
 impl GuestMetrics {
@@ -297,6 +448,10 @@ impl GuestMetrics {
     pub fn instantiated(&self, took: Duration) {
         self.instantiations.inc();
         self.instantiate_duration.observe(took.as_secs_f64());
+    }
+
+    pub fn session_call(&self, call: SessionCallKind, took: Duration) {
+        self.session_calls[call as usize].observe(took.as_secs_f64());
     }
 
     pub fn reused(&self) {

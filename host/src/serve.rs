@@ -16,7 +16,10 @@ use crate::engine::{self, EngineSettings};
 use crate::guest::{self, Guest};
 use crate::handler::{Handler, Limits};
 use crate::metrics::{LimitValues, Metrics};
+use crate::services::Services;
+use crate::session::SessionHost;
 use crate::shutdown::Shutdown;
+use crate::tcp;
 use crate::swap::{Active, Swapper, SwapperParts};
 use crate::watch::{self, Pinned, Watched};
 use anyhow::{Context, Result, bail};
@@ -49,6 +52,10 @@ pub async fn run(args: ServeArgs, explicit: Explicit, process_start: Instant) ->
 
     let traffic = bind(args.listen, "traffic").await?;
     let admin_listener = bind(args.admin_listen, "admin").await?;
+    let tcp_listener = match args.tcp_listen.0 {
+        Some(addr) => Some(bind(addr, "tcp").await?),
+        None => None,
+    };
 
     let limits = Limits {
         deadline: settings.deadline.0,
@@ -61,6 +68,7 @@ pub async fn run(args: ServeArgs, explicit: Explicit, process_start: Instant) ->
         max_body: args.max_body,
         max_in_flight: args.max_in_flight,
     })?);
+    let services = Arc::new(Services::new(&metrics));
     let ready = Readiness::default();
     let admin = Arc::new(Admin {
         metrics: metrics.clone(),
@@ -70,8 +78,9 @@ pub async fn run(args: ServeArgs, explicit: Explicit, process_start: Instant) ->
     });
     tokio::spawn(admin::serve(admin_listener, admin.clone()));
 
-    // One more slot than requests in flight: the start-up probe instance.
-    let pool_slots = args.max_in_flight.saturating_add(1);
+    // One instance per call in flight, the idle ones a swapped-out guest
+    // may still hold, and the start-up probe.
+    let pool_slots = args.max_in_flight.saturating_add(crate::instances::MAX_IDLE as u32 + 1);
     let engine_settings = EngineSettings {
         epoch_interruption: limits.deadline.is_some(),
         max_memory: settings.max_memory,
@@ -103,7 +112,7 @@ pub async fn run(args: ServeArgs, explicit: Explicit, process_start: Instant) ->
         );
 
         let cache = CompileCache::new(args.guest.cache_dir.clone(), !args.guest.no_cache);
-        let guest = Guest::load(&engine, &linker, &cache, &path, limits.max_memory).await?;
+        let guest = Guest::load(&engine, &linker, &cache, &path, limits.max_memory, &services).await?;
         anyhow::Ok((engine, linker, cache, guest, path))
     };
     let (engine, linker, cache, guest, path) = tokio::select! {
@@ -114,7 +123,15 @@ pub async fn run(args: ServeArgs, explicit: Explicit, process_start: Instant) ->
         }
     };
 
-    let active = Active::new(guest, limits.clone(), &file_config.env, &metrics, path.display().to_string());
+    let active = Active::new(
+        guest,
+        limits.clone(),
+        &file_config.env,
+        &metrics,
+        &services,
+        path.display().to_string(),
+        file_config.tick_interval,
+    );
     let (name, sha256) = (active.guest.name.clone(), active.guest.sha256.clone());
     let handler = Arc::new(Handler::new(active, metrics.clone(), args.max_body, args.max_in_flight));
     let swapper = Arc::new(Swapper::new(SwapperParts {
@@ -126,8 +143,20 @@ pub async fn run(args: ServeArgs, explicit: Explicit, process_start: Instant) ->
         guests_dir: args.guest.guests_dir.clone(),
         handler: handler.clone(),
         metrics: metrics.clone(),
+        services: services.clone(),
         max_memory_ceiling: settings.max_memory,
     }));
+    let (close_sessions, sessions_closing) = tokio::sync::watch::channel(false);
+    let session_host = Arc::new(SessionHost::new(
+        handler.clone(),
+        services.clone(),
+        metrics.clone(),
+        args.session_drain,
+        args.max_sessions,
+        sessions_closing,
+    ));
+    let tcp_task = tcp_listener.map(|listener| tokio::spawn(tcp::serve(listener, session_host.clone())));
+    tokio::spawn(session_host.clone().run_ticks());
     let _ = admin.swapper.set(swapper.clone());
     let watched = Watched {
         path: config_path,
@@ -181,14 +210,25 @@ pub async fn run(args: ServeArgs, explicit: Explicit, process_start: Instant) ->
 
     ready.set(false);
     drop(traffic);
+    if let Some(task) = tcp_task {
+        task.abort();
+    }
     tracing::info!(
         signal,
         in_flight = metrics.in_flight.get(),
+        sessions = session_host.open_sessions(),
         drain_timeout = ?args.drain_timeout,
-        "shutting down: not ready, no new connections, draining in-flight requests"
+        "shutting down: not ready, no new connections, draining in-flight requests, closing sessions"
     );
-    match tokio::time::timeout(args.drain_timeout, graceful.shutdown()).await {
-        Ok(()) => tracing::info!("drained; exiting"),
+    let _ = close_sessions.send(true);
+    let sessions_closed = async {
+        while session_host.open_sessions() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let drained = async { tokio::join!(graceful.shutdown(), sessions_closed) };
+    match tokio::time::timeout(args.drain_timeout, drained).await {
+        Ok(_) => tracing::info!("drained; exiting"),
         Err(_) => tracing::warn!(
             in_flight = metrics.in_flight.get(),
             "drain timeout reached; closing the remaining connections"

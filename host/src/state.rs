@@ -1,17 +1,24 @@
 //! What the host keeps inside each guest `Store`: the WASI and wasi:http
 //! contexts, and the memory cap that records when a guest hits it.
 //!
-//! A store lives for one request, so nothing here outlives the call. The
+//! A store lives for one instance (a few calls), and nothing here must
+//! outlive it: what lasts is in the shared [`Services`]. The
 //! sandbox is explicit: no preopened directories, no arguments, no
 //! environment but the config file's `[env]` table, TCP, UDP and name lookup refused, outgoing HTTP requests
 //! refused. Guest stdout and stderr go to the host's stderr.
 
+use crate::services::Services;
+use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 pub struct GuestState {
+    /// The host services behind our own imports (state, metrics, sessions).
+    pub services: Arc<Services>,
+    /// The guest's name, for the log lines it writes.
+    pub guest: Arc<str>,
     wasi: WasiCtx,
     http: WasiHttpCtx,
     /// Resources (requests, streams, fields) handed to the guest.
@@ -23,7 +30,7 @@ pub struct GuestState {
 
 impl GuestState {
     /// State of a new instance: `env` becomes its WASI environment.
-    pub fn new(max_memory: usize, env: &[(String, String)]) -> GuestState {
+    pub fn new(max_memory: usize, env: &[(String, String)], services: Arc<Services>, guest: Arc<str>) -> GuestState {
         let wasi = WasiCtxBuilder::new()
             .envs(env)
             .inherit_stdout()
@@ -33,6 +40,8 @@ impl GuestState {
             .allow_ip_name_lookup(false)
             .build();
         GuestState {
+            services,
+            guest,
             wasi,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),

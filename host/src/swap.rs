@@ -14,6 +14,7 @@ use crate::guest::{self, Guest};
 use crate::handler::{Handler, Limits};
 use crate::instances::Instances;
 use crate::metrics::{GuestMetrics, Metrics};
+use crate::services::Services;
 use crate::state::GuestState;
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
@@ -36,19 +37,46 @@ pub struct Active {
     pub env: BTreeMap<String, String>,
     /// The guest file (an uploaded component is written to a file first).
     pub source: String,
+    /// The config file's `tick_interval`, which wins over the guest's own.
+    pub tick_override: Option<Duration>,
 }
 
 impl Active {
-    pub fn new(guest: Guest, limits: Limits, env: &BTreeMap<String, String>, metrics: &Metrics, source: String) -> Active {
+    pub fn new(
+        guest: Guest,
+        limits: Limits,
+        env: &BTreeMap<String, String>,
+        metrics: &Metrics,
+        services: &Arc<Services>,
+        source: String,
+        tick_override: Option<Duration>,
+    ) -> Active {
         let guest_metrics = metrics.for_guest(&guest.name, &guest.sha256);
         let instances = Instances::new(
-            guest.pre.clone(),
+            &guest,
+            services.clone(),
             limits.max_memory,
             limits.instance_reuse,
             env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             guest_metrics.clone(),
         );
-        Active { guest, instances, metrics: guest_metrics, limits, since: SystemTime::now(), env: env.clone(), source }
+        Active {
+            guest,
+            instances,
+            metrics: guest_metrics,
+            limits,
+            since: SystemTime::now(),
+            env: env.clone(),
+            source,
+            tick_override,
+        }
+    }
+
+    /// How often a session guest's `tick` runs: the config file's interval,
+    /// else the guest's own; `None` for no ticks.
+    pub fn tick_interval(&self) -> Option<Duration> {
+        self.guest.session.as_ref()?;
+        self.tick_override.or(self.guest.tick_interval)
     }
 
     /// What `GET /admin/guest` shows.
@@ -57,10 +85,11 @@ impl Active {
             name: self.guest.name.clone(),
             sha256: self.guest.sha256.clone(),
             since: httpdate::fmt_http_date(self.since),
-            world: "wasi:http/proxy",
+            world: self.guest.world(),
             source: self.source.clone(),
             deadline_ms: self.limits.deadline.map(|d| d.as_secs_f64() * 1e3),
             max_memory: self.limits.max_memory,
+            tick_interval_ms: self.tick_interval().map(|d| d.as_secs_f64() * 1e3),
         }
     }
 }
@@ -75,6 +104,8 @@ pub struct GuestInfo {
     pub source: String,
     pub deadline_ms: Option<f64>,
     pub max_memory: usize,
+    /// Session guests: the interval of `tick` calls.
+    pub tick_interval_ms: Option<f64>,
 }
 
 /// Where the new guest comes from.
@@ -92,6 +123,8 @@ pub struct SwapRequest {
     pub deadline: Option<Option<Duration>>,
     /// New memory cap, or keep the current one.
     pub max_memory: Option<u64>,
+    /// The new guest's tick interval, instead of its own.
+    pub tick_interval: Option<Duration>,
     /// Environment for the new guest.
     pub env: BTreeMap<String, String>,
     /// What asked for it, for logs: "config file", "admin API".
@@ -116,6 +149,7 @@ pub struct Swapper {
     uploads: PathBuf,
     handler: Arc<Handler>,
     metrics: Arc<Metrics>,
+    services: Arc<Services>,
     /// Whether compiled code checks epochs: a deadline needs it.
     epochs: bool,
     /// The memory each pool slot can hold; caps above it need a restart.
@@ -133,6 +167,7 @@ pub struct SwapperParts {
     pub uploads: PathBuf,
     pub handler: Arc<Handler>,
     pub metrics: Arc<Metrics>,
+    pub services: Arc<Services>,
     pub max_memory_ceiling: u64,
 }
 
@@ -146,6 +181,7 @@ impl Swapper {
             uploads: parts.uploads,
             handler: parts.handler,
             metrics: parts.metrics,
+            services: parts.services,
             epochs: parts.epochs,
             max_memory_ceiling: parts.max_memory_ceiling,
             lock: tokio::sync::Mutex::new(()),
@@ -160,6 +196,11 @@ impl Swapper {
     /// API keeps it).
     pub fn current_env(&self) -> BTreeMap<String, String> {
         self.handler.active().env.clone()
+    }
+
+    /// The tick interval the config file set for the current guest, if any.
+    pub fn current_tick_override(&self) -> Option<Duration> {
+        self.handler.active().tick_override
     }
 
     /// Loads the new guest and switches to it; on any error the old guest
@@ -222,14 +263,15 @@ impl Swapper {
                 (path, source)
             }
         };
-        let guest = Guest::load(&self.engine, &self.linker, &self.cache, &path, max_memory).await?;
+        let guest = Guest::load(&self.engine, &self.linker, &self.cache, &path, max_memory, &self.services).await?;
         let compile = started.elapsed();
 
         let started = Instant::now();
         let limits = Limits { deadline, max_memory, ..current.limits.clone() };
-        let active = Active::new(guest, limits, &request.env, &self.metrics, source);
+        let active = Active::new(guest, limits, &request.env, &self.metrics, &self.services, source, request.tick_interval);
         let info = active.info();
         self.handler.switch_to(active);
+        current.instances.retire();
         self.metrics.retire_guest(&current.guest.name, &current.guest.sha256, &info.name, &info.sha256);
         Ok(SwapReport { guest: info, compile_ms: compile.as_secs_f64() * 1e3, switch_ms: started.elapsed().as_secs_f64() * 1e3 })
     }

@@ -129,6 +129,7 @@ fn request_from(config: &GuestConfig, pinned: &Pinned, path: &std::path::Path, s
         source: GuestSource::Spec(guest),
         deadline,
         max_memory,
+        tick_interval: config.tick_interval,
         env: config.env.clone(),
         origin: "config file",
     }

@@ -131,7 +131,7 @@ fn bad_guests_stop_start_up_with_a_clear_error() {
     // The smallest core module: a module, not a component.
     std::fs::write(dir.join("core.wasm"), b"\0asm\x01\0\0\0").unwrap();
     let cases = [
-        ("nosuch".to_string(), "available: fixture-wstd, prime"),
+        ("nosuch".to_string(), "available: broker, fixture-wstd, prime"),
         (dir.join("text.wasm").display().to_string(), "not a WebAssembly file"),
         (dir.join("core.wasm").display().to_string(), "components"),
         (dir.join("missing.wasm").display().to_string(), "does not exist"),
@@ -151,7 +151,7 @@ fn bad_guests_stop_start_up_with_a_clear_error() {
 #[tokio::test(flavor = "multi_thread")]
 async fn environment_twins_configure_the_host() {
     let mut cmd = scalelab();
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--tcp-listen", "127.0.0.1:0"])
         .env("SCALELAB_GUEST", "prime")
         .env("SCALELAB_GUESTS_DIR", support::guests_dir())
         .env("SCALELAB_CACHE_DIR", support::shared_cache())

@@ -352,7 +352,7 @@ pub fn spawn_host(
     let mut cmd = Command::new(scalelab);
     cmd.args(["--log-format", "json", "serve", "--guests-dir"])
         .arg(guests_dir)
-        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--cache-dir"])
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--tcp-listen", "127.0.0.1:0", "--cache-dir"])
         .arg(cache)
         .args(args)
         .env_remove("RUST_LIB_BACKTRACE")

@@ -16,7 +16,7 @@ pub fn guests_dir() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/guests"));
     assert!(
-        dir.join("prime.wasm").is_file() && dir.join("fixture-wstd.wasm").is_file(),
+        ["prime", "fixture-wstd", "broker"].iter().all(|g| dir.join(format!("{g}.wasm")).is_file()),
         "no built guests in {}: run `cargo xtask test` (or `cargo xtask build-guests` first)",
         dir.display()
     );
@@ -115,6 +115,14 @@ impl Host {
         }
     }
 
+    /// The raw TCP listener of session guests (waits for its log line).
+    pub fn tcp(&self) -> SocketAddr {
+        let line = self
+            .wait_log(Duration::from_secs(30), |l| l["step"] == "listen" && l["role"] == "tcp")
+            .unwrap_or_else(|| panic!("no tcp listener logged; logs: {:#?}", self.logs()));
+        line["addr"].as_str().unwrap().parse().unwrap()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.traffic)
     }
@@ -198,6 +206,9 @@ pub fn serve_command_with_cache(guest: &str, extra: &[&str], cache: &std::path::
         .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--cache-dir"])
         .arg(cache)
         .args(extra);
+    if !extra.contains(&"--tcp-listen") {
+        cmd.args(["--tcp-listen", "127.0.0.1:0"]);
+    }
     cmd
 }
 
@@ -217,7 +228,7 @@ pub fn serve_command_without_guest(extra: &[&str]) -> Command {
     let mut cmd = scalelab();
     cmd.args(["--log-format", "json", "serve", "--guests-dir"])
         .arg(guests_dir())
-        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--cache-dir"])
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--tcp-listen", "127.0.0.1:0", "--cache-dir"])
         .arg(shared_cache())
         .args(extra);
     cmd

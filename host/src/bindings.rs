@@ -1,0 +1,116 @@
+//! Host side of our own WIT (`wit/session.wit`, `wit/host-services.wit`):
+//! the generated bindings, and the host services behind each import,
+//! implemented on [`GuestState`] over the process-wide [`Services`].
+//!
+//! `wasi:http` comes from wasmtime-wasi-http; this module covers only what is
+//! ours. Every import is synchronous and cannot trap: bad input from a guest
+//! (an undeclared metric, say) is logged, not fatal.
+
+use crate::guest_metrics::Kind;
+use crate::state::GuestState;
+use bytes::Bytes;
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "scalelab:guests/session-guest",
+    exports: { default: async },
+});
+
+pub use exports::scalelab::guests::session_handler::{Effect, Peer, SessionOptions};
+use scalelab::guests::{log, metrics, session_types, sessions, state};
+
+impl state::Host for GuestState {
+    fn get(&mut self, key: String) -> Option<Vec<u8>> {
+        self.services.state.get(&key)
+    }
+
+    fn set(&mut self, key: String, value: Vec<u8>) {
+        self.services.state.set(key, value)
+    }
+
+    fn delete(&mut self, key: String) -> bool {
+        self.services.state.delete(&key)
+    }
+
+    fn increment(&mut self, key: String, delta: i64) -> i64 {
+        self.services.state.increment(&key, delta)
+    }
+
+    fn insert_if_absent(&mut self, key: String, value: Vec<u8>) -> bool {
+        self.services.state.insert_if_absent(key, value)
+    }
+
+    fn list_prefix(&mut self, prefix: String) -> Vec<(String, Vec<u8>)> {
+        self.services.state.list_prefix(&prefix)
+    }
+}
+
+impl metrics::Host for GuestState {
+    fn declare(&mut self, name: String, help: String, kind: metrics::MetricKind, buckets: Vec<f64>) -> Result<(), String> {
+        let kind = match kind {
+            metrics::MetricKind::Counter => Kind::Counter,
+            metrics::MetricKind::Gauge => Kind::Gauge,
+            metrics::MetricKind::Histogram => Kind::Histogram,
+        };
+        self.services.metrics.declare(&name, &help, kind, &buckets)
+    }
+
+    fn add(&mut self, name: String, value: f64) {
+        self.report(self.services.metrics.add(&name, value));
+    }
+
+    fn set(&mut self, name: String, value: f64) {
+        self.report(self.services.metrics.set(&name, value));
+    }
+
+    fn observe(&mut self, name: String, value: f64) {
+        self.report(self.services.metrics.observe(&name, value));
+    }
+}
+
+impl GuestState {
+    /// Logs a guest's misuse of the metrics interface.
+    fn report(&self, result: Result<(), String>) {
+        if let Err(message) = result {
+            tracing::warn!(guest = %self.guest, %message, "guest metric update ignored");
+        }
+    }
+}
+
+impl log::Host for GuestState {
+    fn log(&mut self, level: log::Level, message: String) {
+        let guest = &*self.guest;
+        match level {
+            log::Level::Trace => tracing::trace!(target: "scalelab::guest", guest, "{message}"),
+            log::Level::Debug => tracing::debug!(target: "scalelab::guest", guest, "{message}"),
+            log::Level::Info => tracing::info!(target: "scalelab::guest", guest, "{message}"),
+            log::Level::Warn => tracing::warn!(target: "scalelab::guest", guest, "{message}"),
+            log::Level::Error => tracing::error!(target: "scalelab::guest", guest, "{message}"),
+        }
+    }
+}
+
+impl session_types::Host for GuestState {}
+
+impl sessions::Host for GuestState {
+    fn count(&mut self) -> u32 {
+        u32::try_from(self.services.sessions.count()).unwrap_or(u32::MAX)
+    }
+
+    fn send(&mut self, id: u64, data: Vec<u8>) -> bool {
+        self.services.sessions.send(id, Bytes::from(data))
+    }
+
+    fn broadcast(&mut self, data: Vec<u8>) -> u32 {
+        u32::try_from(self.services.sessions.broadcast(Bytes::from(data))).unwrap_or(u32::MAX)
+    }
+
+    fn close(&mut self, id: u64, reason: String) -> bool {
+        self.services.sessions.close(id, reason)
+    }
+}
+
+/// Adds our interfaces to the linker every guest is linked against.
+pub fn add_to_linker(linker: &mut wasmtime::component::Linker<GuestState>) -> wasmtime::Result<()> {
+    SessionGuest::add_to_linker::<GuestState, wasmtime::component::HasSelf<GuestState>>(linker, |state| state)
+}

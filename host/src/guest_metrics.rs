@@ -1,0 +1,147 @@
+//! Metrics a guest defines through the `metrics` interface, registered in the
+//! host's Prometheus registry so that `/metrics` serves them beside the
+//! host's own.
+//!
+//! They belong to the process, not to one guest instance or one guest: a
+//! counter keeps counting across pooled instances and across a swap to a
+//! guest that declares the same name. Names are the guest's own (KEDA and
+//! HPA queries use them as they are); the `scalelab_` prefix is reserved.
+
+use prometheus::{Counter, Gauge, Histogram, HistogramOpts, Opts, Registry};
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+/// What the WIT's `metric-kind` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+enum Metric {
+    Counter(Counter),
+    Gauge(Gauge),
+    Histogram(Histogram),
+}
+
+impl Metric {
+    fn kind(&self) -> Kind {
+        match self {
+            Metric::Counter(_) => Kind::Counter,
+            Metric::Gauge(_) => Kind::Gauge,
+            Metric::Histogram(_) => Kind::Histogram,
+        }
+    }
+}
+
+pub struct GuestDefinedMetrics {
+    registry: Registry,
+    declared: RwLock<HashMap<String, Metric>>,
+}
+
+impl GuestDefinedMetrics {
+    /// Metrics registered in `registry` (the host's, which `/metrics` encodes).
+    pub fn new(registry: Registry) -> GuestDefinedMetrics {
+        GuestDefinedMetrics { registry, declared: RwLock::new(HashMap::new()) }
+    }
+
+    pub fn declare(&self, name: &str, help: &str, kind: Kind, buckets: &[f64]) -> Result<(), String> {
+        if let Some(existing) = self.declared.read().unwrap().get(name) {
+            return match existing.kind() == kind {
+                true => Ok(()),
+                false => Err(format!("metric {name} is already declared as a {:?}", existing.kind())),
+            };
+        }
+        if name.starts_with("scalelab_") {
+            return Err(format!("metric {name}: the scalelab_ prefix is reserved for the host's metrics"));
+        }
+        let valid = name.chars().enumerate().all(|(i, c)| c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit()));
+        if name.is_empty() || !valid {
+            return Err(format!("metric name {name:?} must match [a-zA-Z_:][a-zA-Z0-9_:]*"));
+        }
+        let help = if help.is_empty() { name } else { help };
+        let metric = match kind {
+            Kind::Counter => Metric::Counter(Counter::with_opts(Opts::new(name, help)).map_err(|e| e.to_string())?),
+            Kind::Gauge => Metric::Gauge(Gauge::with_opts(Opts::new(name, help)).map_err(|e| e.to_string())?),
+            Kind::Histogram => {
+                let mut opts = HistogramOpts::new(name, help);
+                if !buckets.is_empty() {
+                    opts = opts.buckets(buckets.to_vec());
+                }
+                Metric::Histogram(Histogram::with_opts(opts).map_err(|e| e.to_string())?)
+            }
+        };
+        let mut declared = self.declared.write().unwrap();
+        if declared.contains_key(name) {
+            // Declared by another instance meanwhile.
+            return Ok(());
+        }
+        let registered = match &metric {
+            Metric::Counter(m) => self.registry.register(Box::new(m.clone())),
+            Metric::Gauge(m) => self.registry.register(Box::new(m.clone())),
+            Metric::Histogram(m) => self.registry.register(Box::new(m.clone())),
+        };
+        registered.map_err(|e| format!("metric {name}: {e}"))?;
+        declared.insert(name.to_string(), metric);
+        Ok(())
+    }
+
+    /// Adds to a counter (negative values are refused) or a gauge.
+    pub fn add(&self, name: &str, value: f64) -> Result<(), String> {
+        match self.declared.read().unwrap().get(name) {
+            Some(Metric::Counter(c)) if value >= 0.0 => Ok(c.inc_by(value)),
+            Some(Metric::Counter(_)) => Err(format!("counter {name} cannot decrease (add {value})")),
+            Some(Metric::Gauge(g)) => Ok(g.add(value)),
+            Some(Metric::Histogram(_)) => Err(format!("{name} is a histogram: use observe")),
+            None => Err(format!("metric {name} was not declared")),
+        }
+    }
+
+    pub fn set(&self, name: &str, value: f64) -> Result<(), String> {
+        match self.declared.read().unwrap().get(name) {
+            Some(Metric::Gauge(g)) => Ok(g.set(value)),
+            Some(_) => Err(format!("{name} is not a gauge: only gauges can be set")),
+            None => Err(format!("metric {name} was not declared")),
+        }
+    }
+
+    pub fn observe(&self, name: &str, value: f64) -> Result<(), String> {
+        match self.declared.read().unwrap().get(name) {
+            Some(Metric::Histogram(h)) => Ok(h.observe(value)),
+            Some(_) => Err(format!("{name} is not a histogram")),
+            None => Err(format!("metric {name} was not declared")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn declared_metrics_appear_in_the_registry_and_misuse_is_refused() {
+        let registry = Registry::new();
+        let metrics = GuestDefinedMetrics::new(registry.clone());
+        metrics.declare("mx_server_active_connections", "Active", Kind::Gauge, &[]).unwrap();
+        metrics.declare("mx_server_active_connections", "Active", Kind::Gauge, &[]).unwrap();
+        assert!(metrics.declare("mx_server_active_connections", "", Kind::Counter, &[]).is_err());
+        assert!(metrics.declare("scalelab_mine", "", Kind::Counter, &[]).is_err());
+        assert!(metrics.declare("9lives", "", Kind::Counter, &[]).is_err());
+        metrics.declare("jobs_total", "", Kind::Counter, &[]).unwrap();
+        metrics.declare("job_seconds", "", Kind::Histogram, &[0.1, 1.0]).unwrap();
+        metrics.add("mx_server_active_connections", 2.0).unwrap();
+        metrics.set("mx_server_active_connections", 5.0).unwrap();
+        metrics.add("jobs_total", 3.0).unwrap();
+        assert!(metrics.add("jobs_total", -1.0).is_err());
+        assert!(metrics.set("jobs_total", 1.0).is_err());
+        metrics.observe("job_seconds", 0.5).unwrap();
+        assert!(metrics.add("undeclared", 1.0).is_err());
+
+        let families = registry.gather();
+        let value = |name: &str| families.iter().find(|f| f.name() == name).map(|f| f.get_metric()[0].clone());
+        assert_eq!(value("mx_server_active_connections").unwrap().get_gauge().value(), 5.0);
+        assert_eq!(value("jobs_total").unwrap().get_counter().value(), 3.0);
+        assert_eq!(value("job_seconds").unwrap().get_histogram().get_sample_count(), 1);
+    }
+}

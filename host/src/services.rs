@@ -1,0 +1,24 @@
+//! The host services every guest reaches through its imports (`state`,
+//! `metrics`, `log`, `sessions`): one set per process, created at start-up and
+//! kept across guest swaps, so that a swap loses no state.
+
+use crate::guest_metrics::GuestDefinedMetrics;
+use crate::metrics::Metrics;
+use crate::sessions::SessionTable;
+use crate::shared_state::SharedState;
+
+pub struct Services {
+    pub state: SharedState,
+    pub metrics: GuestDefinedMetrics,
+    pub sessions: SessionTable,
+}
+
+impl Services {
+    pub fn new(metrics: &Metrics) -> Services {
+        Services {
+            state: SharedState::new(metrics.state_keys.clone()),
+            metrics: GuestDefinedMetrics::new(metrics.registry()),
+            sessions: SessionTable::default(),
+        }
+    }
+}

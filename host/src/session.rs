@@ -1,0 +1,278 @@
+//! Running sessions: the transport-neutral loop of one session (raw TCP
+//! here, WebSocket later), the calls into the session guest, the effects they
+//! return, and the guest's periodic `tick`.
+//!
+//! Each session is one task. It calls `opened`, then `received` for each
+//! message in order, then `closed`, awaiting each call before reading on, so
+//! the calls of one session never overlap or reorder; different sessions run
+//! in parallel. No instance belongs to a session: every call takes a warm
+//! instance from the guest's pool and gives it back.
+//!
+//! A session stays on the guest that was active when it opened. When the
+//! guest is swapped, the session keeps running on the old one until it
+//! closes or `--session-drain` passes; then the host closes it with the
+//! reason `guest swapped` (and calls the old guest's `closed`).
+
+use crate::bindings::{Effect, Peer};
+use crate::handler::{Handler, arm, classify, within};
+use crate::metrics::{CloseReason, Metrics, SessionCallKind};
+use crate::services::Services;
+use crate::sessions::{Outgoing, SessionId};
+use crate::swap::Active;
+use bytes::Bytes;
+use prometheus::IntCounter;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+
+/// The socket side of a session.
+pub trait Transport: Send {
+    /// The `transport` label: `tcp` or `websocket`.
+    const KIND: &'static str;
+    /// The next message from the peer; `None` once the peer has closed.
+    /// Must be cancel-safe: it races with outgoing messages.
+    fn recv(&mut self) -> impl Future<Output = io::Result<Option<Bytes>>> + Send;
+    fn send(&mut self, data: Bytes) -> impl Future<Output = io::Result<()>> + Send;
+    /// Closes the connection, telling the peer `reason` where the transport can.
+    fn close(self, reason: &str) -> impl Future<Output = ()> + Send;
+}
+
+/// A call into the session guest.
+enum Call {
+    Opened(Peer),
+    Received(Vec<u8>),
+    Closed(String),
+    Tick,
+}
+
+impl Call {
+    fn kind(&self) -> SessionCallKind {
+        match self {
+            Call::Opened(_) => SessionCallKind::Opened,
+            Call::Received(_) => SessionCallKind::Received,
+            Call::Closed(_) => SessionCallKind::Closed,
+            Call::Tick => SessionCallKind::Tick,
+        }
+    }
+}
+
+/// What every session task shares.
+pub struct SessionHost {
+    handler: Arc<Handler>,
+    services: Arc<Services>,
+    metrics: Arc<Metrics>,
+    /// How long sessions may stay on a swapped-out guest.
+    drain: Duration,
+    /// Turns true at shutdown: every session closes.
+    shutdown: watch::Receiver<bool>,
+    /// One permit per open session (`--max-sessions`).
+    limit: Arc<Semaphore>,
+    received: IntCounter,
+    sent: IntCounter,
+}
+
+impl SessionHost {
+    pub fn new(
+        handler: Arc<Handler>,
+        services: Arc<Services>,
+        metrics: Arc<Metrics>,
+        drain: Duration,
+        max_sessions: u32,
+        shutdown: watch::Receiver<bool>,
+    ) -> SessionHost {
+        let (received, sent) = metrics.session_message_counters();
+        SessionHost {
+            handler,
+            services,
+            metrics,
+            drain,
+            shutdown,
+            limit: Arc::new(Semaphore::new(max_sessions as usize)),
+            received,
+            sent,
+        }
+    }
+
+    /// A session slot, or `None` (counted) at the limit or when the current
+    /// guest does not handle sessions.
+    pub fn admit(&self) -> Option<OwnedSemaphorePermit> {
+        if self.handler.active().guest.session.is_none() {
+            self.metrics.session_refused("not_a_session_guest");
+            return None;
+        }
+        let permit = self.limit.clone().try_acquire_owned().ok();
+        if permit.is_none() {
+            self.metrics.session_refused("session_limit");
+        }
+        permit
+    }
+
+    pub fn open_sessions(&self) -> usize {
+        self.services.sessions.count()
+    }
+
+    /// Runs one session to its end.
+    pub async fn run<T: Transport>(self: Arc<Self>, mut transport: T, peer: SocketAddr, _slot: OwnedSemaphorePermit) {
+        let active = self.handler.active();
+        if active.guest.session.is_none() {
+            transport.close("the current guest does not handle sessions").await;
+            return;
+        }
+        let mut swaps = self.handler.swaps();
+        let mut shutdown = self.shutdown.clone();
+        let (registration, mut outgoing) = self.services.sessions.open();
+        let id = registration.id;
+        self.metrics.session_opened(T::KIND);
+        tracing::debug!(session = id, %peer, transport = T::KIND, guest = %active.guest.name, "session opened");
+
+        let opened = Peer { address: peer.to_string(), transport: T::KIND.to_string() };
+        let effects = Box::pin(self.call(&active, id, Call::Opened(opened))).await;
+        self.apply(effects);
+
+        // Set when the guest has been swapped: the session closes then.
+        let mut drain: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+        let (reason, message) = loop {
+            if *shutdown.borrow() {
+                break (CloseReason::Shutdown, "host shutting down".to_string());
+            }
+            tokio::select! {
+                biased;
+                out = outgoing.recv() => match out {
+                    Some(Outgoing::Data(data)) => {
+                        if let Err(e) = transport.send(data).await {
+                            break (CloseReason::Error, format!("write failed: {e}"));
+                        }
+                        self.sent.inc();
+                    }
+                    Some(Outgoing::Close(reason)) => break (CloseReason::Guest, reason),
+                    None => break (CloseReason::Error, "session table entry lost".to_string()),
+                },
+                _ = shutdown.changed() => {}
+                _ = swaps.changed(), if drain.is_none() => {
+                    if !Arc::ptr_eq(&self.handler.active(), &active) {
+                        drain = Some(Box::pin(tokio::time::sleep(self.drain)));
+                    }
+                }
+                _ = async { drain.as_mut().expect("guarded").await }, if drain.is_some() => {
+                    break (CloseReason::Swapped, "guest swapped".to_string());
+                }
+                read = transport.recv() => match read {
+                    Ok(Some(data)) => {
+                        self.received.inc();
+                        let effects = Box::pin(self.call(&active, id, Call::Received(data.to_vec()))).await;
+                        self.apply(effects);
+                    }
+                    Ok(None) => break (CloseReason::Peer, "peer closed".to_string()),
+                    Err(e) => break (CloseReason::Error, format!("read failed: {e}")),
+                },
+            }
+        };
+
+        // Gone from the table first: what `closed` broadcasts skips this session.
+        drop(registration);
+        transport.close(&message).await;
+        let effects = Box::pin(self.call(&active, id, Call::Closed(message.clone()))).await;
+        self.apply(effects);
+        self.metrics.session_closed(T::KIND, reason);
+        tracing::debug!(session = id, reason = reason.as_str(), %message, "session closed");
+    }
+
+    /// Calls the session guest's `tick` at the interval it asked for (or the
+    /// config file's), while it is the active guest, until shutdown.
+    pub async fn run_ticks(self: Arc<Self>) {
+        let mut swaps = self.handler.swaps();
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            let active = self.handler.active();
+            let Some(interval) = active.tick_interval() else {
+                tokio::select! {
+                    _ = swaps.changed() => continue,
+                    _ = shutdown.changed() => return,
+                }
+            };
+            let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = ticker.tick() => {
+                        let effects = Box::pin(self.call(&active, 0, Call::Tick)).await;
+                        self.apply(effects);
+                    }
+                    _ = swaps.changed() => break,
+                    _ = shutdown.changed() => return,
+                }
+            }
+        }
+    }
+
+    /// One call into the guest on a pooled instance, under the deadline. A
+    /// failure is logged and counted; the session goes on.
+    async fn call(&self, active: &Active, id: SessionId, call: Call) -> Vec<Effect> {
+        let _slot = self.handler.call_slot().await;
+        let started = Instant::now();
+        let kind = call.kind();
+        let deadline = active.limits.deadline;
+        let result = match active.instances.take().await {
+            Ok(mut warm) => {
+                arm(&mut warm.store, deadline);
+                let result = {
+                    let store = &mut warm.store;
+                    let guest = warm.session.as_ref().expect("session guests have the export");
+                    let handler = guest.scalelab_guests_session_handler();
+                    let call = async {
+                        match call {
+                            Call::Opened(peer) => handler.call_opened(&mut *store, id, &peer).await,
+                            Call::Received(data) => handler.call_received(&mut *store, id, &data).await,
+                            Call::Closed(reason) => handler.call_closed(&mut *store, id, &reason).await,
+                            Call::Tick => handler.call_tick(&mut *store).await,
+                        }
+                    };
+                    match within(deadline, call).await {
+                        Ok(result) => result.map_err(|e| classify(&e, store, deadline)),
+                        Err(failure) => Err(failure),
+                    }
+                };
+                if result.is_ok() {
+                    active.instances.give_back(warm);
+                }
+                result
+            }
+            Err((e, store)) => Err(classify(&e, &store, deadline)),
+        };
+        active.metrics.session_call(kind, started.elapsed());
+        match result {
+            Ok(effects) => effects,
+            Err((reason, message, detail)) => {
+                active.metrics.failed(reason);
+                tracing::warn!(
+                    session = id,
+                    call = kind.as_str(),
+                    reason = reason.as_str(),
+                    %message,
+                    %detail,
+                    "session guest call failed; the session goes on"
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    fn apply(&self, effects: Vec<Effect>) {
+        let sessions = &self.services.sessions;
+        for effect in effects {
+            match effect {
+                Effect::Send((id, data)) => {
+                    sessions.send(id, Bytes::from(data));
+                }
+                Effect::Broadcast(data) => {
+                    sessions.broadcast(Bytes::from(data));
+                }
+                Effect::Close((id, reason)) => {
+                    sessions.close(id, reason);
+                }
+            }
+        }
+    }
+}
