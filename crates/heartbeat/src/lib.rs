@@ -52,34 +52,54 @@ pub struct Split<M> {
     pub merged: usize,
     /// An incomplete last message to prepend to the next read.
     pub rest: Vec<u8>,
-    /// Whether the data contained a `\n`: the peer delimits its messages.
-    pub saw_newline: bool,
+    /// The data ended inside an oversized message (already counted as
+    /// malformed): skip the rest of it with [`resume_point`] on the next read.
+    pub discarding: bool,
 }
 
 /// Splits engine -> broker data (a pending tail from the last read, then the
-/// new read). `delimited` says the peer ends its messages with `\n`, so an
-/// unterminated tail is incomplete even when it parses.
-pub fn split(data: &[u8], delimited: bool) -> Split<EngineMessage> {
-    split_with(data, delimited, &ENGINE_KEYWORDS, parse_engine)
+/// new read).
+///
+/// An unterminated tail that parses as a whole message is complete: existing
+/// engines send no delimiter, and some send one only sometimes. A tail that
+/// could still become a message (`HeartBe`, `HeartBeat:e1:`) waits in
+/// [`Split::rest`] for the next read.
+pub fn split(data: &[u8]) -> Split<EngineMessage> {
+    split_with(data, &ENGINE_KEYWORDS, parse_engine)
+}
+
+/// Where the data after an oversized message starts: after the first `\n`
+/// or at the first message keyword; `None` when all of `data` still belongs
+/// to the oversized message.
+pub fn resume_point(data: &[u8]) -> Option<usize> {
+    let newline = data.iter().position(|&b| b == b'\n').map(|i| i + 1);
+    let keyword = ENGINE_KEYWORDS.iter().filter_map(|k| find_all(data, k.as_bytes()).next()).min();
+    match (newline, keyword) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// Splits broker -> engine data, as [`split`].
-pub fn split_replies(data: &[u8], delimited: bool) -> Split<BrokerMessage> {
-    split_with(data, delimited, &BROKER_KEYWORDS, parse_broker)
+pub fn split_replies(data: &[u8]) -> Split<BrokerMessage> {
+    split_with(data, &BROKER_KEYWORDS, parse_broker)
 }
 
 fn split_with<M>(
     data: &[u8],
-    delimited: bool,
     keywords: &[&str],
     parse: fn(&str) -> Option<M>,
 ) -> Split<M> {
-    let mut out = Split { messages: Vec::new(), malformed: Vec::new(), merged: 0, rest: Vec::new(), saw_newline: false };
+    let mut out = Split {
+        messages: Vec::new(),
+        malformed: Vec::new(),
+        merged: 0,
+        rest: Vec::new(),
+        discarding: false,
+    };
     let mut lines: Vec<&[u8]> = data.split(|&b| b == b'\n').collect();
     // The piece after the last `\n` (or all of it without one) is unterminated.
     let tail = lines.pop().unwrap_or_default();
-    out.saw_newline = !lines.is_empty();
-    let delimited = delimited || out.saw_newline;
     for line in lines {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if !line.is_empty() {
@@ -91,13 +111,14 @@ fn split_with<M>(
     }
     if tail.len() > MAX_MESSAGE {
         out.malformed.push(describe(tail));
+        out.discarding = true;
         return out;
     }
-    // The tail: complete when it parses and the peer does not delimit;
-    // kept for the next read when it may still become a message.
+    // The tail: complete when it parses; kept for the next read when it may
+    // still become a message.
     let pieces = pieces(tail, keywords);
     let (last, whole) = pieces.split_last().expect("a non-empty tail has a piece");
-    let last_complete = !delimited && std::str::from_utf8(last).ok().and_then(parse).is_some();
+    let last_complete = std::str::from_utf8(last).ok().and_then(parse).is_some();
     if last_complete {
         split_line(tail, keywords, parse, &mut out);
     } else if could_become_message(last, keywords) {
@@ -245,60 +266,64 @@ mod tests {
 
     #[test]
     fn one_undelimited_read_is_one_message() {
-        let s = split(b"NewEngine:e1:0", false);
+        let s = split(b"NewEngine:e1:0");
         assert_eq!(s.messages, vec![EngineMessage::NewEngine { id: "e1".into(), n: 0 }]);
         assert!(s.malformed.is_empty() && s.rest.is_empty() && s.merged == 0);
     }
 
     #[test]
     fn merged_messages_are_split_and_counted() {
-        let s = split(b"HeartBeat:e1:3HeartBeat:e1:4", false);
+        let s = split(b"HeartBeat:e1:3HeartBeat:e1:4");
         assert_eq!(s.messages, vec![hb("e1", 3), hb("e1", 4)]);
         assert_eq!(s.merged, 1);
-        let s = split(b"HeartBeat:e1:3HeartBeat:e1:4HeartBeat:e1:5\n", false);
+        let s = split(b"HeartBeat:e1:3HeartBeat:e1:4HeartBeat:e1:5\n");
         assert_eq!(s.messages, vec![hb("e1", 3), hb("e1", 4), hb("e1", 5)]);
         assert_eq!(s.merged, 2);
     }
 
     #[test]
     fn newline_terminated_messages_split_without_counting_as_merged() {
-        let s = split(b"HeartBeat:a:1\nHeartBeat:a:2\r\n", false);
+        let s = split(b"HeartBeat:a:1\nHeartBeat:a:2\r\n");
         assert_eq!(s.messages, vec![hb("a", 1), hb("a", 2)]);
         assert_eq!(s.merged, 0);
-        assert!(s.saw_newline);
     }
 
     #[test]
     fn a_half_sent_message_waits_for_the_rest() {
-        let s = split(b"HeartBeat:a:1\nHeartBe", false);
+        let s = split(b"HeartBeat:a:1\nHeartBe");
         assert_eq!(s.messages, vec![hb("a", 1)]);
         assert_eq!(s.rest, b"HeartBe");
         let mut next = s.rest.clone();
         next.extend_from_slice(b"at:a:2\n");
-        assert_eq!(split(&next, true).messages, vec![hb("a", 2)]);
-        // A delimiting peer's unterminated tail waits even when it parses.
-        assert_eq!(split(b"HeartBeat:a:1", true).rest, b"HeartBeat:a:1");
+        assert_eq!(split(&next).messages, vec![hb("a", 2)]);
+        // A tail that parses is complete, with or without earlier newlines.
+        assert_eq!(split(b"HeartBeat:a:1\nHeartBeat:a:2").messages, vec![hb("a", 1), hb("a", 2)]);
         // A merged complete message before an incomplete one is delivered.
-        let s = split(b"HeartBeat:a:1HeartBeat:a", false);
+        let s = split(b"HeartBeat:a:1HeartBeat:a");
         assert_eq!((s.messages, s.rest, s.merged), (vec![hb("a", 1)], b"HeartBeat:a".to_vec(), 1));
     }
 
     #[test]
     fn garbage_and_oversized_data_are_malformed() {
-        let s = split(b"hello\nHeartBeat:a:x\nHeartBeat::1\nHeartBeat:a:1\n", false);
+        let s = split(b"hello\nHeartBeat:a:x\nHeartBeat::1\nHeartBeat:a:1\n");
         assert_eq!(s.messages, vec![hb("a", 1)]);
         assert_eq!(s.malformed, vec!["hello", "HeartBeat:a:x", "HeartBeat::1"]);
         let big = vec![b'x'; MAX_MESSAGE + 1];
-        let s = split(&big, false);
+        let s = split(&big);
         assert_eq!(s.malformed.len(), 1);
         assert!(s.malformed[0].ends_with("(257 bytes)"), "{:?}", s.malformed);
         assert!(s.rest.is_empty());
         let mut long = b"HeartBeat:".to_vec();
         long.extend(vec![b'a'; MAX_MESSAGE]);
-        assert!(split(&long, false).rest.is_empty());
-        let s = split(b"junkHeartBeat:a:1", false);
+        assert!(split(&long).rest.is_empty());
+        let s = split(b"junkHeartBeat:a:1");
         assert_eq!((s.messages, s.malformed), (vec![hb("a", 1)], vec!["junk".to_string()]));
-        assert!(split(b"\xff\xfe", false).malformed.len() == 1);
+        assert!(split(b"\xff\xfe").malformed.len() == 1);
+        // The rest of an oversized message, in later reads, is skipped.
+        assert!(split(&big).discarding);
+        assert_eq!(resume_point(b"xxxx"), None);
+        assert_eq!(resume_point(b"xx\nHeartBeat:a:1"), Some(3));
+        assert_eq!(resume_point(b"xxHeartBeat:a:1"), Some(2));
     }
 
     #[test]
@@ -310,7 +335,7 @@ mod tests {
             BrokerMessage::Kill { code: 3 },
         ];
         let joined: String = all.iter().map(BrokerMessage::encode).collect();
-        assert_eq!(split_replies(joined.as_bytes(), false).messages, all.to_vec());
+        assert_eq!(split_replies(joined.as_bytes()).messages, all.to_vec());
         assert_eq!(BrokerMessage::Duplicate { id: "x".into() }.encode(), "FAILLED:Duplicate Engine ID x");
         assert_eq!(hb("e", 2).encode(), "HeartBeat:e:2\n");
     }

@@ -68,9 +68,20 @@ impl Guest for Broker {
 
     fn received(id: u64, data: Vec<u8>) -> Vec<Effect> {
         let mut session = Session::load(id);
+        let mut data = &data[..];
+        if session.discarding {
+            // The rest of an oversized message: already counted, skipped.
+            match heartbeat::resume_point(data) {
+                Some(start) => {
+                    data = &data[start..];
+                    session.discarding = false;
+                }
+                None => return Vec::new(),
+            }
+        }
         let mut buffered = session.take_pending();
-        buffered.extend_from_slice(&data);
-        let split = heartbeat::split(&buffered, session.delimited);
+        buffered.extend_from_slice(data);
+        let split = heartbeat::split(&buffered);
 
         let mut effects = Vec::new();
         for message in split.messages {
@@ -85,7 +96,7 @@ impl Guest for Broker {
             metrics::add("broker_malformed_messages_total", 1.0);
             log(Level::Warn, &format!("malformed message from session {id}: \"{piece}\""));
         }
-        session.delimited |= split.saw_newline;
+        session.discarding = split.discarding;
         session.set_pending(split.rest);
         session.save();
         effects

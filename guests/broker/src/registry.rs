@@ -1,8 +1,8 @@
 //! Engine registrations and per-session protocol state, kept in the host's
 //! shared state under `broker/`:
 //! - `broker/engine/<id>` = `<session>:<last heartbeat>:<last seen, ms since epoch>`
-//! - `broker/session/<session>` = `<flags>:<engine id>` (`d`: the peer ends
-//!   messages with `\n`; `p`: part of a message is waiting)
+//! - `broker/session/<session>` = `<flags>:<engine id>` (`p`: part of a
+//!   message is waiting; `x`: inside an oversized message, skipping it)
 //! - `broker/pending/<session>` = the unfinished message
 //! - `broker/registered` = number of registrations
 
@@ -121,8 +121,8 @@ pub struct Session {
     pub id: u64,
     /// The engine this connection registered.
     pub engine: Option<String>,
-    /// The peer ends its messages with `\n`.
-    pub delimited: bool,
+    /// Inside an oversized message: skip until its end.
+    pub discarding: bool,
     pending: Option<Vec<u8>>,
     had_pending: bool,
     /// The record as loaded, to skip writing it back unchanged.
@@ -144,7 +144,7 @@ impl Session {
         Session {
             id,
             engine: (!engine.is_empty()).then(|| engine.to_string()),
-            delimited: flags.contains('d'),
+            discarding: flags.contains('x'),
             pending: None,
             had_pending: flags.contains('p'),
             loaded,
@@ -174,12 +174,12 @@ impl Session {
         } else if self.had_pending {
             state::delete(&Session::pending_key(self.id));
         }
-        let flags = match (self.delimited, !pending.is_empty()) {
-            (true, true) => "dp",
-            (true, false) => "d",
-            (false, true) => "p",
-            (false, false) => "",
-        };
+        let mut flags = String::new();
+        for (set, flag) in [(!pending.is_empty(), 'p'), (self.discarding, 'x')] {
+            if set {
+                flags.push(flag);
+            }
+        }
         let record = format!("{flags}:{}", self.engine.as_deref().unwrap_or(""));
         if self.loaded.as_deref() != Some(record.as_str()) {
             state::set(&Session::key(self.id), record.as_bytes());

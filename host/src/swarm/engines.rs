@@ -348,7 +348,7 @@ async fn read_messages(stream: &mut TcpStream, pending: &mut Vec<u8>) -> Option<
             Ok(0) => return None,
             Ok(_) => {
                 pending.extend_from_slice(&buf);
-                let split = heartbeat::split_replies(pending, false);
+                let split = heartbeat::split_replies(pending);
                 for piece in &split.malformed {
                     tracing::warn!(message = %piece, "unexpected message from the broker");
                 }

@@ -307,3 +307,35 @@ pub async fn json(response: reqwest::Response) -> (u16, Value) {
     let value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
     (status, value)
 }
+
+/// Polls `/metrics` until the series satisfies `pred`; returns its value.
+pub async fn wait_metric(host: &Host, name: &str, labels: &[(&str, &str)], pred: impl Fn(f64) -> bool) -> f64 {
+    let give_up = Instant::now() + Duration::from_secs(30);
+    loop {
+        let value = host.metrics().await.value(name, labels);
+        match value {
+            Some(v) if pred(v) => return v,
+            _ if Instant::now() > give_up => panic!("{name} never reached the expected value; last {value:?}"),
+            _ => tokio::time::sleep(Duration::from_millis(25)).await,
+        }
+    }
+}
+
+/// `scalelab swarm engines` against `broker`, with a JSON summary and no metrics listener.
+pub fn swarm_command(broker: SocketAddr, extra: &[&str]) -> Command {
+    let mut cmd = scalelab();
+    cmd.args(["--log-format", "json", "swarm", "engines", "--broker"])
+        .arg(broker.to_string())
+        .args(["--metrics-listen", "off", "--output", "json"])
+        .args(extra);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd
+}
+
+/// Waits for a swarm to finish and returns its summary.
+pub fn swarm_summary(child: Child) -> Value {
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "swarm failed: {}\n{}", stdout, String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("summary is not JSON ({e}): {stdout}"))
+}
