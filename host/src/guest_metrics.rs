@@ -90,28 +90,31 @@ impl GuestDefinedMetrics {
     /// Adds to a counter (negative values are refused) or a gauge.
     pub fn add(&self, name: &str, value: f64) -> Result<(), String> {
         match self.declared.read().unwrap().get(name) {
-            Some(Metric::Counter(c)) if value >= 0.0 => Ok(c.inc_by(value)),
-            Some(Metric::Counter(_)) => Err(format!("counter {name} cannot decrease (add {value})")),
-            Some(Metric::Gauge(g)) => Ok(g.add(value)),
-            Some(Metric::Histogram(_)) => Err(format!("{name} is a histogram: use observe")),
-            None => Err(format!("metric {name} was not declared")),
+            Some(Metric::Counter(c)) if value >= 0.0 => c.inc_by(value),
+            Some(Metric::Counter(_)) => return Err(format!("counter {name} cannot decrease (add {value})")),
+            Some(Metric::Gauge(g)) => g.add(value),
+            Some(Metric::Histogram(_)) => return Err(format!("{name} is a histogram: use observe")),
+            None => return Err(format!("metric {name} was not declared")),
         }
+        Ok(())
     }
 
     pub fn set(&self, name: &str, value: f64) -> Result<(), String> {
         match self.declared.read().unwrap().get(name) {
-            Some(Metric::Gauge(g)) => Ok(g.set(value)),
-            Some(_) => Err(format!("{name} is not a gauge: only gauges can be set")),
-            None => Err(format!("metric {name} was not declared")),
+            Some(Metric::Gauge(g)) => g.set(value),
+            Some(_) => return Err(format!("{name} is not a gauge: only gauges can be set")),
+            None => return Err(format!("metric {name} was not declared")),
         }
+        Ok(())
     }
 
     pub fn observe(&self, name: &str, value: f64) -> Result<(), String> {
         match self.declared.read().unwrap().get(name) {
-            Some(Metric::Histogram(h)) => Ok(h.observe(value)),
-            Some(_) => Err(format!("{name} is not a histogram")),
-            None => Err(format!("metric {name} was not declared")),
+            Some(Metric::Histogram(h)) => h.observe(value),
+            Some(_) => return Err(format!("{name} is not a histogram")),
+            None => return Err(format!("metric {name} was not declared")),
         }
+        Ok(())
     }
 }
 

@@ -220,3 +220,67 @@ fn the_config_file_at_start_its_precedence_and_its_errors() {
     assert_eq!(out.status.code(), Some(2));
     let _ = Command::new("true").status();
 }
+
+/// Live sessions stay on the old guest until `--session-drain`, then close
+/// with the reason `swapped`; what the guest keeps in host state survives.
+#[test]
+fn a_session_guest_swapped_with_live_sessions_drains_before_closing() {
+    let mut map = ConfigMapDir::new("guest = \"broker\"\ntick_interval = \"300ms\"\n");
+    let host = start_with_config(&map, &["--session-drain", "1500ms", "--config-poll", "100ms"]);
+    let tcp = host.tcp();
+    let mut swarm = support::swarm_command(
+        tcp,
+        &["--engines", "30", "--ramp", "1000/s", "--heartbeat", "100ms", "--duration", "30s", "--max-backoff", "200ms"],
+    );
+    let mut swarm = swarm.spawn().unwrap();
+    let wait = |name: &str, labels: &[(&str, &str)], pred: &dyn Fn(f64) -> bool| {
+        let give_up = Instant::now() + Duration::from_secs(20);
+        loop {
+            let value = metric(&host, name, labels);
+            if value.is_some_and(pred) {
+                return value.unwrap();
+            }
+            assert!(Instant::now() < give_up, "{name} stuck at {value:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait("broker_registered_engines", &[], &|v| v == 30.0);
+
+    let (status, body) = put_guest(&host, Some(TOKEN), "prime");
+    assert_eq!(status, 200, "{body}");
+    let swapped = Instant::now();
+    wait_serving(&host, "prime");
+
+    // Inside the drain timeout the sessions live on the old guest: heartbeats
+    // are accepted in sequence and nothing is closed.
+    let beats = metric(&host, "broker_heartbeats_total", &[]).unwrap();
+    while swapped.elapsed() < Duration::from_millis(1200) {
+        assert_eq!(metric(&host, "scalelab_sessions_active", &[("transport", "tcp")]), Some(30.0));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for reason in ["peer", "error", "guest", "swapped", "shutdown"] {
+        assert_eq!(metric(&host, "scalelab_sessions_closed_total", &[("reason", reason)]), Some(0.0), "{reason}");
+    }
+    assert!(metric(&host, "broker_heartbeats_total", &[]).unwrap() >= beats + 30.0 * 5.0, "heartbeats go on during the drain");
+    assert_eq!(metric(&host, "broker_sequence_errors_total", &[]), Some(0.0));
+
+    // Then they are closed with the reason, and the old guest's `closed` ran
+    // (the registrations are gone).
+    wait("scalelab_sessions_closed_total", &[("reason", "swapped")], &|v| v == 30.0);
+    wait("broker_registered_engines", &[], &|v| v == 0.0);
+    // The engines keep trying; prime does not take sessions.
+    wait("scalelab_sessions_refused_total", &[("reason", "not_a_session_guest")], &|v| v > 0.0);
+
+    // Back to the broker through the ConfigMap: the engines register again,
+    // and the counts the broker keeps in host state carry on.
+    map.update("guest = \"broker\"\ntick_interval = \"300ms\"\n# again\n");
+    wait("broker_registered_engines", &[], &|v| v == 30.0);
+    let (_, root) = get_root(&host);
+    assert_eq!(root, "Broker: 30 connections, 30 registered engines\n");
+    let after = wait("broker_heartbeats_total", &[], &|v| v > beats + 30.0 * 10.0);
+    assert!(after > beats);
+    assert_eq!(metric(&host, "broker_sequence_errors_total", &[]), Some(0.0));
+    assert_eq!(metric(&host, "scalelab_sessions_closed_total", &[("reason", "error")]), Some(0.0));
+    let _ = swarm.kill();
+    let _ = swarm.wait();
+}

@@ -45,6 +45,14 @@ pub struct Contender {
     pub admin: Option<String>,
     /// Process start to ready, as the scalelab contender logged it.
     startup_ms: Option<f64>,
+    /// The raw TCP address of a scalelab contender (session guests).
+    pub tcp: Option<String>,
+}
+
+impl Contender {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for Contender {
@@ -365,7 +373,7 @@ pub fn spawn_host(
     }
     let mut child = cmd.spawn().with_context(|| format!("starting {}", scalelab.display()))?;
     let lines = line_channel(child.stderr.take().unwrap());
-    let (mut traffic, mut admin) = (None, None);
+    let (mut traffic, mut admin, mut tcp) = (None, None, None);
     let give_up = Instant::now() + Duration::from_secs(60);
     loop {
         let line = lines
@@ -375,11 +383,12 @@ pub fn spawn_host(
         match (value["step"].as_str(), value["role"].as_str()) {
             (Some("listen"), Some("traffic")) => traffic = value["addr"].as_str().map(str::to_string),
             (Some("listen"), Some("admin")) => admin = value["addr"].as_str().map(str::to_string),
+            (Some("listen"), Some("tcp")) => tcp = value["addr"].as_str().map(str::to_string),
             (Some("ready"), _) => {
                 let url = format!("http://{}", traffic.context("no traffic address logged")?);
                 let startup_ms = value["startup_ms"].as_f64();
                 let admin = admin.map(|a| format!("http://{a}"));
-                return Ok((Contender { name, child, url, admin, startup_ms }, lines));
+                return Ok((Contender { name, child, url, admin, startup_ms, tcp }, lines));
             }
             _ if value["level"] == "ERROR" => bail!("scalelab serve failed: {line}"),
             _ => {}
@@ -401,7 +410,7 @@ fn start_native(native: &Path) -> Result<Contender> {
     let lines = line_channel(child.stdout.take().unwrap());
     let line = lines.recv_timeout(Duration::from_secs(10)).context("prime-native did not start")?;
     let addr = line.strip_prefix("listening on ").context("unexpected prime-native output")?;
-    Ok(Contender { name: "native", url: format!("http://{addr}"), child, admin: None, startup_ms: None })
+    Ok(Contender { name: "native", url: format!("http://{addr}"), child, admin: None, startup_ms: None, tcp: None })
 }
 
 /// Lines of a child's output, read on a thread.

@@ -4,9 +4,11 @@
 //! - `serve <guest>`: build what is needed and serve a guest on loopback;
 //! - `test`: build the guests, then run every test of the repository;
 //! - `bench [--quick]`: the side-by-side benchmark (see `bench.rs`);
+//! - `bench-engines`: engines one broker process holds (see `bench_engines.rs`);
 //! - `swap <guest> --url URL`: swap the guest of a running host (see `swap.rs`).
 
 mod bench;
+mod bench_engines;
 mod guests;
 mod swap;
 mod workspace;
@@ -43,6 +45,15 @@ enum Task {
         /// Fewer, shorter rounds: finishes in a few minutes.
         #[arg(long)]
         quick: bool,
+    },
+    /// How many engines one broker holds: registration time, memory per engine, sequence errors.
+    BenchEngines {
+        /// Engines [default: 100,000, or what the open-file hard limit allows].
+        #[arg(long)]
+        engines: Option<u32>,
+        /// How long to hold them once all are registered, in seconds (heartbeats every 10 s).
+        #[arg(long, default_value_t = 30)]
+        hold: u64,
     },
     /// Swap the guest of a running host through its admin API.
     Swap {
@@ -94,6 +105,7 @@ fn run(task: Task) -> Result<()> {
             workspace::run(&mut cargo)?;
         }
         Task::Bench { quick } => bench::run(&ws, quick)?,
+        Task::BenchEngines { engines, hold } => bench_engines::run(&ws, engines, std::time::Duration::from_secs(hold))?,
         Task::Swap { guest, url, token_file, dry_run } => swap::run(&swap::SwapArgs { guest, url, token_file, dry_run })?,
         Task::Test { args } => {
             let guests_dir = guests::build(&ws)?;
