@@ -5,10 +5,12 @@
 //! - `test`: build the guests, then run every test of the repository;
 //! - `bench [--quick]`: the side-by-side benchmark (see `bench.rs`);
 //! - `bench-engines`: engines one broker process holds (see `bench_engines.rs`);
-//! - `swap <guest> --url URL`: swap the guest of a running host (see `swap.rs`).
+//! - `swap <guest> [--url URL]`: swap the guest of a Deployment (ConfigMap
+//!   patch, then wait for every pod) or of one host (see `swap.rs`).
 
 mod bench;
 mod bench_engines;
+mod cluster;
 mod guests;
 mod swap;
 mod workspace;
@@ -55,17 +57,30 @@ enum Task {
         #[arg(long, default_value_t = 30)]
         hold: u64,
     },
-    /// Swap the guest of a running host through its admin API.
+    /// Swap the guest of a Deployment (patch its ConfigMap in the current kube context, wait for
+    /// every ready pod) or, with --url, of one running host through its admin API.
     Swap {
-        /// Guest name (resolved by the host) or a local .wasm file (uploaded).
+        /// Guest name (resolved by the host), or with --url a local .wasm file (uploaded).
         guest: String,
-        /// The host's admin address, e.g. http://127.0.0.1:9090.
+        /// One host's admin address, e.g. http://127.0.0.1:9090, instead of a Deployment.
         #[arg(long)]
-        url: String,
-        /// File with the admin token [default: SCALELAB_ADMIN_TOKEN].
-        #[arg(long)]
+        url: Option<String>,
+        /// Namespace [default: the kube context's].
+        #[arg(long, conflicts_with = "url")]
+        namespace: Option<String>,
+        /// The guest ConfigMap.
+        #[arg(long, default_value = cluster::DEFAULT_CONFIGMAP, conflicts_with = "url")]
+        configmap: String,
+        /// The Deployment whose ready pods must serve the new guest.
+        #[arg(long, default_value = cluster::DEFAULT_DEPLOYMENT, conflicts_with = "url")]
+        deployment: String,
+        /// Seconds to wait for every ready pod (the kubelet refreshes mounted ConfigMaps within about a minute).
+        #[arg(long, default_value_t = 180, conflicts_with = "url")]
+        timeout: u64,
+        /// With --url: file with the admin token [default: SCALELAB_ADMIN_TOKEN].
+        #[arg(long, requires = "url")]
         token_file: Option<std::path::PathBuf>,
-        /// Print the request instead of sending it.
+        /// Print the patch (or request) instead of sending it.
         #[arg(long)]
         dry_run: bool,
     },
@@ -106,7 +121,21 @@ fn run(task: Task) -> Result<()> {
         }
         Task::Bench { quick } => bench::run(&ws, quick)?,
         Task::BenchEngines { engines, hold } => bench_engines::run(&ws, engines, std::time::Duration::from_secs(hold))?,
-        Task::Swap { guest, url, token_file, dry_run } => swap::run(&swap::SwapArgs { guest, url, token_file, dry_run })?,
+        Task::Swap { guest, url: Some(url), token_file, dry_run, .. } => {
+            swap::run(&swap::SwapArgs { guest, url, token_file, dry_run })?
+        }
+        Task::Swap { guest, url: None, namespace, configmap, deployment, timeout, dry_run, .. } => {
+            swap::run_cluster(&swap::ClusterSwapArgs {
+                guest,
+                namespace,
+                configmap,
+                deployment,
+                kubeconfig: None,
+                timeout: std::time::Duration::from_secs(timeout),
+                poll: std::time::Duration::from_secs(1),
+                dry_run,
+            })?;
+        }
         Task::Test { args } => {
             let guests_dir = guests::build(&ws)?;
             // Guest logic lives in plain crates of the host workspace (such

@@ -1,16 +1,25 @@
-//! `cargo xtask swap <guest> --url http://HOST:9090`: swaps the guest of one
-//! running host through its admin API and confirms it.
+//! `cargo xtask swap`: switch the guest, on a whole Deployment or one host.
 //!
-//! A guest that names a local file is uploaded as a component; anything else
-//! is sent as a name, which the host resolves in its own guest directory. The
-//! bearer token comes from `SCALELAB_ADMIN_TOKEN` or `--token-file`.
-//! (Patching a Kubernetes ConfigMap and waiting for every pod is not built
-//! yet; see the README.)
+//! - `cargo xtask swap <guest> [--namespace N] [--configmap NAME]` patches
+//!   the guest ConfigMap in the current kube context (keeping the file's
+//!   other settings and comments), then waits until every ready pod of the
+//!   Deployment serves the new guest, asking each pod's `/admin/guest`
+//!   through the API server's pod proxy. `--dry-run` prints the patch.
+//! - `cargo xtask swap <guest> --url http://HOST:9090` swaps one running host
+//!   through its admin API and confirms it. A guest that names a local file
+//!   is uploaded as a component; anything else is sent as a name, which the
+//!   host resolves in its own guest directory. The bearer token comes from
+//!   `SCALELAB_ADMIN_TOKEN` or `--token-file`.
 
+use crate::cluster::{self, CONFIG_KEY, Cluster};
 use anyhow::{Context, Result, bail};
-use serde_json::Value;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub struct SwapArgs {
     pub guest: String,
@@ -74,6 +83,127 @@ pub fn run(args: &SwapArgs) -> Result<()> {
     Ok(())
 }
 
+/// The Kubernetes path of `xtask swap`.
+pub struct ClusterSwapArgs {
+    pub guest: String,
+    pub namespace: Option<String>,
+    pub configmap: String,
+    pub deployment: String,
+    /// A kubeconfig file instead of the usual inference.
+    pub kubeconfig: Option<PathBuf>,
+    /// How long pods may take to serve the new guest (the kubelet refreshes
+    /// mounted ConfigMaps every minute or so).
+    pub timeout: Duration,
+    /// Pause between two rounds of asking the pods.
+    pub poll: Duration,
+    pub dry_run: bool,
+}
+
+/// Where each ready pod stands at the end.
+#[derive(Debug)]
+pub struct PodReport {
+    pub pod: String,
+    pub guest: String,
+    pub sha256: String,
+}
+
+pub fn run_cluster(args: &ClusterSwapArgs) -> Result<Vec<PodReport>> {
+    cluster::block_on(swap_cluster(args))
+}
+
+async fn swap_cluster(args: &ClusterSwapArgs) -> Result<Vec<PodReport>> {
+    let cluster = Cluster::connect(args.kubeconfig.as_deref(), args.namespace.as_deref()).await?;
+    let ns = cluster.namespace.clone();
+    let maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), &ns);
+    let target = cluster::guest_name(&args.guest)?;
+    let current = maps
+        .get(&args.configmap)
+        .await
+        .with_context(|| format!("reading ConfigMap {ns}/{}", args.configmap))?;
+    let text = current.data.and_then(|mut data| data.remove(CONFIG_KEY)).unwrap_or_default();
+    let updated = with_guest(&text, &args.guest)?;
+    let patch = json!({ "data": { CONFIG_KEY: updated } });
+    if args.dry_run {
+        println!("would PATCH ConfigMap {ns}/{} (merge patch):", args.configmap);
+        println!("{}", serde_json::to_string_pretty(&patch)?);
+        return Ok(Vec::new());
+    }
+
+    // What every ready pod serves now, to tell a fresh swap from the old state.
+    let mut before: HashMap<String, Value> = HashMap::new();
+    for (pod, ready) in cluster.pods_of(&args.deployment).await? {
+        if ready && let Ok(info) = cluster.pod_get(&pod, cluster::ADMIN_PORT, "/admin/guest").await {
+            println!("{pod}: serving {} since {}", info["name"], info["since"]);
+            before.insert(pod, info["since"].clone());
+        }
+    }
+    if updated == text {
+        println!("ConfigMap {ns}/{} already names {:?}; the pods are not asked to swap", args.configmap, args.guest);
+        before.clear();
+    } else {
+        maps.patch(&args.configmap, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .with_context(|| format!("patching ConfigMap {ns}/{}", args.configmap))?;
+        println!("patched ConfigMap {ns}/{}: guest = {:?}", args.configmap, args.guest);
+    }
+
+    let started = Instant::now();
+    let mut last_progress = String::new();
+    loop {
+        let mut done = Vec::new();
+        let mut waiting = Vec::new();
+        let mut not_ready = 0;
+        for (pod, ready) in cluster.pods_of(&args.deployment).await? {
+            if !ready {
+                not_ready += 1;
+                continue;
+            }
+            match cluster.pod_get(&pod, cluster::ADMIN_PORT, "/admin/guest").await {
+                // Serving the target, and swapped since the patch (or new).
+                Ok(info) if info["name"] == target.as_str() && before.get(&pod) != Some(&info["since"]) => {
+                    let sha256 = info["sha256"].as_str().unwrap_or("?").to_string();
+                    done.push(PodReport { pod, guest: target.clone(), sha256 });
+                }
+                Ok(info) => waiting.push(format!("{pod} (serving {})", info["name"])),
+                Err(e) => waiting.push(format!("{pod} ({e:#})")),
+            }
+        }
+        let total = done.len() + waiting.len();
+        let progress = format!(
+            "{}/{total} ready pods serve {target}{}",
+            done.len(),
+            if not_ready > 0 { format!(" ({not_ready} not ready, not counted)") } else { String::new() }
+        );
+        if progress != last_progress {
+            println!("[{:>5.1} s] {progress}", started.elapsed().as_secs_f64());
+            last_progress = progress;
+        }
+        if total > 0 && waiting.is_empty() {
+            println!("done in {:.1} s:", started.elapsed().as_secs_f64());
+            for report in &done {
+                println!("  {:<40} {} (sha256 {})", report.pod, report.guest, &report.sha256[..report.sha256.len().min(12)]);
+            }
+            return Ok(done);
+        }
+        if started.elapsed() > args.timeout {
+            bail!(
+                "after {} s, {} of {total} ready pods do not serve {target} yet: {}",
+                args.timeout.as_secs(),
+                waiting.len(),
+                waiting.join(", ")
+            );
+        }
+        tokio::time::sleep(args.poll).await;
+    }
+}
+
+/// The configuration file with `guest` set, its other keys and comments kept.
+pub fn with_guest(text: &str, guest: &str) -> Result<String> {
+    let mut doc: toml_edit::DocumentMut = text.parse().context("the ConfigMap's guest.toml is not valid TOML")?;
+    doc["guest"] = toml_edit::value(guest);
+    Ok(doc.to_string())
+}
+
 fn get(url: &str) -> Result<Value> {
     let text = ureq::get(url)
         .config()
@@ -134,6 +264,235 @@ mod tests {
         assert!(bad_token.is_err());
 
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_guest_is_set_and_everything_else_kept() {
+        let text = "# the workload\nguest = \"prime\"  # picked by the demo\ndeadline = \"2s\"\n[env]\nA = \"1\"\n";
+        let updated = with_guest(text, "broker").unwrap();
+        assert!(updated.starts_with("# the workload\nguest = \"broker\""), "{updated}");
+        assert!(updated.contains("deadline = \"2s\"") && updated.contains("[env]\nA = \"1\""), "{updated}");
+        assert_eq!(with_guest("", "prime").unwrap(), "guest = \"prime\"\n");
+        assert!(with_guest("guest = ", "prime").is_err());
+    }
+
+    /// The kube path against a local stand-in of the few API calls it makes
+    /// (no cluster exists here): read and patch the ConfigMap, read the
+    /// Deployment, list its pods, ask each pod through the pod proxy.
+    #[test]
+    fn patches_the_configmap_and_waits_for_every_ready_pod() {
+        let api = stand_in::ApiServer::start();
+        let dir = std::env::temp_dir().join(format!("xtask-kube-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let kubeconfig = dir.join("kubeconfig");
+        std::fs::write(&kubeconfig, api.kubeconfig()).unwrap();
+        let args = |dry_run| ClusterSwapArgs {
+            guest: "broker".into(),
+            namespace: None,
+            configmap: "scalelab-guest".into(),
+            deployment: "scalelab".into(),
+            kubeconfig: Some(kubeconfig.clone()),
+            timeout: Duration::from_secs(20),
+            poll: Duration::from_millis(50),
+            dry_run,
+        };
+
+        // A dry run reads but sends nothing.
+        assert!(run_cluster(&args(true)).unwrap().is_empty());
+        assert!(api.patches().is_empty());
+
+        let reports = run_cluster(&args(false)).unwrap();
+        let patches = api.patches();
+        assert_eq!(patches.len(), 1);
+        assert_eq!(patches[0]["data"]["guest.toml"], "guest = \"broker\"\ndeadline = \"2s\"\n");
+        // Both ready pods, one of them late; the unready one is not counted.
+        let pods: Vec<&str> = reports.iter().map(|r| r.pod.as_str()).collect();
+        assert_eq!(pods, ["scalelab-a", "scalelab-b"]);
+        assert!(reports.iter().all(|r| r.guest == "broker"));
+        assert!(api.proxy_requests("scalelab-b") >= 3, "kept asking the late pod");
+        assert_eq!(api.proxy_requests("scalelab-c"), 0, "an unready pod is not asked");
+        assert_eq!(api.namespace_seen(), "demo", "the context's namespace");
+
+        // A pod that never swaps ends in a clear error after the timeout.
+        api.set_stuck(true);
+        let mut stuck = args(false);
+        stuck.guest = "prime".into();
+        stuck.timeout = Duration::from_millis(300);
+        let err = run_cluster(&stuck).unwrap_err().to_string();
+        assert!(err.contains("do not serve prime yet") && err.contains("scalelab-b"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A local stand-in for the Kubernetes API server: plain HTTP/1.1, one
+    /// request per connection, just the routes `xtask swap` uses.
+    mod stand_in {
+        use serde_json::{Value, json};
+        use std::io::{BufRead, BufReader, Read, Write};
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::{Arc, Mutex};
+
+        #[derive(Default)]
+        struct World {
+            config: String,
+            patches: Vec<Value>,
+            /// Guest each pod serves, and a swap counter standing for `since`.
+            pods: Vec<(String, bool, String, u32)>,
+            proxy_requests: Vec<String>,
+            namespaces: Vec<String>,
+            /// Pod b takes a few polls to pick up a new ConfigMap.
+            b_delay: u32,
+            stuck: bool,
+        }
+
+        pub struct ApiServer {
+            addr: std::net::SocketAddr,
+            world: Arc<Mutex<World>>,
+        }
+
+        impl ApiServer {
+            pub fn start() -> ApiServer {
+                let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+                let addr = listener.local_addr().unwrap();
+                let world = Arc::new(Mutex::new(World {
+                    config: "guest = \"prime\"\ndeadline = \"2s\"\n".into(),
+                    pods: vec![
+                        ("scalelab-a".into(), true, "prime".into(), 0),
+                        ("scalelab-b".into(), true, "prime".into(), 0),
+                        ("scalelab-c".into(), false, "prime".into(), 0),
+                    ],
+                    ..World::default()
+                }));
+                let shared = world.clone();
+                std::thread::spawn(move || {
+                    for stream in listener.incoming().flatten() {
+                        let world = shared.clone();
+                        std::thread::spawn(move || serve(stream, &world));
+                    }
+                });
+                ApiServer { addr, world }
+            }
+
+            pub fn kubeconfig(&self) -> String {
+                format!(
+                    "apiVersion: v1\nkind: Config\nclusters:\n- name: stand-in\n  cluster:\n    server: http://{}\n\
+                     users:\n- name: me\n  user:\n    token: t0ken\ncontexts:\n- name: here\n  context:\n    cluster: stand-in\n\
+                     \x20   user: me\n    namespace: demo\ncurrent-context: here\n",
+                    self.addr
+                )
+            }
+
+            pub fn patches(&self) -> Vec<Value> {
+                self.world.lock().unwrap().patches.clone()
+            }
+
+            pub fn proxy_requests(&self, pod: &str) -> usize {
+                self.world.lock().unwrap().proxy_requests.iter().filter(|p| *p == pod).count()
+            }
+
+            pub fn namespace_seen(&self) -> String {
+                self.world.lock().unwrap().namespaces.first().cloned().unwrap_or_default()
+            }
+
+            pub fn set_stuck(&self, stuck: bool) {
+                self.world.lock().unwrap().stuck = stuck;
+            }
+        }
+
+        fn serve(stream: TcpStream, world: &Mutex<World>) {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            if reader.read_line(&mut request_line).is_err() {
+                return;
+            }
+            let mut length = 0;
+            let mut authorized = false;
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                let line = line.trim_end();
+                if line.is_empty() {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap();
+                }
+                authorized |= lower == "authorization: bearer t0ken";
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            let mut parts = request_line.split_whitespace();
+            let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            let (status, reply) = if authorized {
+                route(method, target, &body, &mut world.lock().unwrap())
+            } else {
+                (401, json!({"kind": "Status", "code": 401}))
+            };
+            let reply = reply.to_string();
+            let mut stream = stream;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
+                reply.len()
+            );
+        }
+
+        fn route(method: &str, target: &str, body: &[u8], world: &mut World) -> (u16, Value) {
+            let path = target.split('?').next().unwrap_or("");
+            let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+            let not_found = (404, json!({"kind": "Status", "code": 404, "message": format!("{method} {path}")}));
+            match segments.as_slice() {
+                ["api", "v1", "namespaces", ns, "configmaps", "scalelab-guest"] => {
+                    world.namespaces.push(ns.to_string());
+                    if method == "PATCH" {
+                        let patch: Value = serde_json::from_slice(body).unwrap();
+                        world.config = patch["data"]["guest.toml"].as_str().unwrap().to_string();
+                        world.patches.push(patch);
+                        world.b_delay = 3;
+                        let guest = world.config.lines().next().unwrap().split('"').nth(1).unwrap().to_string();
+                        // Pod a swaps at once; pod b after a few polls (unless stuck).
+                        let a = &mut world.pods[0];
+                        a.2 = guest;
+                        a.3 += 1;
+                    }
+                    (200, json!({"apiVersion": "v1", "kind": "ConfigMap",
+                        "metadata": {"name": "scalelab-guest", "namespace": ns},
+                        "data": {"guest.toml": world.config}}))
+                }
+                ["apis", "apps", "v1", "namespaces", ns, "deployments", "scalelab"] => (200, json!({
+                    "apiVersion": "apps/v1", "kind": "Deployment",
+                    "metadata": {"name": "scalelab", "namespace": ns},
+                    "spec": {"selector": {"matchLabels": {"app.kubernetes.io/name": "scalelab"}},
+                        "template": {"metadata": {"labels": {"app.kubernetes.io/name": "scalelab"}}, "spec": {"containers": []}}}
+                })),
+                ["api", "v1", "namespaces", _, "pods"] => {
+                    assert!(target.contains("labelSelector=app.kubernetes.io%2Fname%3Dscalelab"), "{target}");
+                    let items: Vec<Value> = world.pods.iter().map(|(name, ready, _, _)| json!({
+                        "metadata": {"name": name},
+                        "status": {"conditions": [{"type": "Ready", "status": if *ready { "True" } else { "False" }}]}
+                    })).collect();
+                    (200, json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items}))
+                }
+                ["api", "v1", "namespaces", _, "pods", pod_port, "proxy", "admin", "guest"] => {
+                    let pod = pod_port.trim_end_matches(":9090");
+                    world.proxy_requests.push(pod.to_string());
+                    if pod == "scalelab-b" && !world.stuck && !world.patches.is_empty() {
+                        if world.b_delay > 0 {
+                            world.b_delay -= 1;
+                        } else if world.pods[1].2 != world.pods[0].2 {
+                            let guest = world.pods[0].2.clone();
+                            world.pods[1].2 = guest;
+                            world.pods[1].3 += 1;
+                        }
+                    }
+                    match world.pods.iter().find(|p| p.0 == pod) {
+                        Some((_, _, guest, swaps)) => (200, json!({"name": guest, "sha256": "ab".repeat(32), "since": format!("swap {swaps}")})),
+                        None => not_found,
+                    }
+                }
+                _ => not_found,
+            }
+        }
     }
 }
 

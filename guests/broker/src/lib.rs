@@ -109,10 +109,10 @@ impl Guest for Broker {
             metrics::add("broker_malformed_messages_total", 1.0);
             log(Level::Warn, &format!("session {id} closed ({reason}) in the middle of a message"));
         }
-        if let Some(engine) = &session.engine {
-            if registry::unregister(engine, id) {
-                log(Level::Debug, &format!("engine {engine} unregistered: {reason}"));
-            }
+        if let Some(engine) = &session.engine
+            && registry::unregister(engine, id)
+        {
+            log(Level::Debug, &format!("engine {engine} unregistered: {reason}"));
         }
         session.delete();
         Vec::new()

@@ -107,7 +107,7 @@ pub fn silent_engines(now: u64, limit_ms: u64) -> Vec<(String, u64)> {
             (quiet > limit_ms).then(|| (key[ENGINE.len()..].to_string(), quiet))
         })
         .collect();
-    silent.sort_by(|a, b| b.1.cmp(&a.1));
+    silent.sort_by_key(|(_, quiet)| std::cmp::Reverse(*quiet));
     silent
 }
 
