@@ -181,10 +181,13 @@ async fn bad_input_is_counted_and_logged_without_affecting_other_engines() {
 #[tokio::test(flavor = "multi_thread")]
 async fn dowork_reaches_every_engine_heartbeats_resume_in_sequence_and_kill_disconnects() {
     let host = broker("", &[]);
-    let swarm = swarm_command(host.tcp(), &["--engines", "200", "--ramp", "2000/s", "--heartbeat", "200ms", "--duration", "60s"])
-        .spawn()
-        .unwrap();
+    let flags = ["--engines", "200", "--ramp", "2000/s", "--heartbeat", "200ms", "--duration", "60s", "--metrics-listen", "127.0.0.1:0"];
+    let mut swarm = swarm_command(host.tcp(), &flags).spawn().unwrap();
+    let swarm_metrics = format!("http://{}/metrics", support::swarm_metrics_addr(&mut swarm));
     wait_metric(&host, "broker_registered_engines", &[], |v| v == 200.0).await;
+    // The swarm's own /metrics agrees.
+    let text = reqwest::get(&swarm_metrics).await.unwrap().text().await.unwrap();
+    assert_eq!(support::Metrics(text).value("swarm_engines_registered", &[]), Some(200.0));
 
     let response = reqwest::get(host.url("/dowork?time=600")).await.unwrap();
     assert_eq!(response.status(), 200);
@@ -202,6 +205,7 @@ async fn dowork_reaches_every_engine_heartbeats_resume_in_sequence_and_kill_disc
     wait_metric(&host, "broker_registered_engines", &[], |v| v == 0.0).await;
     let summary = tokio::task::spawn_blocking(move || swarm_summary(swarm)).await.unwrap();
     assert_eq!(summary["dowork_received"], 200, "{summary:#}");
+    assert!(summary["heartbeats_sent"].as_u64().unwrap() > 0, "{summary:#}");
     assert_eq!(summary["killed"], 200, "{summary:#}");
     assert_eq!(summary["reconnects"], 0, "{summary:#}");
     assert!(summary["duration_s"].as_f64().unwrap() < 50.0, "killed engines end the swarm: {summary:#}");

@@ -326,8 +326,11 @@ pub fn swarm_command(broker: SocketAddr, extra: &[&str]) -> Command {
     let mut cmd = scalelab();
     cmd.args(["--log-format", "json", "swarm", "engines", "--broker"])
         .arg(broker.to_string())
-        .args(["--metrics-listen", "off", "--output", "json"])
+        .args(["--output", "json"])
         .args(extra);
+    if !extra.contains(&"--metrics-listen") {
+        cmd.args(["--metrics-listen", "off"]);
+    }
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     cmd
 }
@@ -338,4 +341,21 @@ pub fn swarm_summary(child: Child) -> Value {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "swarm failed: {}\n{}", stdout, String::from_utf8_lossy(&out.stderr));
     serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("summary is not JSON ({e}): {stdout}"))
+}
+
+/// Reads a running swarm's stderr (JSON logs) until its metrics listener is
+/// logged, then keeps draining it in a thread; returns the address.
+pub fn swarm_metrics_addr(child: &mut Child) -> SocketAddr {
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            let value: Value = serde_json::from_str(&line).ok()?;
+            (value["step"] == "listen" && value["role"] == "metrics").then(|| value["addr"].as_str()?.parse().ok())?
+        })
+        .expect("the swarm logged its metrics listener");
+    std::thread::spawn(move || for _ in lines {});
+    addr
 }
