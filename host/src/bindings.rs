@@ -46,13 +46,25 @@ impl state::Host for GuestState {
 }
 
 impl metrics::Host for GuestState {
-    fn declare(&mut self, name: String, help: String, kind: metrics::MetricKind, buckets: Vec<f64>) -> Result<(), String> {
+    fn declare(
+        &mut self,
+        name: String,
+        help: String,
+        kind: metrics::MetricKind,
+        buckets: Vec<f64>,
+        labels: Vec<(String, String)>,
+    ) -> Result<(), String> {
         let kind = match kind {
             metrics::MetricKind::Counter => Kind::Counter,
             metrics::MetricKind::Gauge => Kind::Gauge,
             metrics::MetricKind::Histogram => Kind::Histogram,
         };
-        self.services.metrics.declare(&name, &help, kind, &buckets)
+        self.services.metrics.declare(&name, &help, kind, &buckets, &labels)
+    }
+
+    fn read_process_stats(&mut self) -> metrics::ProcessStats {
+        let (resident_bytes, cpu_seconds) = crate::process_stats::read();
+        metrics::ProcessStats { resident_bytes, cpu_seconds }
     }
 
     fn add(&mut self, name: String, value: f64) {

@@ -46,6 +46,38 @@ pub struct SwarmArgs {
 pub enum SwarmKind {
     /// Engines of the heartbeat broker protocol, over raw TCP.
     Engines(EnginesArgs),
+    /// socket.io clients (WebSocket transport) that hold their connection and count events.
+    Sockets(SocketsArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Each client connects to <url>/socket.io/ (EIO=4, WebSocket), answers pings, counts the\n\
+events it receives for --hold, then disconnects. The summary gives, over the clients, the events per\n\
+second each received (min / p1 / median): a server falling behind shows as low minimums.")]
+pub struct SocketsArgs {
+    /// The server's HTTP address, e.g. http://127.0.0.1:8080.
+    #[arg(long, env = "SCALELAB_SWARM_URL")]
+    pub url: String,
+
+    /// Clients to open.
+    #[arg(long, env = "SCALELAB_SWARM_CLIENTS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub clients: u32,
+
+    /// Pause between starting two clients.
+    #[arg(long, env = "SCALELAB_SWARM_SPAWN_INTERVAL", default_value = "10ms", value_parser = parse_duration)]
+    pub spawn_interval: Duration,
+
+    /// How long each client stays connected.
+    #[arg(long, env = "SCALELAB_SWARM_HOLD", default_value = "1m", value_parser = parse_duration)]
+    pub hold: Duration,
+
+    /// Address of the swarm's own /metrics; `off` to disable it.
+    #[arg(long, env = "SCALELAB_SWARM_METRICS_LISTEN", default_value = "0.0.0.0:9091", value_parser = parse_listen)]
+    pub metrics_listen: Listen,
+
+    /// `table` for people, `json` for scripts.
+    #[arg(long, env = "SCALELAB_SWARM_OUTPUT", value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
 }
 
 #[derive(Debug, Args)]
@@ -268,6 +300,14 @@ pub struct ServeArgs {
     /// with the reason `guest swapped`.
     #[arg(long, env = "SCALELAB_SESSION_DRAIN", default_value = "30s", value_parser = parse_duration)]
     pub session_drain: Duration,
+
+    /// socket.io clients (at /socket.io/ on the traffic port) are pinged this often.
+    #[arg(long, env = "SCALELAB_SOCKETIO_PING_INTERVAL", default_value = "25s", value_parser = parse_duration)]
+    pub socketio_ping_interval: Duration,
+
+    /// A socket.io client that does not answer a ping within this long is disconnected.
+    #[arg(long, env = "SCALELAB_SOCKETIO_PING_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub socketio_ping_timeout: Duration,
 
     /// Address of the admin listener: /healthz, /readyz, /metrics.
     #[arg(long, env = "SCALELAB_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]

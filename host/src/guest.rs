@@ -30,6 +30,8 @@ pub struct Guest {
     pub session: Option<SessionGuestIndices>,
     /// The tick interval the session guest asked for in `init`.
     pub tick_interval: Option<Duration>,
+    /// The per-session tick interval it asked for.
+    pub session_tick_interval: Option<Duration>,
 }
 
 /// The worlds a guest can implement, by what it exports.
@@ -189,20 +191,22 @@ impl Guest {
             .await
             .map_err(anyhow::Error::from)
             .with_context(|| format!("instantiating {} failed", path.display()))?;
-        let mut tick_interval = None;
+        let (mut tick_interval, mut session_tick_interval) = (None, None);
         if let Some(indices) = &session {
             let guest = indices.load(&mut store, &instance).map_err(anyhow::Error::from)?;
-            let SessionOptions { tick_interval_ms } = guest
+            let SessionOptions { tick_interval_ms, session_tick_interval_ms } = guest
                 .scalelab_guests_session_handler()
                 .call_init(&mut store)
                 .await
                 .map_err(anyhow::Error::from)
                 .with_context(|| format!("{}: session-handler.init failed", path.display()))?;
-            tick_interval = tick_interval_ms.filter(|ms| *ms > 0).map(|ms| Duration::from_millis(ms.into()));
+            let interval = |ms: Option<u32>| ms.filter(|ms| *ms > 0).map(|ms| Duration::from_millis(ms.into()));
+            tick_interval = interval(tick_interval_ms);
+            session_tick_interval = interval(session_tick_interval_ms);
         }
-        tracing::info!(step = "probe", guest = %name, ?tick_interval, duration_ms = started.elapsed().as_secs_f64() * 1e3, "guest instantiated once");
+        tracing::info!(step = "probe", guest = %name, ?tick_interval, ?session_tick_interval, duration_ms = started.elapsed().as_secs_f64() * 1e3, "guest instantiated once");
 
-        Ok(Guest { name, sha256: loaded.sha256, pre, http, session, tick_interval })
+        Ok(Guest { name, sha256: loaded.sha256, pre, http, session, tick_interval, session_tick_interval })
     }
 
     pub fn world(&self) -> &'static str {

@@ -46,7 +46,7 @@ impl GuestDefinedMetrics {
         GuestDefinedMetrics { registry, declared: RwLock::new(HashMap::new()) }
     }
 
-    pub fn declare(&self, name: &str, help: &str, kind: Kind, buckets: &[f64]) -> Result<(), String> {
+    pub fn declare(&self, name: &str, help: &str, kind: Kind, buckets: &[f64], labels: &[(String, String)]) -> Result<(), String> {
         if let Some(existing) = self.declared.read().unwrap().get(name) {
             return match existing.kind() == kind {
                 true => Ok(()),
@@ -61,11 +61,13 @@ impl GuestDefinedMetrics {
             return Err(format!("metric name {name:?} must match [a-zA-Z_:][a-zA-Z0-9_:]*"));
         }
         let help = if help.is_empty() { name } else { help };
+        let const_labels: HashMap<String, String> = labels.iter().cloned().collect();
+        let opts = Opts::new(name, help).const_labels(const_labels.clone());
         let metric = match kind {
-            Kind::Counter => Metric::Counter(Counter::with_opts(Opts::new(name, help)).map_err(|e| e.to_string())?),
-            Kind::Gauge => Metric::Gauge(Gauge::with_opts(Opts::new(name, help)).map_err(|e| e.to_string())?),
+            Kind::Counter => Metric::Counter(Counter::with_opts(opts).map_err(|e| e.to_string())?),
+            Kind::Gauge => Metric::Gauge(Gauge::with_opts(opts).map_err(|e| e.to_string())?),
             Kind::Histogram => {
-                let mut opts = HistogramOpts::new(name, help);
+                let mut opts = HistogramOpts::new(name, help).const_labels(const_labels);
                 if !buckets.is_empty() {
                     opts = opts.buckets(buckets.to_vec());
                 }
@@ -126,13 +128,14 @@ mod tests {
     fn declared_metrics_appear_in_the_registry_and_misuse_is_refused() {
         let registry = Registry::new();
         let metrics = GuestDefinedMetrics::new(registry.clone());
-        metrics.declare("mx_server_active_connections", "Active", Kind::Gauge, &[]).unwrap();
-        metrics.declare("mx_server_active_connections", "Active", Kind::Gauge, &[]).unwrap();
-        assert!(metrics.declare("mx_server_active_connections", "", Kind::Counter, &[]).is_err());
-        assert!(metrics.declare("scalelab_mine", "", Kind::Counter, &[]).is_err());
-        assert!(metrics.declare("9lives", "", Kind::Counter, &[]).is_err());
-        metrics.declare("jobs_total", "", Kind::Counter, &[]).unwrap();
-        metrics.declare("job_seconds", "", Kind::Histogram, &[0.1, 1.0]).unwrap();
+        let app = [("app".to_string(), "mx-server".to_string())];
+        metrics.declare("mx_server_active_connections", "Active", Kind::Gauge, &[], &app).unwrap();
+        metrics.declare("mx_server_active_connections", "Active", Kind::Gauge, &[], &app).unwrap();
+        assert!(metrics.declare("mx_server_active_connections", "", Kind::Counter, &[], &[]).is_err());
+        assert!(metrics.declare("scalelab_mine", "", Kind::Counter, &[], &[]).is_err());
+        assert!(metrics.declare("9lives", "", Kind::Counter, &[], &[]).is_err());
+        metrics.declare("jobs_total", "", Kind::Counter, &[], &[]).unwrap();
+        metrics.declare("job_seconds", "", Kind::Histogram, &[0.1, 1.0], &[]).unwrap();
         metrics.add("mx_server_active_connections", 2.0).unwrap();
         metrics.set("mx_server_active_connections", 5.0).unwrap();
         metrics.add("jobs_total", 3.0).unwrap();
@@ -143,7 +146,9 @@ mod tests {
 
         let families = registry.gather();
         let value = |name: &str| families.iter().find(|f| f.name() == name).map(|f| f.get_metric()[0].clone());
-        assert_eq!(value("mx_server_active_connections").unwrap().get_gauge().value(), 5.0);
+        let active = value("mx_server_active_connections").unwrap();
+        assert_eq!(active.get_gauge().value(), 5.0);
+        assert_eq!((active.get_label()[0].name(), active.get_label()[0].value()), ("app", "mx-server"));
         assert_eq!(value("jobs_total").unwrap().get_counter().value(), 3.0);
         assert_eq!(value("job_seconds").unwrap().get_histogram().get_sample_count(), 1);
     }

@@ -97,11 +97,12 @@ pub enum SessionCallKind {
     Received = 1,
     Closed = 2,
     Tick = 3,
+    SessionTick = 4,
 }
 
 impl SessionCallKind {
     pub fn as_str(self) -> &'static str {
-        ["opened", "received", "closed", "tick"][self as usize]
+        ["opened", "received", "closed", "tick", "session_tick"][self as usize]
     }
 }
 
@@ -215,7 +216,7 @@ impl Metrics {
         )?;
 
         let sessions_active = IntGaugeVec::new(
-            Opts::new("scalelab_sessions_active", "Open sessions, by transport (tcp, websocket)"),
+            Opts::new("scalelab_sessions_active", "Open sessions, by transport (tcp, socket.io)"),
             &["transport"],
         )?;
         let sessions_opened = IntCounterVec::new(
@@ -246,7 +247,7 @@ impl Metrics {
         let session_call_duration = HistogramVec::new(
             HistogramOpts::new(
                 "scalelab_session_call_duration_seconds",
-                "Time of one call into a session guest, by guest and call (opened, received, closed, tick)",
+                "Time of one call into a session guest, by guest and call (opened, received, closed, tick, session_tick)",
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
             &["guest", "call"],
@@ -289,7 +290,7 @@ impl Metrics {
         for phase in ["compile", "switch"] {
             swap_duration.with_label_values(&[phase]);
         }
-        for transport in ["tcp", "websocket"] {
+        for transport in ["tcp", "socket.io"] {
             sessions_active.with_label_values(&[transport]);
             sessions_opened.with_label_values(&[transport]);
         }
@@ -368,7 +369,7 @@ impl Metrics {
             deadline_failures: failure(FailureReason::Deadline),
             memory_failures: failure(FailureReason::Memory),
             trap_failures: failure(FailureReason::Trap),
-            session_calls: ["opened", "received", "closed", "tick"]
+            session_calls: ["opened", "received", "closed", "tick", "session_tick"]
                 .map(|call| self.session_call_duration.with_label_values(&[guest, call])),
         }
     }
@@ -433,8 +434,8 @@ pub struct GuestMetrics {
     deadline_failures: IntCounter,
     memory_failures: IntCounter,
     trap_failures: IntCounter,
-    /// Call durations of `opened`, `received`, `closed`, `tick`, in that order.
-    session_calls: [Histogram; 4],
+    /// Call durations of `opened`, `received`, `closed`, `tick`, `session_tick`, in that order.
+    session_calls: [Histogram; 5],
 }
 
 impl GuestMetrics {

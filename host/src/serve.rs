@@ -19,7 +19,7 @@ use crate::metrics::{LimitValues, Metrics};
 use crate::services::Services;
 use crate::session::SessionHost;
 use crate::shutdown::Shutdown;
-use crate::tcp;
+use crate::{socketio, tcp};
 use crate::swap::{Active, Swapper, SwapperParts};
 use crate::watch::{self, Pinned, Watched};
 use anyhow::{Context, Result, bail};
@@ -176,13 +176,14 @@ pub async fn run(args: ServeArgs, explicit: Explicit, process_start: Instant) ->
         "ready to serve"
     );
 
+    let heartbeat = socketio::Heartbeat { ping_interval: args.socketio_ping_interval, ping_timeout: args.socketio_ping_timeout };
     let graceful = GracefulShutdown::new();
     let builder = auto::Builder::new(TokioExecutor::new());
     let signal = loop {
         tokio::select! {
             accepted = traffic.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _peer)) => stream,
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
                     Err(e) => {
                         // Typically EMFILE: back off instead of spinning.
                         tracing::warn!(error = %e, "accept failed");
@@ -192,11 +193,18 @@ pub async fn run(args: ServeArgs, explicit: Explicit, process_start: Instant) ->
                 };
                 let _ = stream.set_nodelay(true);
                 let handler = handler.clone();
-                let service = service_fn(move |request| {
+                let session_host = session_host.clone();
+                let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
                     let handler = handler.clone();
-                    async move { Ok::<_, Infallible>(handler.handle(request).await) }
+                    let session_host = session_host.clone();
+                    async move {
+                        if request.uri().path().starts_with(socketio::PATH) {
+                            return Ok::<_, Infallible>(socketio::accept(request, session_host, peer, heartbeat));
+                        }
+                        Ok::<_, Infallible>(handler.handle(request).await)
+                    }
                 });
-                let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
                 let connection = graceful.watch(connection);
                 tokio::spawn(async move {
                     if let Err(e) = connection.await {

@@ -1,6 +1,6 @@
-//! Running sessions: the transport-neutral loop of one session (raw TCP
-//! here, WebSocket later), the calls into the session guest, the effects they
-//! return, and the guest's periodic `tick`.
+//! Running sessions: the transport-neutral loop of one session (raw TCP,
+//! socket.io), the calls into the session guest, the effects they return,
+//! and the guest's periodic `tick` and per-session `session-tick`.
 //!
 //! Each session is one task. It calls `opened`, then `received` for each
 //! message in order, then `closed`, awaiting each call before reading on, so
@@ -39,12 +39,23 @@ pub trait Transport: Send {
     fn close(self, reason: &str) -> impl Future<Output = ()> + Send;
 }
 
+/// How an I/O failure counts: the peer going away (reset, broken pipe,
+/// already closed) is the peer closing; anything else is an error.
+fn failure_reason(error: &io::Error) -> CloseReason {
+    use io::ErrorKind::*;
+    match error.kind() {
+        ConnectionReset | ConnectionAborted | BrokenPipe | NotConnected | UnexpectedEof => CloseReason::Peer,
+        _ => CloseReason::Error,
+    }
+}
+
 /// A call into the session guest.
 enum Call {
     Opened(Peer),
     Received(Vec<u8>),
     Closed(String),
     Tick,
+    SessionTick,
 }
 
 impl Call {
@@ -54,6 +65,7 @@ impl Call {
             Call::Received(_) => SessionCallKind::Received,
             Call::Closed(_) => SessionCallKind::Closed,
             Call::Tick => SessionCallKind::Tick,
+            Call::SessionTick => SessionCallKind::SessionTick,
         }
     }
 }
@@ -133,6 +145,13 @@ impl SessionHost {
 
         // Set when the guest has been swapped: the session closes then.
         let mut drain: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+        // The guest's per-session tick, if it asked for one. A late tick is
+        // delayed, not bunched up: falling behind shows as fewer ticks.
+        let mut session_tick = active.guest.session_tick_interval.map(|every| {
+            let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticker
+        });
         let (reason, message) = loop {
             if *shutdown.borrow() {
                 break (CloseReason::Shutdown, "host shutting down".to_string());
@@ -142,7 +161,7 @@ impl SessionHost {
                 out = outgoing.recv() => match out {
                     Some(Outgoing::Data(data)) => {
                         if let Err(e) = transport.send(data).await {
-                            break (CloseReason::Error, format!("write failed: {e}"));
+                            break (failure_reason(&e), format!("write failed: {e}"));
                         }
                         self.sent.inc();
                     }
@@ -150,6 +169,10 @@ impl SessionHost {
                     None => break (CloseReason::Error, "session table entry lost".to_string()),
                 },
                 _ = shutdown.changed() => {}
+                _ = async { session_tick.as_mut().expect("guarded").tick().await }, if session_tick.is_some() => {
+                    let effects = Box::pin(self.call(&active, id, Call::SessionTick)).await;
+                    self.apply(effects);
+                }
                 _ = swaps.changed(), if drain.is_none() => {
                     if !Arc::ptr_eq(&self.handler.active(), &active) {
                         drain = Some(Box::pin(tokio::time::sleep(self.drain)));
@@ -165,7 +188,7 @@ impl SessionHost {
                         self.apply(effects);
                     }
                     Ok(None) => break (CloseReason::Peer, "peer closed".to_string()),
-                    Err(e) => break (CloseReason::Error, format!("read failed: {e}")),
+                    Err(e) => break (failure_reason(&e), format!("read failed: {e}")),
                 },
             }
         };
@@ -227,6 +250,7 @@ impl SessionHost {
                             Call::Received(data) => handler.call_received(&mut *store, id, &data).await,
                             Call::Closed(reason) => handler.call_closed(&mut *store, id, &reason).await,
                             Call::Tick => handler.call_tick(&mut *store).await,
+                            Call::SessionTick => handler.call_session_tick(&mut *store, id).await,
                         }
                     };
                     match within(deadline, call).await {

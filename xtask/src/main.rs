@@ -10,6 +10,7 @@
 
 mod bench;
 mod bench_engines;
+mod clients;
 mod cluster;
 mod guests;
 mod swap;
@@ -138,12 +139,14 @@ fn run(task: Task) -> Result<()> {
         }
         Task::Test { args } => {
             let guests_dir = guests::build(&ws)?;
+            let clients = clients::ensure(&ws)?;
             // Guest logic lives in plain crates of the host workspace (such
             // as crates/prime-api) and is tested natively there; the
             // end-to-end tests run the built components.
             let mut cargo = ws.cargo();
             cargo.args(["test", "--workspace"]).args(args);
             cargo.env("SCALELAB_TEST_GUESTS_DIR", &guests_dir);
+            cargo.env("SCALELAB_TEST_CLIENTS_DIR", &clients);
             workspace::run(&mut cargo)?;
         }
     }

@@ -54,11 +54,15 @@ struct Broker;
 impl Guest for Broker {
     fn init() -> SessionOptions {
         for (name, help, kind) in METRICS {
-            if let Err(e) = metrics::declare(name, help, *kind, &[]) {
+            if let Err(e) = metrics::declare(name, help, *kind, &[], &[]) {
                 log(Level::Error, &format!("cannot declare metric {name}: {e}"));
             }
         }
-        SessionOptions { tick_interval_ms: Some(TICK_MS) }
+        SessionOptions { tick_interval_ms: Some(TICK_MS), session_tick_interval_ms: None }
+    }
+
+    fn session_tick(_id: u64) -> Vec<Effect> {
+        Vec::new()
     }
 
     fn opened(_id: u64, _peer: Peer) -> Vec<Effect> {

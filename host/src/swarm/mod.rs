@@ -4,6 +4,7 @@
 //! swarm's own `/metrics` listener and the shutdown (duration or signal).
 
 pub mod engines;
+pub mod sockets;
 
 use crate::cli::{Listen, SwarmArgs, SwarmKind};
 use anyhow::{Context, Result};
@@ -20,11 +21,12 @@ use tokio::sync::watch;
 pub async fn run(args: SwarmArgs) -> Result<()> {
     match args.kind {
         SwarmKind::Engines(args) => engines::run(args).await,
+        SwarmKind::Sockets(args) => sockets::run(args).await,
     }
 }
 
 /// Serves `registry` on `GET /metrics` at `listen`, logging the bound address.
-async fn serve_metrics(listen: Listen, registry: Registry) -> Result<()> {
+pub(crate) async fn serve_metrics(listen: Listen, registry: Registry) -> Result<()> {
     let Some(addr) = listen.0 else {
         return Ok(());
     };
@@ -58,7 +60,7 @@ async fn serve_metrics(listen: Listen, registry: Registry) -> Result<()> {
 }
 
 /// Flips to true at the end of the run: after `duration`, or at SIGTERM/SIGINT.
-fn stop_signal(duration: Option<Duration>) -> Result<watch::Receiver<bool>> {
+pub(crate) fn stop_signal(duration: Option<Duration>) -> Result<watch::Receiver<bool>> {
     let mut signals = crate::shutdown::Shutdown::install()?;
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(async move {

@@ -359,3 +359,12 @@ pub fn swarm_metrics_addr(child: &mut Child) -> SocketAddr {
     std::thread::spawn(move || for _ in lines {});
     addr
 }
+
+/// Where `cargo xtask test` installed the third-party socket.io clients.
+pub fn clients_dir() -> PathBuf {
+    let dir = std::env::var_os("SCALELAB_TEST_CLIENTS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/clients"));
+    assert!(dir.join("node_modules/socket.io-client").is_dir(), "no clients in {}: run `cargo xtask test`", dir.display());
+    dir
+}

@@ -1,0 +1,152 @@
+//! The `tracker` guest: the "connection-heavy server" of socket.io scaling
+//! tests. Every connected client costs CPU at every tick: the host calls
+//! `session-tick` for each client (every 10 ms by default, spread over all
+//! worker threads), and the guest does the work (the `tracker-work` crate)
+//! and emits two events to that client: `clock` (the time in ms) and `value`
+//! (the work's result). KEDA scales on `mx_server_active_conn_gauge`.
+//!
+//! Counts live in the host's shared state and metrics, never in this
+//! instance's memory. Settings (WASI environment, the config file's `[env]`):
+//! `TRACKER_TICK_MS` (default 10) and `TRACKER_WORK` (iterations per
+//! client-tick, default 5000).
+
+mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "scalelab:guests/session-http-guest",
+        generate_all,
+    });
+}
+
+use bindings::exports::scalelab::guests::session_handler::{Effect, Guest, Peer, SessionOptions};
+use bindings::exports::wasi::http::incoming_handler::Guest as HttpGuest;
+use bindings::scalelab::guests::log::{Level, log};
+use bindings::scalelab::guests::metrics::{self, MetricKind};
+use bindings::scalelab::guests::{sessions, state};
+use bindings::wasi::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
+use std::sync::OnceLock;
+
+const ACTIVE: &str = "mx_server_active_conn_gauge";
+const HANDLED: &str = "mx_server_handled_conn_total";
+const PROCESSED: &str = "mx_server_processed_fps_total";
+const FPS: &str = "mx_server_fps_gauge";
+
+/// Client-ticks done so far, and the last status line's figures.
+const TICKS_KEY: &str = "tracker/ticks";
+const LAST_KEY: &str = "tracker/last";
+
+struct Settings {
+    tick_ms: u32,
+    work: u32,
+}
+
+/// The settings, read once per instance (they come from the environment,
+/// which does not change while the guest serves).
+fn settings() -> &'static Settings {
+    static SETTINGS: OnceLock<Settings> = OnceLock::new();
+    SETTINGS.get_or_init(|| {
+        let number = |name: &str, default: u32| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+        Settings { tick_ms: number("TRACKER_TICK_MS", 10).max(1), work: number("TRACKER_WORK", tracker_work::DEFAULT_ITERATIONS) }
+    })
+}
+
+fn now_ms() -> u64 {
+    let now = bindings::wasi::clocks::wall_clock::now();
+    now.seconds * 1000 + u64::from(now.nanoseconds / 1_000_000)
+}
+
+struct Tracker;
+
+impl Guest for Tracker {
+    fn init() -> SessionOptions {
+        let app = [("app".to_string(), "mx-server".to_string())];
+        let declared = [
+            (ACTIVE, "Connected socket.io clients", MetricKind::Gauge),
+            (HANDLED, "socket.io clients connected since the start", MetricKind::Counter),
+            (PROCESSED, "Client-ticks processed (work done and events sent)", MetricKind::Counter),
+            (FPS, "Ticks per second each client got, averaged over the last second", MetricKind::Gauge),
+        ];
+        for (name, help, kind) in declared {
+            if let Err(e) = metrics::declare(name, help, kind, &[], &app) {
+                log(Level::Error, &format!("cannot declare {name}: {e}"));
+            }
+        }
+        SessionOptions { tick_interval_ms: Some(1000), session_tick_interval_ms: Some(settings().tick_ms) }
+    }
+
+    fn opened(_id: u64, _peer: Peer) -> Vec<Effect> {
+        metrics::add(ACTIVE, 1.0);
+        metrics::add(HANDLED, 1.0);
+        Vec::new()
+    }
+
+    fn received(id: u64, data: Vec<u8>) -> Vec<Effect> {
+        log(Level::Debug, &format!("client {id} sent {}", String::from_utf8_lossy(&data)));
+        Vec::new()
+    }
+
+    fn closed(_id: u64, _reason: String) -> Vec<Effect> {
+        metrics::add(ACTIVE, -1.0);
+        Vec::new()
+    }
+
+    fn session_tick(id: u64) -> Vec<Effect> {
+        let seed = bindings::wasi::random::random::get_random_u64();
+        let value = tracker_work::work(settings().work, seed);
+        state::increment(TICKS_KEY, 1);
+        metrics::add(PROCESSED, 1.0);
+        vec![
+            Effect::Send((id, format!("[\"clock\",{}]", now_ms()).into_bytes())),
+            Effect::Send((id, format!("[\"value\",{value}]").into_bytes())),
+        ]
+    }
+
+    /// Once a second: the average ticks per second per client, and the status line.
+    fn tick() -> Vec<Effect> {
+        let clients = sessions::count();
+        let ticks = state::increment(TICKS_KEY, 0) as f64;
+        let stats = metrics::read_process_stats();
+        let now = now_ms() as f64;
+        let last = state::get(LAST_KEY).and_then(|v| {
+            let text = String::from_utf8(v).ok()?;
+            let mut fields = text.split(':').map(|f| f.parse::<f64>().ok());
+            Some((fields.next()??, fields.next()??, fields.next()??))
+        });
+        state::set(LAST_KEY, format!("{now}:{ticks}:{}", stats.cpu_seconds).as_bytes());
+        let Some((then, last_ticks, last_cpu)) = last else {
+            return Vec::new();
+        };
+        let seconds = ((now - then) / 1000.0).max(0.001);
+        let fps = if clients > 0 { (ticks - last_ticks) / seconds / f64::from(clients) } else { 0.0 };
+        let cpu = (stats.cpu_seconds - last_cpu) / seconds * 100.0;
+        metrics::set(FPS, fps);
+        log(
+            Level::Info,
+            &format!("{clients} Clients. {fps:.1} avg fps. {:.1} MB. {cpu:.1}% cpu.", stats.resident_bytes as f64 / 1048576.0),
+        );
+        Vec::new()
+    }
+}
+
+impl HttpGuest for Tracker {
+    fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
+        let path = request.path_with_query().unwrap_or_default();
+        let (status, body) = match path.split('?').next().unwrap_or("") {
+            "/ready" => (200, "OK".to_string()),
+            "/" => (200, format!("tracker: {} clients\n", sessions::count())),
+            other => (404, format!("no route {other}: socket.io clients connect at /socket.io/\n")),
+        };
+        let fields = Fields::from_list(&[("content-type".to_string(), b"text/plain; charset=utf-8".to_vec())])
+            .expect("static headers are valid");
+        let response = OutgoingResponse::new(fields);
+        response.set_status_code(status).expect("valid status code");
+        let outgoing = response.body().expect("body is taken once");
+        ResponseOutparam::set(response_out, Ok(response));
+        let stream = outgoing.write().expect("stream is taken once");
+        let _ = stream.blocking_write_and_flush(body.as_bytes());
+        drop(stream);
+        let _ = OutgoingBody::finish(outgoing, None);
+    }
+}
+
+bindings::export!(Tracker with_types_in bindings);

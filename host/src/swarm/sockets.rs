@@ -1,0 +1,260 @@
+//! `scalelab swarm sockets`: socket.io clients (Engine.IO 4, WebSocket
+//! transport), one task each, speaking the same packets as the host's
+//! transport (`socketio::packet`). Each client connects, answers the
+//! server's pings, counts the `clock` and `value` events it receives for
+//! `--hold`, then disconnects; the summary shows how many events per second
+//! each client got, which is how a server falling behind shows.
+
+use super::{serve_metrics, stop_signal};
+use crate::cli::{OutputFormat, SocketsArgs};
+use crate::socketio::packet::{self, Packet};
+use anyhow::{Context, Result};
+use futures_util::{SinkExt, StreamExt};
+use prometheus::{IntCounter, IntGauge, Registry};
+use serde::Serialize;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::Message;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct Stats {
+    connected: IntGauge,
+    failures: IntCounter,
+    events: IntCounter,
+    /// One entry per client that connected.
+    clients: Mutex<Vec<ClientResult>>,
+}
+
+/// What one client saw.
+#[derive(Debug, Clone, Default)]
+struct ClientResult {
+    clock: u64,
+    events: u64,
+    /// Seconds between its first and last `clock` event.
+    span: f64,
+    /// The server closed it (or the connection failed) before the hold ended.
+    dropped: bool,
+}
+
+/// The final summary (`--output json` prints it as is).
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub clients: u32,
+    pub connected: usize,
+    pub failed: u64,
+    pub dropped_early: usize,
+    /// Ticks (`clock` events) per second per client.
+    pub ticks_per_s_min: f64,
+    pub ticks_per_s_p1: f64,
+    pub ticks_per_s_median: f64,
+    /// All events per second per client.
+    pub events_per_s_min: f64,
+    pub events_per_s_p1: f64,
+    pub events_per_s_median: f64,
+    pub events_total: u64,
+    pub duration_s: f64,
+}
+
+pub async fn run(args: SocketsArgs) -> Result<()> {
+    let registry = Registry::new();
+    let stats = Arc::new(Stats {
+        connected: IntGauge::new("swarm_sockets_connected", "socket.io clients connected now")?,
+        failures: IntCounter::new("swarm_socket_failures_total", "Clients that failed to connect")?,
+        events: IntCounter::new("swarm_socket_events_total", "Events received by all clients")?,
+        clients: Mutex::new(Vec::new()),
+    });
+    registry.register(Box::new(stats.connected.clone()))?;
+    registry.register(Box::new(stats.failures.clone()))?;
+    registry.register(Box::new(stats.events.clone()))?;
+    serve_metrics(args.metrics_listen, registry).await?;
+    let stop = stop_signal(None)?;
+    let base = args.url.trim_end_matches('/');
+    let ws_url = format!(
+        "{}/socket.io/?EIO=4&transport=websocket",
+        base.replacen("https://", "wss://", 1).replacen("http://", "ws://", 1)
+    );
+    tracing::info!(url = %ws_url, clients = args.clients, hold = ?args.hold, "starting socket.io clients");
+
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..args.clients {
+        if n > 0 && !args.spawn_interval.is_zero() {
+            tokio::time::sleep(args.spawn_interval).await;
+        }
+        if *stop.borrow() {
+            break;
+        }
+        tasks.spawn(client(ws_url.clone(), args.hold, stats.clone(), stop.clone()));
+    }
+    while tasks.join_next().await.is_some() {}
+
+    let summary = summarise(&stats, args.clients, started.elapsed());
+    match args.output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&summary).context("encoding the summary")?),
+        OutputFormat::Table => print!("{}", table(&summary)),
+    }
+    Ok(())
+}
+
+/// One client: connect, hold, disconnect.
+async fn client(url: String, hold: Duration, stats: Arc<Stats>, mut stop: watch::Receiver<bool>) {
+    let connected = tokio::time::timeout(CONNECT_TIMEOUT, connect(&url)).await;
+    let mut ws = match connected {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(e)) => {
+            stats.failures.inc();
+            tracing::warn!(error = %e, "socket.io client failed to connect");
+            return;
+        }
+        Err(_) => {
+            stats.failures.inc();
+            tracing::warn!("socket.io client timed out connecting");
+            return;
+        }
+    };
+    stats.connected.inc();
+    let mut result = ClientResult::default();
+    let (mut first_clock, mut last_clock) = (None, None);
+    let until = tokio::time::sleep(hold);
+    tokio::pin!(until);
+    loop {
+        tokio::select! {
+            _ = &mut until => break,
+            _ = stop.changed() => break,
+            message = ws.next() => match message {
+                Some(Ok(Message::Text(text))) => match packet::parse(&text) {
+                    Ok(Packet::Ping) => {
+                        if ws.send(Message::text("3")).await.is_err() {
+                            result.dropped = true;
+                            break;
+                        }
+                    }
+                    Ok(Packet::Event { data, .. }) => {
+                        result.events += 1;
+                        stats.events.inc();
+                        if data.starts_with("[\"clock\"") {
+                            result.clock += 1;
+                            let now = Instant::now();
+                            first_clock.get_or_insert(now);
+                            last_clock = Some(now);
+                        }
+                    }
+                    Ok(Packet::Disconnect | Packet::Close) => {
+                        result.dropped = true;
+                        break;
+                    }
+                    _ => {}
+                },
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                    result.dropped = true;
+                    break;
+                }
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    if !result.dropped {
+        let _ = ws.send(Message::text("41")).await;
+        let _ = ws.close(None).await;
+    }
+    stats.connected.dec();
+    if let (Some(first), Some(last)) = (first_clock, last_clock) {
+        result.span = last.duration_since(first).as_secs_f64();
+    }
+    stats.clients.lock().unwrap().push(result);
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// WebSocket, open packet, connect packet, connect answer.
+async fn connect(url: &str) -> Result<Socket> {
+    let config = crate::socketio::ws_config();
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
+        .await
+        .with_context(|| format!("connecting to {url}"))?;
+    let open = next_text(&mut ws).await?;
+    if !matches!(packet::parse(&open), Ok(Packet::Open(_))) {
+        anyhow::bail!("expected an open packet, got {open:?}");
+    }
+    ws.send(Message::text("40")).await?;
+    loop {
+        let text = next_text(&mut ws).await?;
+        match packet::parse(&text) {
+            Ok(Packet::Connect(_)) => return Ok(ws),
+            Ok(Packet::Ping) => ws.send(Message::text("3")).await?,
+            Ok(Packet::ConnectError(e)) => anyhow::bail!("the server refused the connect: {e}"),
+            _ => anyhow::bail!("expected a connect answer, got {text:?}"),
+        }
+    }
+}
+
+async fn next_text(ws: &mut Socket) -> Result<String> {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(text))) => return Ok(text.to_string()),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            Some(Ok(other)) => anyhow::bail!("unexpected frame {other:?}"),
+            Some(Err(e)) => return Err(e.into()),
+            None => anyhow::bail!("the server closed the connection"),
+        }
+    }
+}
+
+fn summarise(stats: &Stats, clients: u32, elapsed: Duration) -> Summary {
+    let results = stats.clients.lock().unwrap();
+    let rates = |count: fn(&ClientResult) -> u64| -> Vec<f64> {
+        let mut rates: Vec<f64> = results
+            .iter()
+            .map(|r| if r.span > 0.0 { count(r).saturating_sub(1) as f64 / r.span } else { 0.0 })
+            .collect();
+        rates.sort_by(f64::total_cmp);
+        rates
+    };
+    let at = |sorted: &[f64], q: f64| -> f64 {
+        if sorted.is_empty() {
+            return 0.0;
+        }
+        sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+    };
+    // Two events per tick: `clock` and `value`.
+    let ticks = rates(|r| r.clock);
+    let events = rates(|r| r.events);
+    Summary {
+        clients,
+        connected: results.len(),
+        failed: stats.failures.get(),
+        dropped_early: results.iter().filter(|r| r.dropped).count(),
+        ticks_per_s_min: at(&ticks, 0.0),
+        ticks_per_s_p1: at(&ticks, 0.01),
+        ticks_per_s_median: at(&ticks, 0.5),
+        events_per_s_min: at(&events, 0.0),
+        events_per_s_p1: at(&events, 0.01),
+        events_per_s_median: at(&events, 0.5),
+        events_total: stats.events.get(),
+        duration_s: elapsed.as_secs_f64(),
+    }
+}
+
+fn table(s: &Summary) -> String {
+    format!(
+        "clients              {} ({} connected, {} failed, {} dropped early)\n\
+         ticks/s per client   min {:.1}  p1 {:.1}  median {:.1}\n\
+         events/s per client  min {:.1}  p1 {:.1}  median {:.1}\n\
+         events received      {}\n\
+         duration             {:.1} s\n",
+        s.clients,
+        s.connected,
+        s.failed,
+        s.dropped_early,
+        s.ticks_per_s_min,
+        s.ticks_per_s_p1,
+        s.ticks_per_s_median,
+        s.events_per_s_min,
+        s.events_per_s_p1,
+        s.events_per_s_median,
+        s.events_total,
+        s.duration_s
+    )
+}
