@@ -29,7 +29,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 /// The socket side of a session.
 pub trait Transport: Send {
-    /// The `transport` label: `tcp` or `websocket`.
+    /// The `transport` label: `tcp` or `socket.io`.
     const KIND: &'static str;
     /// The next message from the peer; `None` once the peer has closed.
     /// Must be cancel-safe: it races with outgoing messages.

@@ -126,7 +126,7 @@ async fn misbehaving_clients_are_closed_without_affecting_others() {
     // An abrupt TCP reset.
     let reset = connect(&host).await;
     if let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = reset.get_ref() {
-        tcp.set_linger(Some(Duration::ZERO)).unwrap();
+        tcp.set_zero_linger().unwrap();
     }
     drop(reset);
 

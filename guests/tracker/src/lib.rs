@@ -110,14 +110,16 @@ impl Guest for Tracker {
         let last = state::get(LAST_KEY).and_then(|v| {
             let text = String::from_utf8(v).ok()?;
             let mut fields = text.split(':').map(|f| f.parse::<f64>().ok());
-            Some((fields.next()??, fields.next()??, fields.next()??))
+            Some((fields.next()??, fields.next()??, fields.next()??, fields.next()??))
         });
-        state::set(LAST_KEY, format!("{now}:{ticks}:{}", stats.cpu_seconds).as_bytes());
-        let Some((then, last_ticks, last_cpu)) = last else {
+        state::set(LAST_KEY, format!("{now}:{ticks}:{}:{clients}", stats.cpu_seconds).as_bytes());
+        let Some((then, last_ticks, last_cpu, last_clients)) = last else {
             return Vec::new();
         };
         let seconds = ((now - then) / 1000.0).max(0.001);
-        let fps = if clients > 0 { (ticks - last_ticks) / seconds / f64::from(clients) } else { 0.0 };
+        // Per client: clients that came or went during the second count as there.
+        let counted = f64::from(clients).max(last_clients);
+        let fps = if counted > 0.0 { (ticks - last_ticks) / seconds / counted } else { 0.0 };
         let cpu = (stats.cpu_seconds - last_cpu) / seconds * 100.0;
         metrics::set(FPS, fps);
         log(

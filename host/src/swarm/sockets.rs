@@ -125,11 +125,9 @@ async fn client(url: String, hold: Duration, stats: Arc<Stats>, mut stop: watch:
             _ = stop.changed() => break,
             message = ws.next() => match message {
                 Some(Ok(Message::Text(text))) => match packet::parse(&text) {
-                    Ok(Packet::Ping) => {
-                        if ws.send(Message::text("3")).await.is_err() {
-                            result.dropped = true;
-                            break;
-                        }
+                    Ok(Packet::Ping) if ws.send(Message::text("3")).await.is_err() => {
+                        result.dropped = true;
+                        break;
                     }
                     Ok(Packet::Event { data, .. }) => {
                         result.events += 1;
