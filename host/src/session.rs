@@ -34,7 +34,10 @@ pub trait Transport: Send {
     /// The next message from the peer; `None` once the peer has closed.
     /// Must be cancel-safe: it races with outgoing messages.
     fn recv(&mut self) -> impl Future<Output = io::Result<Option<Bytes>>> + Send;
+    /// Queues one message for the peer (it may sit in a buffer until `flush`).
     fn send(&mut self, data: Bytes) -> impl Future<Output = io::Result<()>> + Send;
+    /// Writes out what `send` queued.
+    fn flush(&mut self) -> impl Future<Output = io::Result<()>> + Send;
     /// Closes the connection, telling the peer `reason` where the transport can.
     fn close(self, reason: &str) -> impl Future<Output = ()> + Send;
 }
@@ -160,10 +163,35 @@ impl SessionHost {
                 biased;
                 out = outgoing.recv() => match out {
                     Some(Outgoing::Data(data)) => {
-                        if let Err(e) = transport.send(data).await {
+                        // Everything queued goes out with one flush (a tick's events, a burst of broadcasts).
+                        let mut next = Some(Outgoing::Data(data));
+                        let mut close = None;
+                        let mut written = Ok(());
+                        while let Some(item) = next.take() {
+                            match item {
+                                Outgoing::Data(data) => {
+                                    written = transport.send(data).await;
+                                    if written.is_err() {
+                                        break;
+                                    }
+                                    self.sent.inc();
+                                }
+                                Outgoing::Close(reason) => {
+                                    close = Some(reason);
+                                    break;
+                                }
+                            }
+                            next = outgoing.try_recv().ok();
+                        }
+                        if let Err(e) = match written {
+                            Ok(()) => transport.flush().await,
+                            failed => failed,
+                        } {
                             break (failure_reason(&e), format!("write failed: {e}"));
                         }
-                        self.sent.inc();
+                        if let Some(reason) = close {
+                            break (CloseReason::Guest, reason);
+                        }
                     }
                     Some(Outgoing::Close(reason)) => break (CloseReason::Guest, reason),
                     None => break (CloseReason::Error, "session table entry lost".to_string()),

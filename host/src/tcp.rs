@@ -39,6 +39,10 @@ impl Transport for TcpTransport {
         self.stream.write_all(&data).await
     }
 
+    async fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+
     async fn close(mut self, _reason: &str) {
         let _ = self.stream.shutdown().await;
     }

@@ -40,7 +40,7 @@ pub struct Contender {
     name: &'static str,
     child: Child,
     /// The traffic URL, without a trailing slash.
-    url: String,
+    pub url: String,
     /// The admin URL of a scalelab contender (for its metrics and API).
     pub admin: Option<String>,
     /// Process start to ready, as the scalelab contender logged it.

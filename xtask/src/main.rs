@@ -5,11 +5,13 @@
 //! - `test`: build the guests, then run every test of the repository;
 //! - `bench [--quick]`: the side-by-side benchmark (see `bench.rs`);
 //! - `bench-engines`: engines one broker process holds (see `bench_engines.rs`);
+//! - `bench-sockets`: socket.io clients the tracker holds at 95 ticks/s (see `bench_sockets.rs`);
 //! - `swap <guest> [--url URL]`: swap the guest of a Deployment (ConfigMap
 //!   patch, then wait for every pod) or of one host (see `swap.rs`).
 
 mod bench;
 mod bench_engines;
+mod bench_sockets;
 mod clients;
 mod cluster;
 mod guests;
@@ -56,6 +58,12 @@ enum Task {
         engines: Option<u32>,
         /// How long to hold them once all are registered, in seconds (heartbeats every 10 s).
         #[arg(long, default_value_t = 30)]
+        hold: u64,
+    },
+    /// Largest number of socket.io clients the tracker holds at >= 95 ticks/s, against the CPU limit.
+    BenchSockets {
+        /// Seconds each probe holds its clients.
+        #[arg(long, default_value_t = 6)]
         hold: u64,
     },
     /// Swap the guest of a Deployment (patch its ConfigMap in the current kube context, wait for
@@ -121,6 +129,7 @@ fn run(task: Task) -> Result<()> {
             workspace::run(&mut cargo)?;
         }
         Task::Bench { quick } => bench::run(&ws, quick)?,
+        Task::BenchSockets { hold } => bench_sockets::run(&ws, std::time::Duration::from_secs(hold))?,
         Task::BenchEngines { engines, hold } => bench_engines::run(&ws, engines, std::time::Duration::from_secs(hold))?,
         Task::Swap { guest, url: Some(url), token_file, dry_run, .. } => {
             swap::run(&swap::SwapArgs { guest, url, token_file, dry_run })?

@@ -209,7 +209,11 @@ impl Transport for SocketIoTransport {
 
     async fn send(&mut self, data: Bytes) -> io::Result<()> {
         let text = String::from_utf8_lossy(&data);
-        self.ws.send(Message::text(packet::event(&text))).await.map_err(ws_error)
+        self.ws.feed(Message::text(packet::event(&text))).await.map_err(ws_error)
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        self.ws.flush().await.map_err(ws_error)
     }
 
     async fn close(mut self, _reason: &str) {

@@ -1,0 +1,110 @@
+//! `cargo xtask bench-sockets`: the largest number of socket.io clients the
+//! `tracker` guest holds at >= 95 ticks per second each (default work), next
+//! to the CPU limit of that work: the native cost of one client-tick, and
+//! the machine's CPU time divided by it.
+//!
+//! The release host serves `tracker`; `scalelab swarm sockets` (on the same
+//! machine, so it takes some of the CPU too) holds C clients for a few
+//! seconds; C doubles until a client falls below 95 ticks/s, then a binary
+//! search narrows it to within 5%.
+
+use crate::bench::spawn_host;
+use crate::guests;
+use crate::workspace::{self, Workspace};
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// Ticks per second every client must get.
+const TARGET: f64 = 95.0;
+/// The tracker's default tick: 100 per second.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+pub fn run(ws: &Workspace, hold: Duration) -> Result<()> {
+    let guests_dir = guests::build(ws)?;
+    println!("building the host and the native work (release)");
+    let mut cargo = ws.cargo();
+    cargo.args(["build", "--quiet", "--release", "-p", "scalelab", "-p", "tracker-work"]);
+    workspace::run(&mut cargo)?;
+    let release = ws.target_dir.join("release");
+    let scalelab = release.join("scalelab");
+    let bench_dir = ws.target_dir.join("bench");
+    std::fs::create_dir_all(&bench_dir)?;
+
+    let out = Command::new(release.join("tracker-work-cost")).stderr(Stdio::null()).output()?;
+    let native_ns: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().context("tracker-work-cost printed no number")?;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let limit = cpus * 1e9 / native_ns / TICKS_PER_SECOND;
+    println!("native cost of one client-tick: {:.1} µs; CPU limit on {cpus} CPUs: {limit:.0} clients at {TICKS_PER_SECOND} ticks/s", native_ns / 1e3);
+
+    let args = ["--guest".into(), "tracker".into(), "--max-sessions".into(), "100000".into()];
+    let (host, lines) = spawn_host("tracker", &scalelab, &guests_dir, &bench_dir.join("cache"), &args, false)?;
+    std::thread::spawn(move || while lines.recv().is_ok() {});
+
+    let probe = |clients: u32| -> Result<Value> {
+        let out = Command::new(&scalelab)
+            .args(["swarm", "sockets", "--url", &host.url, "--clients", &clients.to_string(), "--spawn-interval", "1ms"])
+            .args(["--hold", &format!("{}ms", hold.as_millis()), "--metrics-listen", "off", "--output", "json"])
+            .env_remove("RUST_BACKTRACE")
+            .stderr(Stdio::null())
+            .output()
+            .context("running the swarm")?;
+        let summary: Value = serde_json::from_slice(&out.stdout).context("the swarm printed no JSON summary")?;
+        println!(
+            "  {clients:>5} clients: ticks/s per client min {:.1}, p1 {:.1}, median {:.1}",
+            summary["ticks_per_s_min"].as_f64().unwrap_or(0.0),
+            summary["ticks_per_s_p1"].as_f64().unwrap_or(0.0),
+            summary["ticks_per_s_median"].as_f64().unwrap_or(0.0)
+        );
+        // Let the server see every client go before the next probe.
+        std::thread::sleep(Duration::from_millis(500));
+        Ok(summary)
+    };
+    let holds = |summary: &Value| {
+        summary["connected"] == summary["clients"] && summary["ticks_per_s_min"].as_f64().unwrap_or(0.0) >= TARGET
+    };
+
+    let (mut good, mut bad) = (0u32, None);
+    let mut clients = 50u32;
+    while bad.is_none() {
+        if holds(&probe(clients)?) {
+            good = clients;
+            clients *= 2;
+            if clients > 20_000 {
+                bail!("no limit found below 20,000 clients");
+            }
+        } else {
+            bad = Some(clients);
+        }
+    }
+    let mut bad = bad.expect("set above");
+    while f64::from(bad - good) > f64::from(good.max(1)) * 0.05 {
+        let middle = (good + bad) / 2;
+        if holds(&probe(middle)?) { good = middle } else { bad = middle }
+    }
+    drop(host);
+
+    let share = f64::from(good) / limit;
+    let result = json!({
+        "native_client_tick_us": native_ns / 1e3,
+        "cpus": cpus,
+        "cpu_limit_clients": limit,
+        "largest_clients_at_95": good,
+        "first_failing": bad,
+        "share_of_limit": share,
+    });
+    println!();
+    println!("| native client-tick | CPU limit ({cpus} CPUs, 100 ticks/s) | largest held at >= 95 ticks/s | share of limit | goal |");
+    println!("| ---: | ---: | ---: | ---: | --- |");
+    println!(
+        "| {:.1} µs | {limit:.0} clients | {good} clients | {:.0}% | >= 75%: {} |",
+        native_ns / 1e3,
+        share * 100.0,
+        if share >= 0.75 { "met" } else { "NOT met" }
+    );
+    let path = bench_dir.join("sockets.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&result)?)?;
+    println!("\n(written to {})", path.display());
+    Ok(())
+}
