@@ -5,8 +5,9 @@
 //! and emits two events to that client: `clock` (the time in ms) and `value`
 //! (the work's result). KEDA scales on `mx_server_active_conn_gauge`.
 //!
-//! Counts live in the host's shared state and metrics, never in this
-//! instance's memory. Settings (WASI environment, the config file's `[env]`):
+//! Counts live in the host's shared state (`tracker/active`,
+//! `tracker/handled`, `tracker/ticks`) and metrics, never in this instance's
+//! memory, so they survive a swap. Settings (WASI environment, the config file's `[env]`):
 //! `TRACKER_TICK_MS` (default 10) and `TRACKER_WORK` (iterations per
 //! client-tick, default 5000).
 
@@ -31,6 +32,9 @@ const HANDLED: &str = "mx_server_handled_conn_total";
 const PROCESSED: &str = "mx_server_processed_fps_total";
 const FPS: &str = "mx_server_fps_gauge";
 
+/// Connected clients and clients handled since the start.
+const ACTIVE_KEY: &str = "tracker/active";
+const HANDLED_KEY: &str = "tracker/handled";
 /// Client-ticks done so far, and the last status line's figures.
 const TICKS_KEY: &str = "tracker/ticks";
 const LAST_KEY: &str = "tracker/last";
@@ -75,6 +79,9 @@ impl Guest for Tracker {
     }
 
     fn opened(_id: u64, _peer: Peer) -> Vec<Effect> {
+        // Gauge updates are additions, so parallel sessions cannot reorder them.
+        state::increment(ACTIVE_KEY, 1);
+        state::increment(HANDLED_KEY, 1);
         metrics::add(ACTIVE, 1.0);
         metrics::add(HANDLED, 1.0);
         Vec::new()
@@ -86,6 +93,7 @@ impl Guest for Tracker {
     }
 
     fn closed(_id: u64, _reason: String) -> Vec<Effect> {
+        state::increment(ACTIVE_KEY, -1);
         metrics::add(ACTIVE, -1.0);
         Vec::new()
     }
