@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::ffi::OsString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -68,16 +68,9 @@ pub fn run(ws: &Workspace, quick: bool) -> Result<()> {
     } else {
         Settings { rounds: 5, round: Duration::from_secs(5) }
     };
-    let guests_dir = guests::build(ws)?;
-    println!("building the host and the native reference (release)");
-    let mut cargo = ws.cargo();
-    cargo.args(["build", "--quiet", "--release", "-p", "scalelab", "-p", "prime-native"]);
-    workspace::run(&mut cargo)?;
-    let release = ws.target_dir.join("release");
+    let Prepared { guests_dir, release, bench_dir } = prepare(ws, &["prime-native"])?;
     let scalelab = release.join("scalelab");
     let native = release.join("prime-native");
-    let bench_dir = ws.target_dir.join("bench");
-    std::fs::create_dir_all(&bench_dir)?;
 
     // Start-up to ready, with an empty and then a filled compile cache.
     let cache = bench_dir.join("cache");
@@ -349,6 +342,31 @@ fn start_wasm(
 /// Starts `scalelab serve` on loopback with JSON logs and `args`, waits
 /// until it is ready, and hands back its later log lines (which the caller
 /// must keep reading or drain).
+/// What every benchmark starts from.
+pub struct Prepared {
+    /// The built guests.
+    pub guests_dir: PathBuf,
+    /// `target/release`, holding `scalelab` and the `extra` packages' binaries.
+    pub release: PathBuf,
+    /// `target/bench`, for results and the compile cache.
+    pub bench_dir: PathBuf,
+}
+
+/// Builds the guests, then the host and `extra` packages in release.
+pub fn prepare(ws: &Workspace, extra: &[&str]) -> Result<Prepared> {
+    let guests_dir = guests::build(ws)?;
+    println!("building the host{} (release)", extra.iter().map(|p| format!(" and {p}")).collect::<String>());
+    let mut cargo = ws.cargo();
+    cargo.args(["build", "--quiet", "--release", "-p", "scalelab"]);
+    for package in extra {
+        cargo.args(["-p", package]);
+    }
+    workspace::run(&mut cargo)?;
+    let bench_dir = ws.target_dir.join("bench");
+    std::fs::create_dir_all(&bench_dir)?;
+    Ok(Prepared { guests_dir, release: ws.target_dir.join("release"), bench_dir })
+}
+
 pub fn spawn_host(
     name: &'static str,
     scalelab: &Path,

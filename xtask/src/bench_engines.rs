@@ -10,9 +10,8 @@
 //! bounded by the open-file hard limit (the host raises its soft limit to it):
 //! the default is 100,000 or what that limit allows, whichever is smaller.
 
-use crate::bench::spawn_host;
-use crate::guests;
-use crate::workspace::{self, Workspace};
+use crate::bench::{Prepared, prepare, spawn_host};
+use crate::workspace::Workspace;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 use std::process::{Command, Stdio};
@@ -22,14 +21,8 @@ use std::time::{Duration, Instant};
 const FD_HEADROOM: u64 = 500;
 
 pub fn run(ws: &Workspace, engines: Option<u32>, hold: Duration) -> Result<()> {
-    let guests_dir = guests::build(ws)?;
-    println!("building the host (release)");
-    let mut cargo = ws.cargo();
-    cargo.args(["build", "--quiet", "--release", "-p", "scalelab"]);
-    workspace::run(&mut cargo)?;
-    let scalelab = ws.target_dir.join("release").join("scalelab");
-    let bench_dir = ws.target_dir.join("bench");
-    std::fs::create_dir_all(&bench_dir)?;
+    let Prepared { guests_dir, release, bench_dir } = prepare(ws, &[])?;
+    let scalelab = release.join("scalelab");
 
     let hard_limit = open_files_hard_limit()?;
     let allowed = hard_limit.saturating_sub(FD_HEADROOM).min(100_000) as u32;

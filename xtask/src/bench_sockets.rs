@@ -8,9 +8,8 @@
 //! seconds; C doubles until a client falls below 95 ticks/s, then a binary
 //! search narrows it to within 5%.
 
-use crate::bench::spawn_host;
-use crate::guests;
-use crate::workspace::{self, Workspace};
+use crate::bench::{Prepared, prepare, spawn_host};
+use crate::workspace::Workspace;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 use std::ffi::OsString;
@@ -24,15 +23,8 @@ const TARGET: f64 = 95.0;
 const TICKS_PER_SECOND: f64 = 100.0;
 
 pub fn run(ws: &Workspace, hold: Duration) -> Result<()> {
-    let guests_dir = guests::build(ws)?;
-    println!("building the host and the native work (release)");
-    let mut cargo = ws.cargo();
-    cargo.args(["build", "--quiet", "--release", "-p", "scalelab", "-p", "tracker-work"]);
-    workspace::run(&mut cargo)?;
-    let release = ws.target_dir.join("release");
+    let Prepared { guests_dir, release, bench_dir } = prepare(ws, &["tracker-work"])?;
     let scalelab = release.join("scalelab");
-    let bench_dir = ws.target_dir.join("bench");
-    std::fs::create_dir_all(&bench_dir)?;
 
     let out = Command::new(release.join("tracker-work-cost")).stderr(Stdio::null()).output()?;
     let native_ns: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().context("tracker-work-cost printed no number")?;
