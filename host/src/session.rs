@@ -55,7 +55,7 @@ fn failure_reason(error: &io::Error) -> CloseReason {
 /// A call into the session guest.
 enum Call {
     Opened(Peer),
-    Received(Vec<u8>),
+    Received(Bytes),
     Closed(String),
     Tick,
     SessionTick,
@@ -212,7 +212,7 @@ impl SessionHost {
                 read = transport.recv() => match read {
                     Ok(Some(data)) => {
                         self.received.inc();
-                        let effects = Box::pin(self.call(&active, id, Call::Received(data.to_vec()))).await;
+                        let effects = Box::pin(self.call(&active, id, Call::Received(data))).await;
                         self.apply(effects);
                     }
                     Ok(None) => break (CloseReason::Peer, "peer closed".to_string()),

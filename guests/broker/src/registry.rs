@@ -94,7 +94,7 @@ pub fn heartbeat(id: &str, session: u64, n: u64) -> Result<(), HeartbeatError> {
 }
 
 pub fn registered_count() -> i64 {
-    state::increment(REGISTERED, 0)
+    get_text(REGISTERED).and_then(|n| n.parse().ok()).unwrap_or(0)
 }
 
 /// Engines whose last heartbeat is older than `limit_ms`, with how long ago, longest first.
