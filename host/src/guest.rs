@@ -83,9 +83,14 @@ pub fn resolve(spec: &str, guests_dir: Option<&Path>) -> Result<PathBuf> {
 
 /// `guests/` next to the binary, then `../guests/` (so that
 /// `target/debug/scalelab` finds what `cargo xtask build-guests` wrote to
-/// `target/guests/`).
+/// `target/guests/`, and the image's `/opt/scalelab/bin/scalelab` finds
+/// `/opt/scalelab/guests/`). Where `/proc` is not mounted the binary is
+/// found from an absolute `argv[0]`.
 fn default_dirs() -> Vec<PathBuf> {
-    let Some(exe_dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) else {
+    let exe = std::env::current_exe()
+        .ok()
+        .or_else(|| std::env::args_os().next().map(PathBuf::from).filter(|p| p.is_absolute()));
+    let Some(exe_dir) = exe.and_then(|e| e.parent().map(Path::to_path_buf)) else {
         return vec![PathBuf::from("guests")];
     };
     vec![exe_dir.join("guests"), exe_dir.join("..").join("guests")]

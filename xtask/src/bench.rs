@@ -389,8 +389,14 @@ pub fn spawn_host(
     } else {
         cmd.env_remove("RUST_BACKTRACE");
     }
-    let mut child = cmd.spawn().with_context(|| format!("starting {}", scalelab.display()))?;
-    let lines = line_channel(child.stderr.take().unwrap());
+    let child = cmd.spawn().with_context(|| format!("starting {}", scalelab.display()))?;
+    attach_host(name, child)
+}
+
+/// Follows the JSON logs of a `scalelab serve` started with piped stderr
+/// until it is ready; returns it with the rest of its log lines.
+pub fn attach_host(name: &'static str, mut child: Child) -> Result<(Contender, mpsc::Receiver<String>)> {
+    let lines = line_channel(child.stderr.take().context("the host's stderr is not piped")?);
     let (mut traffic, mut admin, mut tcp) = (None, None, None);
     let give_up = Instant::now() + Duration::from_secs(60);
     loop {

