@@ -127,9 +127,9 @@ async fn deploy(rendered: &Rendered, args: &DeployArgs) -> Result<Deployed> {
     for line in &deployed.endpoints {
         println!("  {line}");
     }
-    if let Some(first) = rendered.all("Service").next().and_then(|s| s["metadata"]["name"].as_str()) {
-        let ns = rendered.all("Service").next().and_then(|s| s["metadata"]["namespace"].as_str()).unwrap_or(&cluster.namespace);
-        println!("from this machine: kubectl -n {ns} port-forward svc/{first} 8080 9090");
+    if let Some(host) = rendered.get("Service", cluster::DEFAULT_DEPLOYMENT) {
+        let ns = host["metadata"]["namespace"].as_str().unwrap_or(&cluster.namespace);
+        println!("from this machine: kubectl -n {ns} port-forward svc/{} 8080 9090", cluster::DEFAULT_DEPLOYMENT);
     }
     Ok(deployed)
 }
