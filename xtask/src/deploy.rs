@@ -5,9 +5,12 @@
 //! resource through discovery first (so that a missing add-on, such as KEDA
 //! or the Prometheus operator, fails before anything changes), applies each
 //! object with server-side apply (field manager `scalelab-xtask`, conflicts
-//! forced, Namespace first), waits until every Deployment of the overlay is
-//! rolled out and available, and prints the Services' endpoints.
-//! `--dry-run` prints the rendered objects and needs no cluster.
+//! forced, Namespace first), removes what another overlay left in the
+//! namespace (objects labelled with another `scalelab.dev/scenario`: that
+//! scenario's autoscaler, which would fight this one's, and its load
+//! generator), waits until every Deployment of the overlay is rolled out and
+//! available, and prints the Services' endpoints. `--dry-run` prints the
+//! rendered objects and needs no cluster.
 
 use crate::cluster::{self, Cluster};
 use crate::manifests::{self, Rendered};
@@ -15,16 +18,19 @@ use crate::workspace::Workspace;
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
 use kube::discovery::{self, ApiCapabilities, Scope};
 use kube::Api;
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// The field manager of our server-side applies.
 pub const FIELD_MANAGER: &str = "scalelab-xtask";
+/// The label every overlay puts on its objects (their `kustomization.yaml`),
+/// naming the overlay.
+pub const SCENARIO_LABEL: &str = "scalelab.dev/scenario";
 
 pub struct DeployArgs {
     pub overlay: String,
@@ -34,6 +40,8 @@ pub struct DeployArgs {
     pub timeout: Duration,
     /// Pause between two looks at the Deployments.
     pub poll: Duration,
+    /// Delete the objects another overlay left in the namespace.
+    pub prune: bool,
     pub dry_run: bool,
 }
 
@@ -42,6 +50,8 @@ pub struct DeployArgs {
 pub struct Deployed {
     /// `Kind/name` of every applied object, in order.
     pub applied: Vec<String>,
+    /// `Kind/name` of every object of another overlay that was deleted.
+    pub pruned: Vec<String>,
     /// One line per Service port: `name.namespace.svc:port (type, address)`.
     pub endpoints: Vec<String>,
 }
@@ -53,10 +63,19 @@ pub fn run(ws: &Workspace, args: &DeployArgs) -> Result<Deployed> {
         return Ok(Deployed::default());
     }
     println!("overlay {}: guest {}, {} objects", rendered.overlay, rendered.guest()?, rendered.objects.len());
-    cluster::block_on(deploy(&rendered, args))
+    // The kinds any overlay makes: where objects of another scenario may be.
+    let mut prunable = BTreeSet::new();
+    if args.prune {
+        for overlay in manifests::overlays(ws)? {
+            for object in manifests::render(ws, &overlay)?.objects {
+                prunable.insert(type_of(&object)?);
+            }
+        }
+    }
+    cluster::block_on(deploy(&rendered, &prunable, args))
 }
 
-async fn deploy(rendered: &Rendered, args: &DeployArgs) -> Result<Deployed> {
+async fn deploy(rendered: &Rendered, prunable: &BTreeSet<(String, String)>, args: &DeployArgs) -> Result<Deployed> {
     let cluster = Cluster::connect(args.kubeconfig.as_deref(), None).await?;
     let client = cluster.client.clone();
 
@@ -106,6 +125,11 @@ async fn deploy(rendered: &Rendered, args: &DeployArgs) -> Result<Deployed> {
         deployed.applied.push(format!("{kind}/{name}"));
     }
 
+    if args.prune {
+        let namespace = rendered.objects.iter().find_map(|o| o["metadata"]["namespace"].as_str()).unwrap_or(&cluster.namespace);
+        deployed.pruned = prune(&cluster, namespace, &rendered.overlay, prunable, &mut kinds).await?;
+    }
+
     let deployments: Vec<(String, String)> = rendered
         .all("Deployment")
         .filter_map(|d| {
@@ -132,6 +156,47 @@ async fn deploy(rendered: &Rendered, args: &DeployArgs) -> Result<Deployed> {
         println!("from this machine: kubectl -n {ns} port-forward svc/{} 8080 9090", cluster::DEFAULT_DEPLOYMENT);
     }
     Ok(deployed)
+}
+
+/// Deletes the objects in `namespace` that another overlay labelled as its
+/// own, of every kind an overlay makes (kinds the cluster does not serve are
+/// skipped). Returns `Kind/name` of each.
+async fn prune(
+    cluster: &Cluster,
+    namespace: &str,
+    overlay: &str,
+    prunable: &BTreeSet<(String, String)>,
+    kinds: &mut HashMap<(String, String), Option<(ApiResource, ApiCapabilities)>>,
+) -> Result<Vec<String>> {
+    let selector = format!("{SCENARIO_LABEL},{SCENARIO_LABEL}!={overlay}");
+    let mut pruned = Vec::new();
+    for (api_version, kind) in prunable {
+        let key = (api_version.clone(), kind.clone());
+        if !kinds.contains_key(&key) {
+            let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+            let found = discovery::pinned_kind(&cluster.client, &GroupVersionKind::gvk(group, version, kind)).await.ok();
+            kinds.insert(key.clone(), found);
+        }
+        let Some((resource, caps)) = &kinds[&key] else { continue };
+        if caps.scope != Scope::Namespaced {
+            continue;
+        }
+        let api: Api<DynamicObject> = Api::namespaced_with(cluster.client.clone(), namespace, resource);
+        let stale = api
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .with_context(|| format!("listing {kind} of other scenarios in {namespace}"))?;
+        for object in stale.items {
+            let name = object.metadata.name.clone().unwrap_or_default();
+            let scenario = object.metadata.labels.as_ref().and_then(|l| l.get(SCENARIO_LABEL)).cloned().unwrap_or_default();
+            api.delete(&name, &DeleteParams::background())
+                .await
+                .with_context(|| format!("deleting {kind}/{name} of scenario {scenario}"))?;
+            println!("removed {kind}/{name} (scenario {scenario})");
+            pruned.push(format!("{kind}/{name}"));
+        }
+    }
+    Ok(pruned)
 }
 
 fn type_of(object: &Value) -> Result<(String, String)> {
@@ -241,6 +306,7 @@ mod tests {
             kubeconfig: Some(kubeconfig),
             timeout: Duration::from_secs(20),
             poll: Duration::from_millis(50),
+            prune: true,
             dry_run: false,
         }
     }
@@ -282,6 +348,30 @@ mod tests {
         assert!(api.deployment_reads("scalelab") >= 3, "waited for the rollout");
         assert!(deployed.endpoints.iter().any(|e| e.starts_with("scalelab.scalelab.svc:8080 (http, ClusterIP")), "{:?}", deployed.endpoints);
         assert!(deployed.endpoints.iter().any(|e| e.starts_with("scalelab.scalelab.svc:9090 (admin")), "{:?}", deployed.endpoints);
+    }
+
+    /// Deploying tracker after prime removes prime's HPA (which would fight
+    /// KEDA's) and its load generator, and keeps everything tracker applied.
+    #[test]
+    fn another_scenario_s_autoscaler_and_load_are_removed() {
+        let ws = Workspace::locate().unwrap();
+        let api = ApiServer::start();
+        let first = run(&ws, &args("prime", api.write_kubeconfig("prime"))).unwrap();
+        assert!(first.pruned.is_empty(), "{:?}", first.pruned);
+        let second = run(&ws, &args("tracker", api.write_kubeconfig("tracker"))).unwrap();
+        assert_eq!(second.pruned, ["Deployment/load", "HorizontalPodAutoscaler/scalelab"]);
+        assert_eq!(
+            api.deletes(),
+            ["/apis/apps/v1/namespaces/scalelab/deployments/load", "/apis/autoscaling/v2/namespaces/scalelab/horizontalpodautoscalers/scalelab"]
+        );
+        // Objects both scenarios share were relabelled by the second apply, not deleted.
+        let third = run(&ws, &args("tracker", api.write_kubeconfig("again"))).unwrap();
+        assert!(third.pruned.is_empty(), "{:?}", third.pruned);
+        // Without pruning nothing of the other scenario is touched.
+        let mut keep = args("prime", api.write_kubeconfig("keep"));
+        keep.prune = false;
+        assert!(run(&ws, &keep).unwrap().pruned.is_empty());
+        assert_eq!(api.deletes().len(), 2);
     }
 
     /// Without KEDA's CRD the tracker overlay is refused before anything is applied.

@@ -218,6 +218,10 @@ fn the_manifests_agree_with_the_host_and_xtask() {
 
     for r in render_all() {
         let o = &r.overlay;
+        // xtask deploy prunes other scenarios' objects by this label.
+        for object in &r.objects {
+            assert_eq!(object["metadata"]["labels"][crate::deploy::SCENARIO_LABEL], o.as_str(), "{o}: {}", object["metadata"]["name"]);
+        }
         let deployment = r.get("Deployment", cluster::DEFAULT_DEPLOYMENT).unwrap_or_else(|| panic!("{o}: no Deployment scalelab"));
         let pod = &deployment["spec"]["template"];
         let host = container(deployment, "scalelab");

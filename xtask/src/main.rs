@@ -11,7 +11,8 @@
 //! - `image [--layout-only]`: the container image, or the same layout as a
 //!   directory (see `image.rs`);
 //! - `deploy <overlay> [--dry-run]`: server-side apply of `k8s/overlays/<overlay>`,
-//!   then wait for the rollout and print the Services (see `deploy.rs`).
+//!   pruning of other scenarios, then wait for the rollout and print the
+//!   Services (see `deploy.rs`).
 
 mod bench;
 mod bench_engines;
@@ -119,13 +120,18 @@ enum Task {
         tag: String,
     },
     /// Apply k8s/overlays/<overlay> with server-side apply in the current kube
-    /// context, wait for its Deployments to roll out, print its Services.
+    /// context, remove other scenarios' objects, wait for its Deployments to
+    /// roll out, print its Services.
     Deploy {
         /// The overlay: prime, broker or tracker.
         overlay: String,
         /// Seconds to wait for every Deployment to be rolled out and available.
         #[arg(long, default_value_t = 300)]
         timeout: u64,
+        /// Keep the objects another overlay left in the namespace (by default its
+        /// autoscaler and load generator are deleted).
+        #[arg(long)]
+        no_prune: bool,
         /// Print the rendered objects instead of applying them (no cluster needed).
         #[arg(long)]
         dry_run: bool,
@@ -184,12 +190,13 @@ fn run(task: Task) -> Result<()> {
             })?;
         }
         Task::Image { layout_only, out, tag } => image::run(&ws, &image::ImageArgs { layout_only, out, tag })?,
-        Task::Deploy { overlay, timeout, dry_run } => {
+        Task::Deploy { overlay, timeout, no_prune, dry_run } => {
             deploy::run(&ws, &deploy::DeployArgs {
                 overlay,
                 kubeconfig: None,
                 timeout: std::time::Duration::from_secs(timeout),
                 poll: std::time::Duration::from_secs(2),
+                prune: !no_prune,
                 dry_run,
             })?;
         }

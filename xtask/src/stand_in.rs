@@ -6,10 +6,12 @@
 //!   list its pods, ask each pod's `/admin/guest` through the pod proxy
 //!   (pod a swaps at once, pod b after a few polls, pod c is not ready);
 //! - deploy: discovery of the API groups the manifests use, server-side
-//!   apply of any object, Deployments that become available after a few
-//!   reads, Services read back as applied.
+//!   apply of any object, listing by label selector and deleting what was
+//!   applied, Deployments that become available after a few reads, Services
+//!   read back as applied.
 
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -54,6 +56,9 @@ struct World {
     /// API groups (group/version) discovery answers 404 for.
     removed_groups: Vec<String>,
     applies: Vec<Apply>,
+    /// What exists now: each applied object by its path, until deleted.
+    objects: BTreeMap<String, Value>,
+    deletes: Vec<String>,
     /// Reads of each applied Deployment (it is available from the third).
     deployment_reads: Vec<String>,
 }
@@ -131,6 +136,11 @@ impl ApiServer {
         self.world.lock().unwrap().applies.clone()
     }
 
+    /// Paths of the objects deleted, in order.
+    pub fn deletes(&self) -> Vec<String> {
+        self.world.lock().unwrap().deletes.clone()
+    }
+
     pub fn deployment_reads(&self, name: &str) -> usize {
         self.world.lock().unwrap().deployment_reads.iter().filter(|d| *d == name).count()
     }
@@ -193,7 +203,17 @@ fn route(method: &str, target: &str, content_type: &str, body: &[u8], world: &mu
     if method == "PATCH" && content_type == "application/apply-patch+yaml" {
         let object: Value = serde_json::from_slice(body).unwrap();
         world.applies.push(Apply { path: path.to_string(), query: query.to_string(), content_type: content_type.into(), body: object.clone() });
+        world.objects.insert(path.to_string(), object.clone());
         return (200, object);
+    }
+    if method == "DELETE" {
+        return match world.objects.remove(path) {
+            Some(object) => {
+                world.deletes.push(path.to_string());
+                (200, object)
+            }
+            None => not_found,
+        };
     }
     if let Some(group_version) = discovery_path(&segments) {
         if world.removed_groups.contains(&group_version) {
@@ -232,7 +252,7 @@ fn route(method: &str, target: &str, content_type: &str, body: &[u8], world: &mu
                 "data": {"guest.toml": world.config}}))
         }
         ["apis", "apps", "v1", "namespaces", ns, "deployments", name] => {
-            let applied = world.applies.iter().rev().find(|a| a.path == path).map(|a| a.body.clone());
+            let applied = world.objects.get(path).cloned();
             match applied {
                 // An applied Deployment: available from its third read.
                 Some(mut object) => {
@@ -259,9 +279,9 @@ fn route(method: &str, target: &str, content_type: &str, body: &[u8], world: &mu
             }
         }
         ["api", "v1", "namespaces", _, "services", _] => {
-            match world.applies.iter().rev().find(|a| a.path == path) {
+            match world.objects.get(path) {
                 Some(applied) => {
-                    let mut object = applied.body.clone();
+                    let mut object = applied.clone();
                     if object["spec"]["clusterIP"].is_null() {
                         object["spec"]["clusterIP"] = json!("10.96.0.10");
                     }
@@ -295,8 +315,60 @@ fn route(method: &str, target: &str, content_type: &str, body: &[u8], world: &mu
                 None => not_found,
             }
         }
+        // A list of one kind in a namespace, filtered by the label selector.
+        [.., "namespaces", _, _] if method == "GET" => {
+            let selector = query
+                .split('&')
+                .find_map(|pair| pair.strip_prefix("labelSelector="))
+                .map(percent_decode)
+                .unwrap_or_default();
+            let prefix = format!("{path}/");
+            let items: Vec<Value> = world
+                .objects
+                .iter()
+                .filter(|(p, o)| p.starts_with(&prefix) && !p[prefix.len()..].contains('/') && selects(&selector, &o["metadata"]["labels"]))
+                .map(|(_, o)| o.clone())
+                .collect();
+            (200, json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": items}))
+        }
         _ => not_found,
     }
+}
+
+/// Whether a label selector of `key`, `key=value` and `key!=value` terms selects these labels.
+fn selects(selector: &str, labels: &Value) -> bool {
+    selector.split(',').filter(|t| !t.is_empty()).all(|term| {
+        if let Some((key, value)) = term.split_once("!=") {
+            labels[key] != value
+        } else if let Some((key, value)) = term.split_once('=') {
+            labels[key] == value
+        } else {
+            labels[term].is_string()
+        }
+    })
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                out.push(u8::from_str_radix(&text[i + 1..i + 3], 16).unwrap());
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap()
 }
 
 /// `/api/v1` -> `v1`, `/apis/apps/v1` -> `apps/v1`: a discovery request.
