@@ -90,9 +90,7 @@ async fn deploy(rendered: &Rendered, prunable: &BTreeSet<(String, String)>, args
         if kinds.contains_key(&(api_version.clone(), kind.clone())) {
             continue;
         }
-        let (group, version) = api_version.split_once('/').unwrap_or(("", &api_version));
-        let gvk = GroupVersionKind::gvk(group, version, &kind);
-        let found = discovery::pinned_kind(&client, &gvk).await.ok();
+        let found = resolve(&client, &api_version, &kind).await?;
         kinds.insert((api_version, kind), found);
     }
     let mut missing: Vec<String> =
@@ -173,8 +171,7 @@ async fn prune(
     for (api_version, kind) in prunable {
         let key = (api_version.clone(), kind.clone());
         if !kinds.contains_key(&key) {
-            let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-            let found = discovery::pinned_kind(&cluster.client, &GroupVersionKind::gvk(group, version, kind)).await.ok();
+            let found = resolve(&cluster.client, api_version, kind).await?;
             kinds.insert(key.clone(), found);
         }
         let Some((resource, caps)) = &kinds[&key] else { continue };
@@ -197,6 +194,18 @@ async fn prune(
         }
     }
     Ok(pruned)
+}
+
+/// The API resource of a kind, or `None` when the cluster does not serve it
+/// (its group or kind is unknown); other errors (unreachable, unauthorised) fail.
+async fn resolve(client: &kube::Client, api_version: &str, kind: &str) -> Result<Option<(ApiResource, ApiCapabilities)>> {
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    match discovery::pinned_kind(client, &GroupVersionKind::gvk(group, version, kind)).await {
+        Ok(found) => Ok(Some(found)),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(None),
+        Err(kube::Error::Discovery(_)) => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("asking the API server about {kind} ({api_version})")),
+    }
 }
 
 fn type_of(object: &Value) -> Result<(String, String)> {
@@ -385,6 +394,20 @@ mod tests {
         assert!(api.applies().is_empty());
         // The prime overlay needs no KEDA.
         assert!(!run(&ws, &args("prime", api.write_kubeconfig("prime"))).unwrap().applied.is_empty());
+    }
+
+    /// An API server that cannot be reached is reported as such, not as missing add-ons.
+    #[test]
+    fn an_unreachable_cluster_is_named() {
+        let ws = Workspace::locate().unwrap();
+        let api = ApiServer::start();
+        let kubeconfig = api.write_kubeconfig("dead");
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let text = std::fs::read_to_string(&kubeconfig).unwrap();
+        let server = text.lines().find_map(|l| l.trim().strip_prefix("server: ")).unwrap().to_string();
+        std::fs::write(&kubeconfig, text.replace(&server, &format!("http://{closed}"))).unwrap();
+        let err = format!("{:#}", run(&ws, &args("prime", kubeconfig)).unwrap_err());
+        assert!(err.contains("asking the API server about") && !err.contains("does not serve"), "{err}");
     }
 
     #[test]
