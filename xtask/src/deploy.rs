@@ -66,8 +66,11 @@ pub fn run(ws: &Workspace, args: &DeployArgs) -> Result<Deployed> {
     // The kinds any overlay makes: where objects of another scenario may be.
     let mut prunable = BTreeSet::new();
     if args.prune {
-        for overlay in manifests::overlays(ws)? {
-            for object in manifests::render(ws, &overlay)?.objects {
+        for object in &rendered.objects {
+            prunable.insert(type_of(object)?);
+        }
+        for overlay in manifests::overlays(ws)?.iter().filter(|o| **o != rendered.overlay) {
+            for object in manifests::render(ws, overlay)?.objects {
                 prunable.insert(type_of(&object)?);
             }
         }

@@ -91,7 +91,8 @@ pub fn run(ws: &Workspace, args: &ImageArgs) -> Result<()> {
         );
     }
     let out = args.out.clone().unwrap_or_else(|| default_dir(ws));
-    let files = build_layout(ws, &out)?;
+    let guests = guests::build_all(ws)?;
+    let files = build_layout(ws, &out, &guests)?;
     let mut total = 0;
     for (path, bytes) in &files {
         println!("{bytes:>12}  /{path}");
@@ -110,11 +111,10 @@ pub fn default_dir(ws: &Workspace) -> PathBuf {
     ws.target_dir.join("image").join("layout")
 }
 
-/// Builds what [`LAYOUT`] needs and writes it to `out` (emptied first).
-/// Returns each file with its size.
-pub fn build_layout(ws: &Workspace, out: &Path) -> Result<Vec<(String, u64)>> {
+/// Builds the static host and writes [`LAYOUT`] to `out` (emptied first),
+/// with the guests `guests::build_all` built. Returns each file with its size.
+pub fn build_layout(ws: &Workspace, out: &Path, built: &[(String, PathBuf)]) -> Result<Vec<(String, u64)>> {
     let host = build_host(ws)?;
-    let built = guests::build_all(ws)?;
     if out.exists() {
         std::fs::remove_dir_all(out).with_context(|| format!("emptying {}", out.display()))?;
     }

@@ -201,12 +201,13 @@ fn run(task: Task) -> Result<()> {
             })?;
         }
         Task::Test { args } => {
-            let guests_dir = guests::build(&ws)?;
+            let built = guests::build_all(&ws)?;
+            let guests_dir = ws.target_dir.join("guests");
             let clients = clients::ensure(&ws)?;
             let tools = tools::ensure(&ws)?;
             // The image as a directory, for the test that runs the host from it.
             let layout = image::default_dir(&ws);
-            image::build_layout(&ws, &layout)?;
+            image::build_layout(&ws, &layout, &built)?;
             // Guest logic lives in plain crates of the host workspace (such
             // as crates/prime-api) and is tested natively there; the
             // end-to-end tests run the built components.
