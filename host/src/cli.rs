@@ -52,8 +52,10 @@ pub enum SwarmKind {
 
 #[derive(Debug, Args)]
 #[command(after_help = "Each client connects to <url>/socket.io/ (EIO=4, WebSocket), answers pings, counts the\n\
-events it receives for --hold, then disconnects. The summary gives, over the clients, the events per\n\
-second each received (min / p1 / median): a server falling behind shows as low minimums.")]
+events it receives for --hold (or until --ticks whole ticks), then disconnects. The summary gives, over\n\
+the clients, the events per second each received (min / p1 / median): a server falling behind shows as\n\
+low minimums; the fewest ticks one client got; and events out of order (a `clock` not followed by its\n\
+`value`, or a clock going backwards).")]
 pub struct SocketsArgs {
     /// The server's HTTP address, e.g. http://127.0.0.1:8080.
     #[arg(long, env = "SCALELAB_SWARM_URL")]
@@ -67,9 +69,14 @@ pub struct SocketsArgs {
     #[arg(long, env = "SCALELAB_SWARM_SPAWN_INTERVAL", default_value = "10ms", value_parser = parse_duration)]
     pub spawn_interval: Duration,
 
-    /// How long each client stays connected.
+    /// How long each client stays connected (with --ticks: at the most).
     #[arg(long, env = "SCALELAB_SWARM_HOLD", default_value = "1m", value_parser = parse_duration)]
     pub hold: Duration,
+
+    /// Disconnect each client once it has received this many whole ticks (a
+    /// `clock` event and the `value` that follows it), before --hold if it can.
+    #[arg(long, env = "SCALELAB_SWARM_TICKS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub ticks: Option<u64>,
 
     /// Address of the swarm's own /metrics; `off` to disable it.
     #[arg(long, env = "SCALELAB_SWARM_METRICS_LISTEN", default_value = "0.0.0.0:9091", value_parser = parse_listen)]

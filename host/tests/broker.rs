@@ -6,7 +6,7 @@ mod support;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
-use support::{Host, swarm_command, swarm_summary, temp_dir, wait_metric};
+use support::{Host, PATIENCE, interrupt, swarm_command, swarm_summary, temp_dir, wait_metric};
 
 /// A broker host whose tick and silence limit suit a test, plus `extra` TOML.
 fn broker(extra_toml: &str, flags: &[&str]) -> Host {
@@ -58,20 +58,31 @@ async fn metric(host: &Host, name: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn two_thousand_engines_register_and_heartbeat_without_sequence_errors() {
     let host = broker("", &[]);
-    let swarm = swarm_command(host.tcp(), &["--engines", "2000", "--ramp", "4000/s", "--heartbeat", "400ms", "--duration", "6s", "--id-prefix", "e"])
+    // Runs until interrupted below, once the broker has seen what it must.
+    let swarm = swarm_command(host.tcp(), &["--engines", "2000", "--ramp", "4000/s", "--heartbeat", "400ms", "--duration", "10m", "--id-prefix", "e"])
         .spawn()
         .unwrap();
     let registered = wait_metric(&host, "broker_registered_engines", &[], |v| v >= 2000.0).await;
     assert_eq!(registered, 2000.0);
     assert_eq!(metric(&host, "broker_active_connections").await, 2000.0);
+    // Many heartbeats each, however fast the machine is: waited for, not timed.
+    wait_metric(&host, "broker_heartbeats_total", &[], |v| v >= 2000.0 * 5.0).await;
+    // A status line once the tick saw them all.
+    let status_line = |l: &serde_json::Value| {
+        l["message"].as_str().is_some_and(|m| m.starts_with("BROKER: active tcp connections: 2000 (registered engines : 2000)"))
+    };
+    assert!(host.wait_log(PATIENCE, status_line).is_some(), "the periodic status line");
+    interrupt(&swarm);
     let summary = tokio::task::spawn_blocking(move || swarm_summary(swarm)).await.unwrap();
 
     assert_eq!(summary["registered_at_stop"], 2000, "{summary:#}");
+    assert_eq!(summary["registrations"], 2000, "no engine had to register twice: {summary:#}");
     assert_eq!(summary["errors"], 0, "{summary:#}");
     assert_eq!(summary["duplicates_refused"], 0, "{summary:#}");
+    assert_eq!(summary["reconnects"], 0, "{summary:#}");
     assert!(summary["all_registered_after_s"].as_f64().is_some(), "{summary:#}");
     let sent = summary["heartbeats_sent"].as_f64().unwrap();
-    assert!(sent >= 2000.0 * 10.0, "every engine heartbeats many times: {summary:#}");
+    assert!(sent >= 2000.0 * 5.0, "{summary:#}");
 
     // The engines are gone: every registration was removed when its connection closed.
     wait_metric(&host, "broker_registered_engines", &[], |v| v == 0.0).await;
@@ -86,13 +97,6 @@ async fn two_thousand_engines_register_and_heartbeat_without_sequence_errors() {
     assert_eq!(metrics.value("scalelab_guest_failures_total", &[("guest", "broker"), ("reason", "trap")]), Some(0.0));
     // What the broker keeps in host state is gone with the sessions (only its counter stays).
     assert_eq!(metrics.value("scalelab_state_keys", &[]), Some(1.0));
-    assert!(
-        host.wait_log(Duration::from_secs(5), |l| l["message"]
-            .as_str()
-            .is_some_and(|m| m.starts_with("BROKER: active tcp connections: 2000 (registered engines : 2000)")))
-            .is_some(),
-        "the periodic status line"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -165,7 +169,7 @@ async fn bad_input_is_counted_and_logged_without_affecting_other_engines() {
     // Out of sequence: logged with the exact message and counted.
     good.send(b"HeartBeat:good:3\n");
     wait_metric(&host, "broker_sequence_errors_total", &[], |v| v == 1.0).await;
-    let logged = host.wait_log(Duration::from_secs(5), |l| {
+    let logged = host.wait_log(PATIENCE, |l| {
         l["message"] == "ERROR MISSING HEARTBEAT [good], last Heartbeat cnt 1, received Heartbeat cnt 3"
     });
     assert!(logged.is_some_and(|l| l["level"] == "ERROR"));
@@ -181,7 +185,8 @@ async fn bad_input_is_counted_and_logged_without_affecting_other_engines() {
 #[tokio::test(flavor = "multi_thread")]
 async fn dowork_reaches_every_engine_heartbeats_resume_in_sequence_and_kill_disconnects() {
     let host = broker("", &[]);
-    let flags = ["--engines", "200", "--ramp", "2000/s", "--heartbeat", "200ms", "--duration", "60s", "--metrics-listen", "127.0.0.1:0"];
+    // KILL ends the swarm long before its duration.
+    let flags = ["--engines", "200", "--ramp", "2000/s", "--heartbeat", "200ms", "--duration", "10m", "--metrics-listen", "127.0.0.1:0"];
     let mut swarm = swarm_command(host.tcp(), &flags).spawn().unwrap();
     let swarm_metrics = format!("http://{}/metrics", support::swarm_metrics_addr(&mut swarm));
     wait_metric(&host, "broker_registered_engines", &[], |v| v == 200.0).await;
@@ -208,7 +213,7 @@ async fn dowork_reaches_every_engine_heartbeats_resume_in_sequence_and_kill_disc
     assert!(summary["heartbeats_sent"].as_u64().unwrap() > 0, "{summary:#}");
     assert_eq!(summary["killed"], 200, "{summary:#}");
     assert_eq!(summary["reconnects"], 0, "{summary:#}");
-    assert!(summary["duration_s"].as_f64().unwrap() < 50.0, "killed engines end the swarm: {summary:#}");
+    assert!(summary["duration_s"].as_f64().unwrap() < 300.0, "killed engines end the swarm: {summary:#}");
     assert_eq!(metric(&host, "broker_commands_total").await, 2.0);
 
     let response = reqwest::get(host.url("/dowork?time=soon")).await.unwrap();
@@ -233,7 +238,7 @@ async fn silent_engines_are_reported() {
     let host = broker("[env]\nBROKER_SILENT_AFTER_MS = \"300\"\n", &[]);
     let _quiet = Engine::register(host.tcp(), "quiet");
     wait_metric(&host, "broker_silent_engines", &[], |v| v == 1.0).await;
-    let line = host.wait_log(Duration::from_secs(5), |l| {
+    let line = host.wait_log(PATIENCE, |l| {
         l["message"].as_str().is_some_and(|m| m.starts_with("BROKER: 1 engines silent") && m.contains("quiet"))
     });
     assert!(line.is_some());
@@ -245,7 +250,8 @@ fn engines_reconnect_with_backoff_when_the_broker_goes_away() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let listen = format!("127.0.0.1:{port}");
     let first = broker("", &["--tcp-listen", &listen]);
-    let swarm = swarm_command(first.tcp(), &["--engines", "50", "--ramp", "1000/s", "--heartbeat", "200ms", "--duration", "6s", "--max-backoff", "500ms"])
+    // Runs until interrupted, once every engine is back.
+    let swarm = swarm_command(first.tcp(), &["--engines", "50", "--ramp", "1000/s", "--heartbeat", "200ms", "--duration", "10m", "--max-backoff", "500ms"])
         .spawn()
         .unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -254,6 +260,7 @@ fn engines_reconnect_with_backoff_when_the_broker_goes_away() {
     std::thread::sleep(Duration::from_millis(700));
     let second = broker("", &["--tcp-listen", &listen]);
     runtime.block_on(wait_metric(&second, "broker_registered_engines", &[], |v| v == 50.0));
+    interrupt(&swarm);
     let summary = swarm_summary(swarm);
     assert_eq!(summary["registered_at_stop"], 50, "{summary:#}");
     assert!(summary["reconnects"].as_u64().unwrap() >= 50, "{summary:#}");

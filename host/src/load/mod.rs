@@ -13,7 +13,7 @@ pub mod schedule;
 pub mod stats;
 
 use crate::cli::{LoadArgs, OutputFormat};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use bytes::Bytes;
 use client::Client;
 use plan::{Plan, Template};
@@ -59,11 +59,14 @@ pub async fn run(args: LoadArgs) -> Result<Verdict> {
     if args.duration.is_none() && args.requests.is_none() {
         return Err(usage("give --duration or --requests (or both)".into()));
     }
-    // Ctrl-C (SIGINT) stops sending; the report covers what was sent.
+    // Ctrl-C (SIGINT) stops sending; the report covers what was sent. The
+    // handler is registered here, before the first request is sent.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let on_interrupt = stop.clone();
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("installing the Ctrl-C handler")?;
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
+        if interrupt.recv().await.is_some() {
             on_interrupt.store(true, Ordering::Relaxed);
         }
     });

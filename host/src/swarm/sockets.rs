@@ -2,8 +2,10 @@
 //! transport), one task each, speaking the same packets as the host's
 //! transport (`socketio::packet`). Each client connects, answers the
 //! server's pings, counts the `clock` and `value` events it receives for
-//! `--hold`, then disconnects; the summary shows how many events per second
-//! each client got, which is how a server falling behind shows.
+//! `--hold` (or until `--ticks` whole ticks), then disconnects; the summary
+//! shows how many events per second each client got, which is how a server
+//! falling behind shows, and whether every client got its ticks in order,
+//! which is what tests assert (a rate depends on the machine, order does not).
 
 use super::{serve_metrics, stop_signal};
 use crate::cli::{OutputFormat, SocketsArgs};
@@ -32,6 +34,11 @@ struct Stats {
 struct ClientResult {
     clock: u64,
     events: u64,
+    /// Whole ticks: a `clock` event followed by its `value`.
+    ticks: u64,
+    /// Events that broke the tick order: a `value` with no `clock` before it,
+    /// two `clock`s in a row, a clock going backwards, or a clock that is not a number.
+    out_of_order: u64,
     /// Seconds between its first and last `clock` event.
     span: f64,
     /// The server closed it (or the connection failed) before the hold ended.
@@ -54,6 +61,10 @@ pub struct Summary {
     pub events_per_s_p1: f64,
     pub events_per_s_median: f64,
     pub events_total: u64,
+    /// The fewest whole ticks one connected client received.
+    pub ticks_min: u64,
+    /// Events out of tick order, over all clients (0 when the server keeps order).
+    pub out_of_order: u64,
     pub duration_s: f64,
 }
 
@@ -86,7 +97,7 @@ pub async fn run(args: SocketsArgs) -> Result<()> {
         if *stop.borrow() {
             break;
         }
-        tasks.spawn(client(ws_url.clone(), args.hold, stats.clone(), stop.clone()));
+        tasks.spawn(client(ws_url.clone(), args.hold, args.ticks, stats.clone(), stop.clone()));
     }
     while tasks.join_next().await.is_some() {}
 
@@ -98,8 +109,8 @@ pub async fn run(args: SocketsArgs) -> Result<()> {
     Ok(())
 }
 
-/// One client: connect, hold, disconnect.
-async fn client(url: String, hold: Duration, stats: Arc<Stats>, mut stop: watch::Receiver<bool>) {
+/// One client: connect, hold (or count `ticks`), disconnect.
+async fn client(url: String, hold: Duration, ticks: Option<u64>, stats: Arc<Stats>, mut stop: watch::Receiver<bool>) {
     let connected = tokio::time::timeout(CONNECT_TIMEOUT, connect(&url)).await;
     let mut ws = match connected {
         Ok(Ok(ws)) => ws,
@@ -116,6 +127,7 @@ async fn client(url: String, hold: Duration, stats: Arc<Stats>, mut stop: watch:
     };
     stats.connected.inc();
     let mut result = ClientResult::default();
+    let mut order = TickOrder::default();
     let (mut first_clock, mut last_clock) = (None, None);
     let until = tokio::time::sleep(hold);
     tokio::pin!(until);
@@ -137,6 +149,10 @@ async fn client(url: String, hold: Duration, stats: Arc<Stats>, mut stop: watch:
                             let now = Instant::now();
                             first_clock.get_or_insert(now);
                             last_clock = Some(now);
+                        }
+                        order.event(&data, &mut result);
+                        if ticks.is_some_and(|wanted| result.ticks >= wanted) {
+                            break;
                         }
                     }
                     Ok(Packet::Disconnect | Packet::Close) => {
@@ -200,6 +216,40 @@ async fn next_text(ws: &mut Socket) -> Result<String> {
     }
 }
 
+/// Checks that events come as ticks: `["clock",<ms>]` with the clock never
+/// going back, then `["value",...]`. Other events are not the tracker's and
+/// are left alone.
+#[derive(Debug, Default)]
+struct TickOrder {
+    /// The last clock, while its `value` is awaited.
+    awaiting_value: bool,
+    last_ms: u64,
+}
+
+impl TickOrder {
+    fn event(&mut self, data: &str, result: &mut ClientResult) {
+        if let Some(rest) = data.strip_prefix("[\"clock\",") {
+            let ms = rest.strip_suffix(']').and_then(|ms| ms.parse::<u64>().ok());
+            match ms {
+                Some(ms) if !self.awaiting_value && ms >= self.last_ms => self.last_ms = ms,
+                Some(ms) => {
+                    result.out_of_order += 1;
+                    self.last_ms = self.last_ms.max(ms);
+                }
+                None => result.out_of_order += 1,
+            }
+            self.awaiting_value = true;
+        } else if data.starts_with("[\"value\"") {
+            if self.awaiting_value {
+                result.ticks += 1;
+            } else {
+                result.out_of_order += 1;
+            }
+            self.awaiting_value = false;
+        }
+    }
+}
+
 fn summarise(stats: &Stats, clients: u32, elapsed: Duration) -> Summary {
     let results = stats.clients.lock().unwrap();
     let rates = |count: fn(&ClientResult) -> u64| -> Vec<f64> {
@@ -231,6 +281,8 @@ fn summarise(stats: &Stats, clients: u32, elapsed: Duration) -> Summary {
         events_per_s_p1: at(&events, 0.01),
         events_per_s_median: at(&events, 0.5),
         events_total: stats.events.get(),
+        ticks_min: results.iter().map(|r| r.ticks).min().unwrap_or(0),
+        out_of_order: results.iter().map(|r| r.out_of_order).sum(),
         duration_s: elapsed.as_secs_f64(),
     }
 }
@@ -241,6 +293,7 @@ fn table(s: &Summary) -> String {
          ticks/s per client   min {:.1}  p1 {:.1}  median {:.1}\n\
          events/s per client  min {:.1}  p1 {:.1}  median {:.1}\n\
          events received      {}\n\
+         whole ticks          min {} per client, {} events out of order\n\
          duration             {:.1} s\n",
         s.clients,
         s.connected,
@@ -253,6 +306,39 @@ fn table(s: &Summary) -> String {
         s.events_per_s_p1,
         s.events_per_s_median,
         s.events_total,
+        s.ticks_min,
+        s.out_of_order,
         s.duration_s
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(events: &[&str]) -> ClientResult {
+        let (mut order, mut result) = (TickOrder::default(), ClientResult::default());
+        for event in events {
+            order.event(event, &mut result);
+        }
+        result
+    }
+
+    #[test]
+    fn whole_ticks_in_order_are_counted() {
+        let r = order(&[r#"["clock",5]"#, r#"["value",0.5]"#, r#"["clock",5]"#, r#"["value",1]"#, r#"["clock",9]"#]);
+        assert_eq!((r.ticks, r.out_of_order), (2, 0));
+    }
+
+    #[test]
+    fn events_out_of_tick_order_are_counted() {
+        // A value first, two clocks in a row, a clock going back, a clock that is not a number.
+        assert_eq!(order(&[r#"["value",1]"#]).out_of_order, 1);
+        assert_eq!(order(&[r#"["clock",1]"#, r#"["clock",2]"#, r#"["value",1]"#]).out_of_order, 1);
+        let back = order(&[r#"["clock",7]"#, r#"["value",1]"#, r#"["clock",6]"#, r#"["value",1]"#]);
+        assert_eq!((back.ticks, back.out_of_order), (2, 1));
+        assert_eq!(order(&[r#"["clock","soon"]"#, r#"["value",1]"#]).out_of_order, 1);
+        // Other events are not the tracker's: left alone.
+        assert_eq!(order(&[r#"["hello"]"#]).out_of_order, 0);
+    }
 }

@@ -1,5 +1,10 @@
 //! Test support: runs the real `scalelab` binary on loopback port 0, learns
 //! the bound addresses from its JSON logs, and reads its metrics.
+//!
+//! Tests assert behaviour and order, never speed: machines of this kind
+//! differ about 3x in speed, so the only clock is a generous timeout on a
+//! wait (`PATIENCE`), and a client that must see something happen runs until
+//! it has, then is stopped (`interrupt`), rather than for a fixed time.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 use serde_json::Value;
@@ -308,9 +313,13 @@ pub async fn json(response: reqwest::Response) -> (u16, Value) {
     (status, value)
 }
 
+/// How long a wait may take before the test calls it a failure: far more
+/// than anything takes on the slowest machine, so only a hang reaches it.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
 /// Polls `/metrics` until the series satisfies `pred`; returns its value.
 pub async fn wait_metric(host: &Host, name: &str, labels: &[(&str, &str)], pred: impl Fn(f64) -> bool) -> f64 {
-    let give_up = Instant::now() + Duration::from_secs(30);
+    let give_up = Instant::now() + PATIENCE;
     loop {
         let value = host.metrics().await.value(name, labels);
         match value {
@@ -333,6 +342,14 @@ pub fn swarm_command(broker: SocketAddr, extra: &[&str]) -> Command {
     }
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     cmd
+}
+
+/// Sends SIGINT to a client (`scalelab load`, `scalelab swarm`): it stops
+/// and still prints its report.
+pub fn interrupt(child: &Child) {
+    // SAFETY: kill(2) on our own child's pid, which has not been reaped.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    assert_eq!(rc, 0, "kill failed: {}", std::io::Error::last_os_error());
 }
 
 /// Waits for a swarm to finish and returns its summary.
