@@ -88,10 +88,7 @@ async fn route(request: Request<hyper::body::Incoming>, admin: &Admin) -> Respon
         (&Method::GET | &Method::HEAD, "/metrics") => match admin.metrics.encode() {
             Ok(body) => {
                 let mut response = Response::new(Full::new(Bytes::from(body)));
-                response.headers_mut().insert(
-                    CONTENT_TYPE,
-                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-                );
+                response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
                 response
             }
             Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("encoding metrics failed: {e:#}\n")),
@@ -113,11 +110,7 @@ async fn put_guest(request: Request<hyper::body::Incoming>, admin: &Admin) -> Re
             "PUT /admin/guest is disabled: start the host with --admin-token-file or SCALELAB_ADMIN_TOKEN",
         );
     };
-    let presented = request
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+    let presented = request.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     if !presented.is_some_and(|p| same(p.as_bytes(), token.as_bytes())) {
         let mut response = error(StatusCode::UNAUTHORIZED, "a valid `Authorization: Bearer <token>` is required");
         response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -63,9 +63,7 @@ impl CompileCache {
         let cache = self.clone();
         let engine = engine.clone();
         let path = path.to_path_buf();
-        tokio::task::spawn_blocking(move || cache.load_blocking(&engine, &path))
-            .await
-            .context("the compile task panicked")?
+        tokio::task::spawn_blocking(move || cache.load_blocking(&engine, &path)).await.context("the compile task panicked")?
     }
 
     fn load_blocking(&self, engine: &Engine, path: &Path) -> Result<Loaded> {
@@ -77,14 +75,15 @@ impl CompileCache {
                 // SAFETY: the operator named this file as the guest to run;
                 // wasmtime still checks that it was compiled by a compatible
                 // engine before using it.
-                let component = unsafe { Component::deserialize(engine, &bytes) }.map_err(anyhow::Error::from).with_context(|| {
-                    format!(
-                        "{} is a precompiled component for a different engine or scalelab \
+                let component =
+                    unsafe { Component::deserialize(engine, &bytes) }.map_err(anyhow::Error::from).with_context(|| {
+                        format!(
+                            "{} is a precompiled component for a different engine or scalelab \
                          version; precompile it again with `scalelab compile` and the same \
                          --deadline and --max-memory",
-                        path.display()
-                    )
-                })?;
+                            path.display()
+                        )
+                    })?;
                 return Ok(Loaded { component, sha256, origin: Origin::Precompiled });
             }
             Some(Precompiled::Module) => {
@@ -95,29 +94,31 @@ impl CompileCache {
 
         let entry = self.entry_path(engine, &sha256);
         if let Some(entry) = &entry
-            && entry.exists() {
-                // SAFETY: entries are written only by `store` below, into the
-                // operator's cache directory, atomically; wasmtime checks the
-                // engine compatibility again on load.
-                match unsafe { Component::deserialize_file(engine, entry) } {
-                    Ok(component) => return Ok(Loaded { component, sha256, origin: Origin::CacheHit }),
-                    Err(e) => tracing::warn!(
-                        entry = %entry.display(),
-                        error = format!("{e:#}"),
-                        "ignoring unusable compile cache entry; compiling again"
-                    ),
-                }
+            && entry.exists()
+        {
+            // SAFETY: entries are written only by `store` below, into the
+            // operator's cache directory, atomically; wasmtime checks the
+            // engine compatibility again on load.
+            match unsafe { Component::deserialize_file(engine, entry) } {
+                Ok(component) => return Ok(Loaded { component, sha256, origin: Origin::CacheHit }),
+                Err(e) => tracing::warn!(
+                    entry = %entry.display(),
+                    error = format!("{e:#}"),
+                    "ignoring unusable compile cache entry; compiling again"
+                ),
             }
+        }
 
         let component = compile(engine, &bytes, path)?;
         if let Some(entry) = &entry
-            && let Err(e) = store(&component, entry) {
-                tracing::warn!(
-                    entry = %entry.display(),
-                    error = format!("{e:#}"),
-                    "could not write the compile cache; the next start compiles again"
-                );
-            }
+            && let Err(e) = store(&component, entry)
+        {
+            tracing::warn!(
+                entry = %entry.display(),
+                error = format!("{e:#}"),
+                "could not write the compile cache; the next start compiles again"
+            );
+        }
         Ok(Loaded { component, sha256, origin: Origin::Compiled })
     }
 

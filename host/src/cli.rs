@@ -403,8 +403,7 @@ pub fn parse_deadline(s: &str) -> Result<Deadline, String> {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s)
-        .map_err(|e| format!("{e} (expected a duration such as 200ms, 5s or 1m)"))
+    humantime::parse_duration(s).map_err(|e| format!("{e} (expected a duration such as 200ms, 5s or 1m)"))
 }
 
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
@@ -417,11 +416,7 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
 impl EngineArgs {
     /// The engine settings these flags imply, with a pool of `pool_slots` instances.
     pub fn engine_settings(&self, pool_slots: u32) -> crate::engine::EngineSettings {
-        crate::engine::EngineSettings {
-            epoch_interruption: self.deadline.0.is_some(),
-            max_memory: self.max_memory,
-            pool_slots,
-        }
+        crate::engine::EngineSettings { epoch_interruption: self.deadline.0.is_some(), max_memory: self.max_memory, pool_slots }
     }
 }
 
@@ -456,11 +451,7 @@ mod tests {
                 continue;
             }
             let expected = format!("SCALELAB_{}", id.to_uppercase());
-            assert_eq!(
-                arg.get_env().and_then(|e| e.to_str()),
-                Some(expected.as_str()),
-                "--{id} needs the env twin {expected}"
-            );
+            assert_eq!(arg.get_env().and_then(|e| e.to_str()), Some(expected.as_str()), "--{id} needs the env twin {expected}");
         }
     }
 }

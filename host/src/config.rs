@@ -122,7 +122,9 @@ mod tests {
 
     #[test]
     fn a_full_file_parses() {
-        let config = parse("guest = \"prime\"\ndeadline = \"250ms\"\nmax_memory = \"32MiB\"\ntick_interval = \"2s\"\n[env]\nA = \"1\"\n").unwrap();
+        let config =
+            parse("guest = \"prime\"\ndeadline = \"250ms\"\nmax_memory = \"32MiB\"\ntick_interval = \"2s\"\n[env]\nA = \"1\"\n")
+                .unwrap();
         assert_eq!(config.guest.as_deref(), Some("prime"));
         assert_eq!(config.guest_line, 1);
         assert_eq!(config.deadline, Some(Deadline(Some(Duration::from_millis(250)))));

@@ -3,15 +3,15 @@
 //! (`wasi:http/incoming-handler`, our `session-handler`, or both), and proven
 //! instantiable before the host reports ready.
 
+use crate::bindings::{SessionGuestIndices, SessionOptions};
 use crate::cache::{CompileCache, Origin};
+use crate::services::Services;
 use crate::state::GuestState;
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
-use crate::bindings::{SessionGuestIndices, SessionOptions};
-use crate::services::Services;
 use std::sync::Arc;
 use std::time::Duration;
+use std::time::Instant;
 use wasmtime::component::{InstancePre, Linker};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi_http::p2::bindings::ProxyIndices;
@@ -47,8 +47,7 @@ pub fn world_name(http: bool, session: bool) -> &'static str {
 /// `.wasm`/`.cwasm` extension), otherwise a name looked up in the guest
 /// directories.
 pub fn resolve(spec: &str, guests_dir: Option<&Path>) -> Result<PathBuf> {
-    let looks_like_path =
-        spec.contains('/') || spec.ends_with(".wasm") || spec.ends_with(".cwasm");
+    let looks_like_path = spec.contains('/') || spec.ends_with(".wasm") || spec.ends_with(".cwasm");
     if looks_like_path {
         let path = PathBuf::from(spec);
         if !path.is_file() {
@@ -87,9 +86,7 @@ pub fn resolve(spec: &str, guests_dir: Option<&Path>) -> Result<PathBuf> {
 /// `/opt/scalelab/guests/`). Where `/proc` is not mounted the binary is
 /// found from an absolute `argv[0]`.
 fn default_dirs() -> Vec<PathBuf> {
-    let exe = std::env::current_exe()
-        .ok()
-        .or_else(|| std::env::args_os().next().map(PathBuf::from).filter(|p| p.is_absolute()));
+    let exe = std::env::current_exe().ok().or_else(|| std::env::args_os().next().map(PathBuf::from).filter(|p| p.is_absolute()));
     let Some(exe_dir) = exe.and_then(|e| e.parent().map(Path::to_path_buf)) else {
         return vec![PathBuf::from("guests")];
     };
@@ -119,15 +116,11 @@ fn available_names(dirs: &[PathBuf]) -> Vec<String> {
 /// which [`GuestState`] sandboxes: no files, no sockets.
 pub fn linker(engine: &Engine) -> Result<Linker<GuestState>> {
     let mut linker = Linker::new(engine);
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-        .map_err(anyhow::Error::from)
-        .context("linking WASI")?;
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from).context("linking WASI")?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
         .map_err(anyhow::Error::from)
         .context("linking wasi:http")?;
-    crate::bindings::add_to_linker(&mut linker)
-        .map_err(anyhow::Error::from)
-        .context("linking the scalelab host services")?;
+    crate::bindings::add_to_linker(&mut linker).map_err(anyhow::Error::from).context("linking the scalelab host services")?;
     Ok(linker)
 }
 
@@ -143,11 +136,7 @@ impl Guest {
         max_memory: usize,
         services: &Arc<Services>,
     ) -> Result<Guest> {
-        let name = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .context("guest file name is not UTF-8")?
-            .to_string();
+        let name = path.file_stem().and_then(|s| s.to_str()).context("guest file name is not UTF-8")?.to_string();
 
         let started = Instant::now();
         let loaded = cache.load(engine, path).await?;

@@ -46,7 +46,14 @@ impl GuestDefinedMetrics {
         GuestDefinedMetrics { registry, declared: RwLock::new(HashMap::new()) }
     }
 
-    pub fn declare(&self, name: &str, help: &str, kind: Kind, buckets: &[f64], labels: &[(String, String)]) -> Result<(), String> {
+    pub fn declare(
+        &self,
+        name: &str,
+        help: &str,
+        kind: Kind,
+        buckets: &[f64],
+        labels: &[(String, String)],
+    ) -> Result<(), String> {
         if let Some(existing) = self.declared.read().unwrap().get(name) {
             return match existing.kind() == kind {
                 true => Ok(()),
@@ -56,7 +63,10 @@ impl GuestDefinedMetrics {
         if name.starts_with("scalelab_") {
             return Err(format!("metric {name}: the scalelab_ prefix is reserved for the host's metrics"));
         }
-        let valid = name.chars().enumerate().all(|(i, c)| c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit()));
+        let valid = name
+            .chars()
+            .enumerate()
+            .all(|(i, c)| c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit()));
         if name.is_empty() || !valid {
             return Err(format!("metric name {name:?} must match [a-zA-Z_:][a-zA-Z0-9_:]*"));
         }

@@ -8,10 +8,10 @@
 //! guest had already sent its response head (then the body is cut short).
 
 use crate::instances::Warm;
-use crate::swap::Active;
-use arc_swap::ArcSwap;
 use crate::metrics::{FailureReason, Metrics, RejectReason};
 use crate::state::GuestState;
+use crate::swap::Active;
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
@@ -103,8 +103,7 @@ impl Handler {
         let active = self.active.load_full();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         // Copy what the log line needs only when it will be written.
-        let logged = tracing::enabled!(tracing::Level::DEBUG)
-            .then(|| (request.method().clone(), request.uri().clone()));
+        let logged = tracing::enabled!(tracing::Level::DEBUG).then(|| (request.method().clone(), request.uri().clone()));
         let mut response = self.respond(id, request, active.clone()).await;
         response.headers_mut().insert(REQUEST_ID, HeaderValue::from(id));
         let took = arrived.elapsed();
@@ -127,10 +126,7 @@ impl Handler {
             return json_error(
                 StatusCode::NOT_IMPLEMENTED,
                 "not_http",
-                &format!(
-                    "the guest {} handles sessions only (it exports no wasi:http/incoming-handler)",
-                    active.guest.name
-                ),
+                &format!("the guest {} handles sessions only (it exports no wasi:http/incoming-handler)", active.guest.name),
             );
         }
         let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
@@ -192,11 +188,9 @@ impl Handler {
                     };
                     json_error(status, reason.as_str(), &message)
                 }
-                Ok(Outcome::Done) => json_error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "no_response",
-                    "the guest returned without setting a response",
-                ),
+                Ok(Outcome::Done) => {
+                    json_error(StatusCode::INTERNAL_SERVER_ERROR, "no_response", "the guest returned without setting a response")
+                }
                 Err(join_error) => {
                     tracing::error!(request_id = id, error = %join_error, "guest task panicked");
                     json_error(StatusCode::INTERNAL_SERVER_ERROR, "host_error", "the host failed to run the guest")
@@ -216,11 +210,7 @@ impl Handler {
                 &format!("the request body is larger than the {max}-byte limit (--max-body)"),
             )
         };
-        let declared = request
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
+        let declared = request.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|len| len > max) {
             self.metrics.reject(RejectReason::BodyTooLarge);
             return Err(too_large());
@@ -316,10 +306,7 @@ fn epoch_callback(
 
 fn deadline_message(deadline: Option<Duration>) -> String {
     match deadline {
-        Some(limit) => format!(
-            "the guest did not finish within the {} deadline (--deadline)",
-            humantime::format_duration(limit)
-        ),
+        Some(limit) => format!("the guest did not finish within the {} deadline (--deadline)", humantime::format_duration(limit)),
         None => "the guest was interrupted".to_string(),
     }
 }

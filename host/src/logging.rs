@@ -16,10 +16,7 @@ pub fn init(format: LogFormat) {
     // went away) is dropped. By default tracing-subscriber would report it
     // with `eprintln!`, which panics on that same broken stderr and takes the
     // whole server down.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .log_internal_errors(false);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).log_internal_errors(false);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),

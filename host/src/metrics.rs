@@ -7,21 +7,17 @@
 
 use anyhow::Result;
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 use std::time::Duration;
 
 /// Latency buckets from 0.5 ms to 10 s: wide enough for `GET /prime/1` and for
 /// requests that run into a multi-second deadline.
-const LATENCY_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
+const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 /// Instantiation is expected to take microseconds; buckets from 10 µs to 100 ms.
-const INSTANTIATE_BUCKETS: &[f64] = &[
-    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.1,
-];
+const INSTANTIATE_BUCKETS: &[f64] = &[0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.1];
 
 /// Why a guest call failed; the `reason` label of `scalelab_guest_failures_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,17 +146,12 @@ impl Metrics {
             &["guest", "code"],
         )?;
         let request_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "scalelab_http_request_duration_seconds",
-                "Time from request arrival to response head, by guest",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
+            HistogramOpts::new("scalelab_http_request_duration_seconds", "Time from request arrival to response head, by guest")
+                .buckets(LATENCY_BUCKETS.to_vec()),
             &["guest"],
         )?;
-        let in_flight = IntGauge::new(
-            "scalelab_http_requests_in_flight",
-            "Requests admitted whose guest instance is still running",
-        )?;
+        let in_flight =
+            IntGauge::new("scalelab_http_requests_in_flight", "Requests admitted whose guest instance is still running")?;
         let instantiations = IntCounterVec::new(
             Opts::new("scalelab_guest_instantiations_total", "Guest instances created, by guest"),
             &["guest"],
@@ -173,18 +164,12 @@ impl Metrics {
             &["guest"],
         )?;
         let instantiate_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "scalelab_guest_instantiate_duration_seconds",
-                "Time to create a guest instance, by guest",
-            )
-            .buckets(INSTANTIATE_BUCKETS.to_vec()),
+            HistogramOpts::new("scalelab_guest_instantiate_duration_seconds", "Time to create a guest instance, by guest")
+                .buckets(INSTANTIATE_BUCKETS.to_vec()),
             &["guest"],
         )?;
         let failures = IntCounterVec::new(
-            Opts::new(
-                "scalelab_guest_failures_total",
-                "Guest calls that failed, by guest and reason (deadline, memory, trap)",
-            ),
+            Opts::new("scalelab_guest_failures_total", "Guest calls that failed, by guest and reason (deadline, memory, trap)"),
             &["guest", "reason"],
         )?;
         let rejections = IntCounterVec::new(
@@ -198,10 +183,8 @@ impl Metrics {
             Opts::new("scalelab_guest_info", "The guest being served (value 1), with the sha256 of its file"),
             &["guest", "sha256"],
         )?;
-        let swaps = IntCounterVec::new(
-            Opts::new("scalelab_guest_swaps_total", "Guest swaps, by result (ok, rejected)"),
-            &["result"],
-        )?;
+        let swaps =
+            IntCounterVec::new(Opts::new("scalelab_guest_swaps_total", "Guest swaps, by result (ok, rejected)"), &["result"])?;
         let swap_duration = HistogramVec::new(
             HistogramOpts::new(
                 "scalelab_guest_swap_duration_seconds",
@@ -210,24 +193,17 @@ impl Metrics {
             .buckets(vec![0.0001, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
             &["phase"],
         )?;
-        let startup_seconds = Gauge::new(
-            "scalelab_startup_seconds",
-            "Seconds from process start until the guest was ready to serve",
-        )?;
+        let startup_seconds =
+            Gauge::new("scalelab_startup_seconds", "Seconds from process start until the guest was ready to serve")?;
 
         let sessions_active = IntGaugeVec::new(
             Opts::new("scalelab_sessions_active", "Open sessions, by transport (tcp, socket.io)"),
             &["transport"],
         )?;
-        let sessions_opened = IntCounterVec::new(
-            Opts::new("scalelab_sessions_opened_total", "Sessions opened, by transport"),
-            &["transport"],
-        )?;
+        let sessions_opened =
+            IntCounterVec::new(Opts::new("scalelab_sessions_opened_total", "Sessions opened, by transport"), &["transport"])?;
         let sessions_closed = IntCounterVec::new(
-            Opts::new(
-                "scalelab_sessions_closed_total",
-                "Sessions closed, by reason (peer, error, guest, swapped, shutdown)",
-            ),
+            Opts::new("scalelab_sessions_closed_total", "Sessions closed, by reason (peer, error, guest, swapped, shutdown)"),
             &["reason"],
         )?;
         let sessions_refused = IntCounterVec::new(
@@ -349,10 +325,7 @@ impl Metrics {
 
     /// Counters of messages received and sent, resolved once.
     pub fn session_message_counters(&self) -> (IntCounter, IntCounter) {
-        (
-            self.session_messages.with_label_values(&["received"]),
-            self.session_messages.with_label_values(&["sent"]),
-        )
+        (self.session_messages.with_label_values(&["received"]), self.session_messages.with_label_values(&["sent"]))
     }
 
     /// Handles for one guest; also publishes it in `scalelab_guest_info`.

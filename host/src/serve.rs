@@ -19,18 +19,18 @@ use crate::metrics::{LimitValues, Metrics};
 use crate::services::Services;
 use crate::session::SessionHost;
 use crate::shutdown::Shutdown;
-use crate::{socketio, tcp};
 use crate::swap::{Active, Swapper, SwapperParts};
 use crate::watch::{self, Pinned, Watched};
+use crate::{socketio, tcp};
 use anyhow::{Context, Result, bail};
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
@@ -81,18 +81,11 @@ pub async fn run(args: ServeArgs, explicit: Explicit, process_start: Instant) ->
     // One instance per call in flight, the idle ones a swapped-out guest
     // may still hold, and the start-up probe.
     let pool_slots = args.max_in_flight.saturating_add(crate::instances::MAX_IDLE as u32 + 1);
-    let engine_settings = EngineSettings {
-        epoch_interruption: limits.deadline.is_some(),
-        max_memory: settings.max_memory,
-        pool_slots,
-    };
+    let engine_settings =
+        EngineSettings { epoch_interruption: limits.deadline.is_some(), max_memory: settings.max_memory, pool_slots };
     let start = async {
         let path = guest::resolve(&settings.guest, args.guest.guests_dir.as_deref()).map_err(|e| {
-            if settings.guest_from_file {
-                anyhow::Error::new(watch::guest_error(&config_path, &file_config, &e))
-            } else {
-                e
-            }
+            if settings.guest_from_file { anyhow::Error::new(watch::guest_error(&config_path, &file_config, &e)) } else { e }
         })?;
         tracing::info!(step = "resolve", guest = %path.display(), "guest file found");
 
@@ -237,19 +230,14 @@ pub async fn run(args: ServeArgs, explicit: Explicit, process_start: Instant) ->
     let drained = async { tokio::join!(graceful.shutdown(), sessions_closed) };
     match tokio::time::timeout(args.drain_timeout, drained).await {
         Ok(_) => tracing::info!("drained; exiting"),
-        Err(_) => tracing::warn!(
-            in_flight = metrics.in_flight.get(),
-            "drain timeout reached; closing the remaining connections"
-        ),
+        Err(_) => tracing::warn!(in_flight = metrics.in_flight.get(), "drain timeout reached; closing the remaining connections"),
     }
     Ok(())
 }
 
 /// Binds a listener and logs the address actually bound (port 0 picks one).
 async fn bind(addr: std::net::SocketAddr, role: &'static str) -> Result<TcpListener> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding the {role} listener to {addr}"))?;
+    let listener = TcpListener::bind(addr).await.with_context(|| format!("binding the {role} listener to {addr}"))?;
     let local = listener.local_addr()?;
     tracing::info!(step = "listen", role, addr = %local, "{role} listener bound");
     Ok(listener)
@@ -318,7 +306,9 @@ fn choose<T>(flag_given: bool, flag: T, file: Option<T>) -> (T, &'static str) {
 /// SCALELAB_ADMIN_TOKEN; surrounding white space is ignored.
 fn admin_token(file: Option<&Path>) -> Result<Option<String>> {
     let token = match file {
-        Some(path) => Some(std::fs::read_to_string(path).with_context(|| format!("reading the admin token file {}", path.display()))?),
+        Some(path) => {
+            Some(std::fs::read_to_string(path).with_context(|| format!("reading the admin token file {}", path.display()))?)
+        }
         None => std::env::var("SCALELAB_ADMIN_TOKEN").ok(),
     };
     match token.map(|t| t.trim().to_string()) {

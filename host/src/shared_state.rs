@@ -5,8 +5,8 @@
 //! where a session guest's registrations and counters live. A `BTreeMap`
 //! under one mutex: operations are short, and `list-prefix` needs key order.
 
-use std::collections::BTreeMap;
 use prometheus::IntGauge;
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 pub struct SharedState {
@@ -45,11 +45,7 @@ impl SharedState {
     /// counts as 0) and returns the result, saturating at the `i64` bounds.
     pub fn increment(&self, key: &str, delta: i64) -> i64 {
         let mut entries = self.entries.lock().unwrap();
-        let current = entries
-            .get(key)
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .and_then(|v| v.parse::<i64>().ok())
-            .unwrap_or(0);
+        let current = entries.get(key).and_then(|v| std::str::from_utf8(v).ok()).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
         let next = current.saturating_add(delta);
         entries.insert(key.to_string(), next.to_string().into_bytes());
         self.count(&entries);

@@ -97,10 +97,7 @@ pub struct MemoryCap {
 
 impl MemoryCap {
     fn new(max_memory: usize) -> MemoryCap {
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(max_memory)
-            .trap_on_grow_failure(true)
-            .build();
+        let limits = StoreLimitsBuilder::new().memory_size(max_memory).trap_on_grow_failure(true).build();
         MemoryCap { limits, exceeded: false }
     }
 }

@@ -59,9 +59,12 @@ async fn metric(host: &Host, name: &str) -> f64 {
 async fn two_thousand_engines_register_and_heartbeat_without_sequence_errors() {
     let host = broker("", &[]);
     // Runs until interrupted below, once the broker has seen what it must.
-    let swarm = swarm_command(host.tcp(), &["--engines", "2000", "--ramp", "4000/s", "--heartbeat", "400ms", "--duration", "10m", "--id-prefix", "e"])
-        .spawn()
-        .unwrap();
+    let swarm = swarm_command(
+        host.tcp(),
+        &["--engines", "2000", "--ramp", "4000/s", "--heartbeat", "400ms", "--duration", "10m", "--id-prefix", "e"],
+    )
+    .spawn()
+    .unwrap();
     let registered = wait_metric(&host, "broker_registered_engines", &[], |v| v >= 2000.0).await;
     assert_eq!(registered, 2000.0);
     assert_eq!(metric(&host, "broker_active_connections").await, 2000.0);
@@ -169,9 +172,8 @@ async fn bad_input_is_counted_and_logged_without_affecting_other_engines() {
     // Out of sequence: logged with the exact message and counted.
     good.send(b"HeartBeat:good:3\n");
     wait_metric(&host, "broker_sequence_errors_total", &[], |v| v == 1.0).await;
-    let logged = host.wait_log(PATIENCE, |l| {
-        l["message"] == "ERROR MISSING HEARTBEAT [good], last Heartbeat cnt 1, received Heartbeat cnt 3"
-    });
+    let logged = host
+        .wait_log(PATIENCE, |l| l["message"] == "ERROR MISSING HEARTBEAT [good], last Heartbeat cnt 1, received Heartbeat cnt 3");
     assert!(logged.is_some_and(|l| l["level"] == "ERROR"));
 
     // The good engine goes on in sequence from there.
@@ -186,7 +188,8 @@ async fn bad_input_is_counted_and_logged_without_affecting_other_engines() {
 async fn dowork_reaches_every_engine_heartbeats_resume_in_sequence_and_kill_disconnects() {
     let host = broker("", &[]);
     // KILL ends the swarm long before its duration.
-    let flags = ["--engines", "200", "--ramp", "2000/s", "--heartbeat", "200ms", "--duration", "10m", "--metrics-listen", "127.0.0.1:0"];
+    let flags =
+        ["--engines", "200", "--ramp", "2000/s", "--heartbeat", "200ms", "--duration", "10m", "--metrics-listen", "127.0.0.1:0"];
     let mut swarm = swarm_command(host.tcp(), &flags).spawn().unwrap();
     let swarm_metrics = format!("http://{}/metrics", support::swarm_metrics_addr(&mut swarm));
     wait_metric(&host, "broker_registered_engines", &[], |v| v == 200.0).await;
@@ -251,9 +254,12 @@ fn engines_reconnect_with_backoff_when_the_broker_goes_away() {
     let listen = format!("127.0.0.1:{port}");
     let first = broker("", &["--tcp-listen", &listen]);
     // Runs until interrupted, once every engine is back.
-    let swarm = swarm_command(first.tcp(), &["--engines", "50", "--ramp", "1000/s", "--heartbeat", "200ms", "--duration", "10m", "--max-backoff", "500ms"])
-        .spawn()
-        .unwrap();
+    let swarm = swarm_command(
+        first.tcp(),
+        &["--engines", "50", "--ramp", "1000/s", "--heartbeat", "200ms", "--duration", "10m", "--max-backoff", "500ms"],
+    )
+    .spawn()
+    .unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(wait_metric(&first, "broker_registered_engines", &[], |v| v == 50.0));
     drop(first);

@@ -7,9 +7,7 @@ use std::time::Duration;
 use support::{Host, json, scalelab, serve_command, serve_command_with_cache, temp_dir, wait_in_flight};
 
 fn origin_of(host: &Host) -> String {
-    let line = host
-        .wait_log(Duration::from_secs(30), |l| l["step"] == "compile")
-        .expect("a compile step log line");
+    let line = host.wait_log(Duration::from_secs(30), |l| l["step"] == "compile").expect("a compile step log line");
     line["origin"].as_str().unwrap().to_string()
 }
 
@@ -234,4 +232,3 @@ async fn a_closed_log_pipe_does_not_take_the_host_down() {
     let _ = child.kill();
     let _ = child.wait();
 }
-

@@ -129,7 +129,6 @@ async fn requests_over_the_in_flight_limit_get_503() {
     assert_eq!(metrics.value("scalelab_limit_in_flight", &[]), Some(1.0));
 }
 
-
 fn futures_stream(chunks: Vec<Vec<u8>>) -> impl futures_core::Stream<Item = Result<Vec<u8>, std::io::Error>> {
     tokio_stream::iter(chunks.into_iter().map(Ok))
 }
@@ -169,4 +168,3 @@ async fn reuse_counts(host: &Host) -> (f64, f64) {
         metrics.value("scalelab_guest_instance_reuses_total", &guest).unwrap(),
     )
 }
-

@@ -102,13 +102,13 @@ fn thresholds_and_bad_arguments_set_the_exit_status() {
     assert_eq!(json_of(&out)["status"]["503"], 4);
 
     for args in [
-        vec!["-d", "1s"],                                  // no URL
-        vec![url.as_str()],                                // no duration or count
-        vec![url.as_str(), "-d", "1s", "--rate", "0"],     // bad rate
-        vec![url.as_str(), "-d", "1s", "--rate", "1..5"],  // ramp without --ramp
-        vec!["https://example.invalid/", "-d", "1s"],      // not http
-        vec![url.as_str(), "-d", "soon"],                  // bad duration
-        vec![url.as_str(), "-n", "1", "-H", "no-colon"],   // bad header
+        vec!["-d", "1s"],                                 // no URL
+        vec![url.as_str()],                               // no duration or count
+        vec![url.as_str(), "-d", "1s", "--rate", "0"],    // bad rate
+        vec![url.as_str(), "-d", "1s", "--rate", "1..5"], // ramp without --ramp
+        vec!["https://example.invalid/", "-d", "1s"],     // not http
+        vec![url.as_str(), "-d", "soon"],                 // bad duration
+        vec![url.as_str(), "-n", "1", "-H", "no-colon"],  // bad header
     ] {
         let out = load(&args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
@@ -160,9 +160,8 @@ fn the_open_model_http2_and_timeouts_against_the_host() {
     assert_eq!(json_of(&out)["status"]["200"], 50);
 
     // A response slower than --timeout is a `timeout` error.
-    let out = load(&[&host.url("/sleep?ms=3000"), "-n", "2", "-c", "2", "--timeout", "200ms", "--output", "json"])
-        .output()
-        .unwrap();
+    let out =
+        load(&[&host.url("/sleep?ms=3000"), "-n", "2", "-c", "2", "--timeout", "200ms", "--output", "json"]).output().unwrap();
     let report = json_of(&out);
     assert_eq!(report["errors"]["timeout"], 2, "{report}");
     assert_eq!(report["error_rate"], 1.0);
@@ -186,10 +185,7 @@ fn a_terminal_gets_a_live_progress_line_and_a_pipe_only_the_report() {
 #[test]
 fn ctrl_c_stops_the_run_and_still_reports() {
     let host = Host::start("prime", &[]);
-    let run = load(&[&host.url("/prime/10"), "--duration", "10m", "--output", "json"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let run = load(&[&host.url("/prime/10"), "--duration", "10m", "--output", "json"]).stdout(Stdio::piped()).spawn().unwrap();
     // Once it runs (its Ctrl-C handler is installed before the first request).
     wait_answered(&host, "prime");
     interrupt(&run);
@@ -200,4 +196,3 @@ fn ctrl_c_stops_the_run_and_still_reports() {
     assert!(report["requests"].as_u64().unwrap() > 0);
     assert_eq!(report["requests"], report["status"]["200"], "{report}");
 }
-

@@ -97,11 +97,7 @@ async fn a_hundred_concurrent_requests_all_get_json_and_metrics_count_them() {
     for reason in ["deadline", "memory", "trap"] {
         assert_eq!(metrics.value("scalelab_guest_failures_total", &[("guest", "prime"), ("reason", reason)]), Some(0.0));
     }
-    let sha = metrics
-        .0
-        .lines()
-        .find(|l| l.starts_with("scalelab_guest_info{"))
-        .expect("scalelab_guest_info");
+    let sha = metrics.0.lines().find(|l| l.starts_with("scalelab_guest_info{")).expect("scalelab_guest_info");
     assert!(sha.contains("guest=\"prime\"") && sha.ends_with(" 1"), "{sha}");
     let file = std::fs::read(support::guests_dir().join("prime.wasm")).unwrap();
     assert!(sha.contains(&sha256_hex(&file)), "{sha}");

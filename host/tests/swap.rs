@@ -73,7 +73,8 @@ fn swaps_under_load_through_the_file_and_the_admin_api_fail_no_request() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let answered = |n: f64| metric(&host, "scalelab_http_requests_total", &[("guest", "prime"), ("code", "200")]).is_some_and(|v| v >= n);
+    let answered =
+        |n: f64| metric(&host, "scalelab_http_requests_total", &[("guest", "prime"), ("code", "200")]).is_some_and(|v| v >= n);
     let give_up = Instant::now() + support::PATIENCE;
     while !answered(1.0) {
         assert!(Instant::now() < give_up, "the load never reached the host");
@@ -149,7 +150,9 @@ fn invalid_guests_are_rejected_and_the_old_guest_keeps_serving() {
     let info = reqwest::blocking::get(host.admin_url("/admin/guest")).unwrap().json::<Value>().unwrap();
     assert_eq!(info["name"], "prime");
     let logs = host.logs();
-    assert!(logs.iter().any(|l| l["step"] == "swap" && l["error"].as_str().is_some_and(|e| e.contains("no guest named \"nosuch\""))));
+    assert!(
+        logs.iter().any(|l| l["step"] == "swap" && l["error"].as_str().is_some_and(|e| e.contains("no guest named \"nosuch\"")))
+    );
     assert!(logs.iter().any(|l| l["step"] == "swap" && l["error"].as_str().is_some_and(|e| e.contains("guest.toml:1"))));
 }
 

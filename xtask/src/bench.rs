@@ -12,8 +12,8 @@ use crate::guests;
 use crate::workspace::{self, Workspace};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
 use std::ffi::OsString;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -82,11 +82,13 @@ pub fn run(ws: &Workspace, quick: bool) -> Result<()> {
     let warm_ms = startup_ms(&warm)?;
     drop(warm);
 
-    let contenders = [start_native(&native)?,
+    let contenders = [
+        start_native(&native)?,
         start_wasm("wasm", &scalelab, &guests_dir, &cache, &[], false)?,
         start_wasm("wasm, deadline off", &scalelab, &guests_dir, &cache, &["--deadline", "off"], false)?,
         start_wasm("wasm, RUST_BACKTRACE=1", &scalelab, &guests_dir, &cache, &[], true)?,
-        start_wasm("wasm, fresh instances", &scalelab, &guests_dir, &cache, &["--instance-reuse", "1"], false)?];
+        start_wasm("wasm, fresh instances", &scalelab, &guests_dir, &cache, &["--instance-reuse", "1"], false)?,
+    ];
 
     let total = WORKLOADS.len() * settings.rounds * contenders.len();
     println!(
@@ -111,8 +113,7 @@ pub fn run(ws: &Workspace, quick: bool) -> Result<()> {
 
     // The fresh-instance contender instantiates for every request.
     let instantiate_us = instantiate_micros(&contenders[FRESH])?;
-    let peak_rss: Vec<(String, f64)> =
-        contenders.iter().map(|c| (c.name.to_string(), peak_rss_mb(c.child.id()))).collect();
+    let peak_rss: Vec<(String, f64)> = contenders.iter().map(|c| (c.name.to_string(), peak_rss_mb(c.child.id()))).collect();
 
     // The table.
     let mut out = String::new();
@@ -128,7 +129,8 @@ pub fn run(ws: &Workspace, quick: bool) -> Result<()> {
             let rps = median(runs.iter().map(|r| r["requests_per_second"].as_f64().unwrap_or(0.0)));
             let p50 = median(runs.iter().map(|r| r["latency_ms"]["p50"].as_f64().unwrap_or(0.0)));
             let p99 = median(runs.iter().map(|r| r["latency_ms"]["p99"].as_f64().unwrap_or(0.0)));
-            let errors: u64 = runs.iter().map(|r| r["requests"].as_u64().unwrap_or(0) - r["status"]["200"].as_u64().unwrap_or(0)).sum();
+            let errors: u64 =
+                runs.iter().map(|r| r["requests"].as_u64().unwrap_or(0) - r["status"]["200"].as_u64().unwrap_or(0)).sum();
             median_rps[w][c] = rps;
             let ratio = rps / median_rps[w][NATIVE].max(f64::MIN_POSITIVE);
             out.push_str(&format!(
@@ -164,12 +166,7 @@ pub fn run(ws: &Workspace, quick: bool) -> Result<()> {
     out.push('\n');
     out.push_str(&format!(
         "RUST_BACKTRACE=1 changes wasm throughput by {}\n",
-        WORKLOADS
-            .iter()
-            .zip(&backtrace_change)
-            .map(|(w, d)| format!("{:+.1}% ({w})", d * 100.0))
-            .collect::<Vec<_>>()
-            .join(", ")
+        WORKLOADS.iter().zip(&backtrace_change).map(|(w, d)| format!("{:+.1}% ({w})", d * 100.0)).collect::<Vec<_>>().join(", ")
     ));
     let goals = [
         ("GET /prime/10000: wasm >= 0.9x native", ratio(2, WASM), 0.9),
@@ -469,17 +466,10 @@ fn load(scalelab: &Path, url: &str, duration: Duration) -> Result<Value> {
 /// Mean instantiation time from the contender's own metrics.
 fn instantiate_micros(contender: &Contender) -> Result<f64> {
     let admin = contender.admin.as_deref().context("not a scalelab contender")?;
-    let text = ureq::get(&format!("{admin}/metrics"))
-        .call()
-        .context("reading the contender's metrics")?
-        .body_mut()
-        .read_to_string()?;
+    let text =
+        ureq::get(&format!("{admin}/metrics")).call().context("reading the contender's metrics")?.body_mut().read_to_string()?;
     let value = |name: &str| -> f64 {
-        text.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
+        text.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()).unwrap_or(0.0)
     };
     let count = value("scalelab_guest_instantiate_duration_seconds_count");
     Ok(if count > 0.0 { value("scalelab_guest_instantiate_duration_seconds_sum") / count * 1e6 } else { 0.0 })

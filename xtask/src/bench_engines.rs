@@ -100,7 +100,9 @@ pub fn run(ws: &Workspace, engines: Option<u32>, hold: Duration) -> Result<()> {
         "swarm": summary,
     });
     println!();
-    println!("| engines | all registered after | RSS before | RSS peak | per engine | 100k projected | heartbeats | sequence errors | broker CPU |");
+    println!(
+        "| engines | all registered after | RSS before | RSS peak | per engine | 100k projected | heartbeats | sequence errors | broker CPU |"
+    );
     println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     println!(
         "| {engines} | {:.2} s | {:.1} MiB | {:.1} MiB | {:.0} B | {:.0} MiB | {heartbeats} | {sequence_errors} | {:.1}% |",

@@ -30,7 +30,10 @@ pub fn run(ws: &Workspace, hold: Duration) -> Result<()> {
     let native_ns: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().context("tracker-work-cost printed no number")?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let limit = cpus * 1e9 / native_ns / TICKS_PER_SECOND;
-    println!("native cost of one client-tick: {:.1} µs; CPU limit on {cpus} CPUs: {limit:.0} clients at {TICKS_PER_SECOND} ticks/s", native_ns / 1e3);
+    println!(
+        "native cost of one client-tick: {:.1} µs; CPU limit on {cpus} CPUs: {limit:.0} clients at {TICKS_PER_SECOND} ticks/s",
+        native_ns / 1e3
+    );
 
     let configs: [(&str, &[&str]); 2] = [("default (deadline 5s)", &[]), ("--deadline off", &["--deadline", "off"])];
     let mut rows = Vec::new();
@@ -51,7 +54,9 @@ pub fn run(ws: &Workspace, hold: Duration) -> Result<()> {
         "runs": rows,
     });
     println!();
-    println!("| host | native client-tick | CPU limit ({cpus} CPUs, 100 ticks/s) | largest held at >= 95 ticks/s | share of limit | goal >= 75% |");
+    println!(
+        "| host | native client-tick | CPU limit ({cpus} CPUs, 100 ticks/s) | largest held at >= 95 ticks/s | share of limit | goal >= 75% |"
+    );
     println!("| --- | ---: | ---: | ---: | ---: | --- |");
     for row in result["runs"].as_array().expect("an array") {
         let share = row["share_of_limit"].as_f64().unwrap_or(0.0);
@@ -117,11 +122,7 @@ fn largest(scalelab: &Path, guests_dir: &Path, bench_dir: &Path, extra: &[&str],
     let mut bad = bad.expect("set above");
     while f64::from(bad - good) > f64::from(good.max(1)) * 0.05 {
         let middle = (good + bad) / 2;
-        if holds(&probe(middle)?) {
-            good = middle
-        } else {
-            bad = middle
-        }
+        if holds(&probe(middle)?) { good = middle } else { bad = middle }
     }
     Ok((good, bad))
 }

@@ -51,10 +51,8 @@ impl Cluster {
     /// The pods of `deployment` (by its selector), each with whether it is Ready.
     pub async fn pods_of(&self, deployment: &str) -> Result<Vec<(String, bool)>> {
         let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), &self.namespace);
-        let found = deployments
-            .get(deployment)
-            .await
-            .with_context(|| format!("reading Deployment {}/{deployment}", self.namespace))?;
+        let found =
+            deployments.get(deployment).await.with_context(|| format!("reading Deployment {}/{deployment}", self.namespace))?;
         let labels = found
             .spec
             .and_then(|spec| spec.selector.match_labels)
@@ -62,10 +60,8 @@ impl Cluster {
             .with_context(|| format!("Deployment {deployment} has no matchLabels selector"))?;
         let selector = labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
-        let list = pods
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .with_context(|| format!("listing pods with {selector}"))?;
+        let list =
+            pods.list(&ListParams::default().labels(&selector)).await.with_context(|| format!("listing pods with {selector}"))?;
         let mut out: Vec<(String, bool)> = list
             .items
             .into_iter()
@@ -93,10 +89,7 @@ impl Cluster {
 
 /// A runtime for the async kube client inside the synchronous xtask.
 pub fn block_on<T>(future: impl Future<Output = Result<T>>) -> Result<T> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting a tokio runtime")?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting a tokio runtime")?;
     runtime.block_on(future)
 }
 

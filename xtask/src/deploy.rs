@@ -18,9 +18,9 @@ use crate::workspace::Workspace;
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
+use kube::Api;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
 use kube::discovery::{self, ApiCapabilities, Scope};
-use kube::Api;
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -119,9 +119,7 @@ async fn deploy(rendered: &Rendered, prunable: &BTreeSet<(String, String)>, args
             }
             Scope::Cluster => Api::all_with(client.clone(), resource),
         };
-        api.patch(name, &params, &Patch::Apply(object))
-            .await
-            .with_context(|| format!("applying {kind}/{name}"))?;
+        api.patch(name, &params, &Patch::Apply(object)).await.with_context(|| format!("applying {kind}/{name}"))?;
         println!("applied {kind}/{name}");
         deployed.applied.push(format!("{kind}/{name}"));
     }
@@ -290,11 +288,7 @@ fn endpoints(ns: &str, name: &str, service: &Service) -> Vec<String> {
         .unwrap_or_default()
         .iter()
         .map(|port| {
-            let mut line = format!(
-                "{name}.{ns}.svc:{} ({}, {kind}, {address}",
-                port.port,
-                port.name.as_deref().unwrap_or("-")
-            );
+            let mut line = format!("{name}.{ns}.svc:{} ({}, {kind}, {address}", port.port, port.name.as_deref().unwrap_or("-"));
             if let Some(node_port) = port.node_port {
                 line.push_str(&format!(", node port {node_port}"));
             }
@@ -337,7 +331,10 @@ mod tests {
         let expected: Vec<String> = {
             let mut objects: Vec<&Value> = rendered.objects.iter().collect();
             objects.sort_by_key(|o| o["kind"] != "Namespace");
-            objects.iter().map(|o| format!("{}/{}", o["kind"].as_str().unwrap(), o["metadata"]["name"].as_str().unwrap())).collect()
+            objects
+                .iter()
+                .map(|o| format!("{}/{}", o["kind"].as_str().unwrap(), o["metadata"]["name"].as_str().unwrap()))
+                .collect()
         };
         assert_eq!(deployed.applied, expected);
         assert_eq!(deployed.applied[0], "Namespace/scalelab");
@@ -358,8 +355,16 @@ mod tests {
 
         // It kept asking until the stand-in's Deployments became available.
         assert!(api.deployment_reads("scalelab") >= 3, "waited for the rollout");
-        assert!(deployed.endpoints.iter().any(|e| e.starts_with("scalelab.scalelab.svc:8080 (http, ClusterIP")), "{:?}", deployed.endpoints);
-        assert!(deployed.endpoints.iter().any(|e| e.starts_with("scalelab.scalelab.svc:9090 (admin")), "{:?}", deployed.endpoints);
+        assert!(
+            deployed.endpoints.iter().any(|e| e.starts_with("scalelab.scalelab.svc:8080 (http, ClusterIP")),
+            "{:?}",
+            deployed.endpoints
+        );
+        assert!(
+            deployed.endpoints.iter().any(|e| e.starts_with("scalelab.scalelab.svc:9090 (admin")),
+            "{:?}",
+            deployed.endpoints
+        );
     }
 
     /// Deploying tracker after prime removes prime's HPA (which would fight
@@ -374,7 +379,10 @@ mod tests {
         assert_eq!(second.pruned, ["Deployment/load", "HorizontalPodAutoscaler/scalelab"]);
         assert_eq!(
             api.deletes(),
-            ["/apis/apps/v1/namespaces/scalelab/deployments/load", "/apis/autoscaling/v2/namespaces/scalelab/horizontalpodautoscalers/scalelab"]
+            [
+                "/apis/apps/v1/namespaces/scalelab/deployments/load",
+                "/apis/autoscaling/v2/namespaces/scalelab/horizontalpodautoscalers/scalelab"
+            ]
         );
         // Objects both scenarios share were relabelled by the second apply, not deleted.
         let third = run(&ws, &args("tracker", api.write_kubeconfig("again"))).unwrap();

@@ -68,8 +68,8 @@ fn list(ws: &Workspace) -> Result<Vec<GuestCrate>> {
     let mut cargo = ws.cargo();
     cargo.args(["metadata", "--format-version", "1", "--no-deps", "--manifest-path"]);
     cargo.arg(ws.root.join("guests/Cargo.toml"));
-    let metadata: serde_json::Value = serde_json::from_str(&workspace::output(&mut cargo)?)
-        .context("parsing `cargo metadata` of the guests workspace")?;
+    let metadata: serde_json::Value =
+        serde_json::from_str(&workspace::output(&mut cargo)?).context("parsing `cargo metadata` of the guests workspace")?;
     let mut guests = Vec::new();
     for package in metadata["packages"].as_array().into_iter().flatten() {
         let name = package["name"].as_str().context("package without a name")?.to_string();

@@ -33,7 +33,8 @@ fn ws() -> Workspace {
 }
 
 fn env_dir(var: &str) -> PathBuf {
-    let dir = std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| panic!("{var} is not set: run through `cargo xtask test`"));
+    let dir =
+        std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| panic!("{var} is not set: run through `cargo xtask test`"));
     assert!(dir.is_dir(), "{} ({var}) does not exist: run through `cargo xtask test`", dir.display());
     dir
 }
@@ -61,7 +62,8 @@ fn start_host(guest: &str, dir: &Path) -> (Contender, std::sync::mpsc::Receiver<
 }
 
 fn get(url: &str) -> (u16, String) {
-    let mut response = ureq::get(url).config().http_status_as_error(false).build().call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let mut response =
+        ureq::get(url).config().http_status_as_error(false).build().call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
     (response.status().as_u16(), response.body_mut().read_to_string().unwrap())
 }
 
@@ -122,7 +124,11 @@ fn every_object_of_every_overlay_validates_strictly() {
             .output()
             .unwrap();
         let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success() && !report.contains("ERROR"), "{}: kubernetes-validate --strict:\n{report}", rendered.overlay);
+        assert!(
+            out.status.success() && !report.contains("ERROR"),
+            "{}: kubernetes-validate --strict:\n{report}",
+            rendered.overlay
+        );
 
         // What kubernetes-validate has no schema for must be exactly the
         // custom objects, and each of those passes its CRD schema.
@@ -220,9 +226,15 @@ fn the_manifests_agree_with_the_host_and_xtask() {
         let o = &r.overlay;
         // xtask deploy prunes other scenarios' objects by this label.
         for object in &r.objects {
-            assert_eq!(object["metadata"]["labels"][crate::deploy::SCENARIO_LABEL], o.as_str(), "{o}: {}", object["metadata"]["name"]);
+            assert_eq!(
+                object["metadata"]["labels"][crate::deploy::SCENARIO_LABEL],
+                o.as_str(),
+                "{o}: {}",
+                object["metadata"]["name"]
+            );
         }
-        let deployment = r.get("Deployment", cluster::DEFAULT_DEPLOYMENT).unwrap_or_else(|| panic!("{o}: no Deployment scalelab"));
+        let deployment =
+            r.get("Deployment", cluster::DEFAULT_DEPLOYMENT).unwrap_or_else(|| panic!("{o}: no Deployment scalelab"));
         let pod = &deployment["spec"]["template"];
         let host = container(deployment, "scalelab");
         assert_eq!(host["args"][0], "serve", "{o}: the host container serves");
@@ -232,11 +244,19 @@ fn the_manifests_agree_with_the_host_and_xtask() {
         assert_eq!(host["readinessProbe"]["httpGet"], json!({"path": "/readyz", "port": "admin"}), "{o}");
         assert_eq!(host["livenessProbe"]["httpGet"], json!({"path": "/healthz", "port": "admin"}), "{o}");
         for var in host["env"].as_array().into_iter().flatten() {
-            assert!(!["SCALELAB_GUEST", "SCALELAB_CONFIG", "RUST_BACKTRACE"].contains(&var["name"].as_str().unwrap()), "{o}: {var}");
+            assert!(
+                !["SCALELAB_GUEST", "SCALELAB_CONFIG", "RUST_BACKTRACE"].contains(&var["name"].as_str().unwrap()),
+                "{o}: {var}"
+            );
         }
 
         // The guest ConfigMap, mounted as a directory at the host's default config path.
-        let volume = pod["spec"]["volumes"].as_array().unwrap().iter().find(|v| v["configMap"]["name"] == cluster::DEFAULT_CONFIGMAP).unwrap();
+        let volume = pod["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["configMap"]["name"] == cluster::DEFAULT_CONFIGMAP)
+            .unwrap();
         let mount = host["volumeMounts"].as_array().unwrap().iter().find(|m| m["name"] == volume["name"]).unwrap();
         assert!(mount["subPath"].is_null(), "{o}: a subPath mount never sees ConfigMap updates");
         assert_eq!(format!("{}/{}", mount["mountPath"].as_str().unwrap(), cluster::CONFIG_KEY), config, "{o}");
@@ -264,7 +284,10 @@ fn the_manifests_agree_with_the_host_and_xtask() {
                 assert_eq!(sc["allowPrivilegeEscalation"], false, "{o}/{name}");
                 assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]), "{o}/{name}");
                 for what in ["requests", "limits"] {
-                    assert!(c["resources"][what]["cpu"].is_string() && c["resources"][what]["memory"].is_string(), "{o}/{name}: {what}");
+                    assert!(
+                        c["resources"][what]["cpu"].is_string() && c["resources"][what]["memory"].is_string(),
+                        "{o}/{name}: {what}"
+                    );
                 }
                 assert_eq!(c["image"], host["image"], "{o}/{name}: one image");
             }
@@ -286,7 +309,10 @@ fn the_manifests_agree_with_the_host_and_xtask() {
 
         // The ServiceMonitor: exactly one Service, its admin port, the host's metrics path.
         let monitor = r.get("ServiceMonitor", "scalelab").unwrap();
-        let selected: Vec<&Value> = r.all("Service").filter(|s| labels_match(&monitor["spec"]["selector"]["matchLabels"], &s["metadata"]["labels"])).collect();
+        let selected: Vec<&Value> = r
+            .all("Service")
+            .filter(|s| labels_match(&monitor["spec"]["selector"]["matchLabels"], &s["metadata"]["labels"]))
+            .collect();
         assert_eq!(selected.len(), 1, "{o}: the ServiceMonitor must select one Service (no duplicate targets)");
         let endpoint = &monitor["spec"]["endpoints"][0];
         let port = selected[0]["spec"]["ports"].as_array().unwrap().iter().find(|p| p["name"] == endpoint["port"]).unwrap();
@@ -307,9 +333,13 @@ fn the_manifests_agree_with_the_host_and_xtask() {
                 has("apiGroups", group) && has("resources", resource) && has("verbs", verb)
             })
         };
-        for (group, resource, verb) in
-            [("", "configmaps", "get"), ("", "configmaps", "patch"), ("apps", "deployments", "get"), ("", "pods", "list"), ("", "pods/proxy", "get")]
-        {
+        for (group, resource, verb) in [
+            ("", "configmaps", "get"),
+            ("", "configmaps", "patch"),
+            ("apps", "deployments", "get"),
+            ("", "pods", "list"),
+            ("", "pods/proxy", "get"),
+        ] {
             assert!(allows(group, resource, verb), "{o}: Role scalelab-swap must allow {verb} {resource}");
         }
         let binding = r.get("RoleBinding", "scalelab-swap").unwrap();
@@ -331,7 +361,9 @@ fn each_overlay_scales_its_guest_as_intended() {
     assert_eq!((hpa["spec"]["minReplicas"].as_i64(), hpa["spec"]["maxReplicas"].as_i64()), (Some(1), Some(10)));
     assert_eq!(hpa["spec"]["metrics"][0]["resource"]["name"], "cpu");
     assert_eq!(hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"], 50);
-    assert!(hpa["spec"]["behavior"]["scaleUp"]["policies"].is_array() && hpa["spec"]["behavior"]["scaleDown"]["policies"].is_array());
+    assert!(
+        hpa["spec"]["behavior"]["scaleUp"]["policies"].is_array() && hpa["spec"]["behavior"]["scaleDown"]["policies"].is_array()
+    );
     let host = container(prime.get("Deployment", "scalelab").unwrap(), "scalelab");
     assert!(host["resources"]["requests"]["cpu"].is_string(), "CPU utilisation needs a CPU request");
     assert!(prime.get("Deployment", "scalelab").unwrap()["spec"]["replicas"].is_null(), "the HPA owns replicas");
@@ -380,7 +412,13 @@ fn every_container_command_parses() {
     let serve_extra = ["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--tcp-listen", "127.0.0.1:0", "--config"]
         .map(OsString::from)
         .into_iter()
-        .chain([dir.join("guest.toml").into_os_string(), "--guests-dir".into(), guests.into_os_string(), "--cache-dir".into(), dir.join("cache").into_os_string()])
+        .chain([
+            dir.join("guest.toml").into_os_string(),
+            "--guests-dir".into(),
+            guests.into_os_string(),
+            "--cache-dir".into(),
+            dir.join("cache").into_os_string(),
+        ])
         .collect::<Vec<OsString>>();
     for r in render_all() {
         for d in r.all("Deployment") {
@@ -431,7 +469,11 @@ fn every_metric_the_manifests_read_exists() {
             let names = manifests::metric_names(&query);
             assert!(!names.is_empty(), "{place}: no metric in {query}");
             for name in names {
-                assert!(manifests::exposition_has(&exposition, &name), "{}: {place} reads {name}, which a {guest} host does not export", r.overlay);
+                assert!(
+                    manifests::exposition_has(&exposition, &name),
+                    "{}: {place} reads {name}, which a {guest} host does not export",
+                    r.overlay
+                );
             }
         }
     }
@@ -472,7 +514,10 @@ fn prometheus_answers_the_scaledobject_query_with_the_client_count() {
     let tracker = manifests::render(&ws(), "tracker").unwrap();
     let monitor = tracker.get("ServiceMonitor", "scalelab").unwrap();
     let endpoint = &monitor["spec"]["endpoints"][0];
-    let query = tracker.get("ScaledObject", "scalelab").unwrap()["spec"]["triggers"][0]["metadata"]["query"].as_str().unwrap().to_string();
+    let query = tracker.get("ScaledObject", "scalelab").unwrap()["spec"]["triggers"][0]["metadata"]["query"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let namespace = monitor["metadata"]["namespace"].as_str().unwrap();
 
     let dir = temp_dir("prometheus");
@@ -510,7 +555,20 @@ fn prometheus_answers_the_scaledobject_query_with_the_client_count() {
     // 7 clients connect and stay.
     const CLIENTS: f64 = 7.0;
     let mut swarm = Command::new(ws().target_dir.join("debug/scalelab"))
-        .args(["swarm", "sockets", "--url", &host.url, "--clients", "7", "--spawn-interval", "5ms", "--hold", "60s", "--metrics-listen", "off"])
+        .args([
+            "swarm",
+            "sockets",
+            "--url",
+            &host.url,
+            "--clients",
+            "7",
+            "--spawn-interval",
+            "5ms",
+            "--hold",
+            "60s",
+            "--metrics-listen",
+            "off",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -588,10 +646,17 @@ fn the_dockerfile_is_the_layout_and_lints_clean() {
     let instructions: Vec<&str> = text.lines().filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty()).collect();
     let last_from = instructions.iter().rposition(|l| l.starts_with("FROM ")).unwrap();
     let final_stage = &instructions[last_from..];
-    assert!(final_stage[0] == "FROM scratch" || final_stage[0].starts_with("FROM gcr.io/distroless/static"), "{}", final_stage[0]);
+    assert!(
+        final_stage[0] == "FROM scratch" || final_stage[0].starts_with("FROM gcr.io/distroless/static"),
+        "{}",
+        final_stage[0]
+    );
     let copies: Vec<&&str> = final_stage.iter().filter(|l| l.starts_with("COPY") || l.starts_with("ADD")).collect();
     assert_eq!(copies, [&"COPY --from=build /layout/ /"], "the final stage holds the layout and nothing else");
-    assert!(instructions.iter().any(|l| l.contains("cargo xtask image --layout-only --out /layout")), "the build stage runs the layout task");
+    assert!(
+        instructions.iter().any(|l| l.contains("cargo xtask image --layout-only --out /layout")),
+        "the build stage runs the layout task"
+    );
     assert!(final_stage.contains(&format!("USER {}", image::USER).as_str()));
     assert!(final_stage.contains(&format!("ENTRYPOINT [\"{}\"]", image::ENTRYPOINT).as_str()));
     assert!(!text.contains("RUST_BACKTRACE"), "the image must not set RUST_BACKTRACE");
@@ -638,8 +703,22 @@ fn the_image_layout_serves_as_a_non_root_user() {
     // SAFETY: getuid has no preconditions.
     let as_root = unsafe { libc::getuid() } == 0;
 
-    let mut cmd = if as_root { Command::new(image::ENTRYPOINT) } else { Command::new(root.join(image::ENTRYPOINT.trim_start_matches('/'))) };
-    cmd.args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--tcp-listen", "127.0.0.1:0"]);
+    let mut cmd = if as_root {
+        Command::new(image::ENTRYPOINT)
+    } else {
+        Command::new(root.join(image::ENTRYPOINT.trim_start_matches('/')))
+    };
+    cmd.args([
+        "--log-format",
+        "json",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--tcp-listen",
+        "127.0.0.1:0",
+    ]);
     cmd.env_clear().stdout(Stdio::null()).stderr(Stdio::piped());
     if as_root {
         let new_root = std::ffi::CString::new(root.as_os_str().as_encoded_bytes()).unwrap();

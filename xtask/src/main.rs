@@ -191,14 +191,17 @@ fn run(task: Task) -> Result<()> {
         }
         Task::Image { layout_only, out, tag } => image::run(&ws, &image::ImageArgs { layout_only, out, tag })?,
         Task::Deploy { overlay, timeout, no_prune, dry_run } => {
-            deploy::run(&ws, &deploy::DeployArgs {
-                overlay,
-                kubeconfig: None,
-                timeout: std::time::Duration::from_secs(timeout),
-                poll: std::time::Duration::from_secs(2),
-                prune: !no_prune,
-                dry_run,
-            })?;
+            deploy::run(
+                &ws,
+                &deploy::DeployArgs {
+                    overlay,
+                    kubeconfig: None,
+                    timeout: std::time::Duration::from_secs(timeout),
+                    poll: std::time::Duration::from_secs(2),
+                    prune: !no_prune,
+                    dry_run,
+                },
+            )?;
         }
         Task::Test { args } => {
             let built = guests::build_all(&ws)?;

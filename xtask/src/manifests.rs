@@ -34,7 +34,9 @@ impl Rendered {
         let text = self
             .get("ConfigMap", crate::cluster::DEFAULT_CONFIGMAP)
             .and_then(|c| c["data"][crate::cluster::CONFIG_KEY].as_str())
-            .with_context(|| format!("overlay {} has no {} ConfigMap with a guest.toml", self.overlay, crate::cluster::DEFAULT_CONFIGMAP))?;
+            .with_context(|| {
+                format!("overlay {} has no {} ConfigMap with a guest.toml", self.overlay, crate::cluster::DEFAULT_CONFIGMAP)
+            })?;
         let doc: toml_edit::DocumentMut = text.parse().with_context(|| format!("overlay {}: guest.toml", self.overlay))?;
         doc.get("guest")
             .and_then(|g| g.as_str())
@@ -63,7 +65,10 @@ impl Rendered {
                 for panel in dashboard["panels"].as_array().into_iter().flatten() {
                     for target in panel["targets"].as_array().into_iter().flatten() {
                         if let Some(expr) = target["expr"].as_str() {
-                            out.push((format!("dashboard {file}, panel {:?}", panel["title"].as_str().unwrap_or("?")), expr.to_string()));
+                            out.push((
+                                format!("dashboard {file}, panel {:?}", panel["title"].as_str().unwrap_or("?")),
+                                expr.to_string(),
+                            ));
                         }
                     }
                 }
@@ -99,8 +104,8 @@ pub fn render(ws: &Workspace, overlay: &str) -> Result<Rendered> {
     }
     let yaml = workspace::output(Command::new("kubectl").arg("kustomize").arg(&dir))
         .with_context(|| format!("rendering {} (kubectl with kustomize is needed)", dir.display()))?;
-    let objects: Vec<Value> = serde_saphyr::from_multiple(&yaml)
-        .with_context(|| format!("parsing what kubectl kustomize rendered for {overlay}"))?;
+    let objects: Vec<Value> =
+        serde_saphyr::from_multiple(&yaml).with_context(|| format!("parsing what kubectl kustomize rendered for {overlay}"))?;
     let objects = objects.into_iter().filter(|o| !o.is_null()).collect();
     Ok(Rendered { overlay: overlay.to_string(), yaml, objects })
 }
@@ -111,11 +116,35 @@ pub fn render(ws: &Workspace, overlay: &str) -> Result<Rendered> {
 /// block or a range.
 pub fn metric_names(expr: &str) -> std::collections::BTreeSet<String> {
     const KEYWORDS: &[&str] = &[
-        "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless", "offset", "atan2",
-        "inf", "nan",
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "bool",
+        "and",
+        "or",
+        "unless",
+        "offset",
+        "atan2",
+        "inf",
+        "nan",
         // Aggregations, which may take `by (...)` before their parentheses.
-        "sum", "min", "max", "avg", "count", "stddev", "stdvar", "topk", "bottomk", "quantile", "count_values", "group",
-        "limitk", "limit_ratio",
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "count",
+        "stddev",
+        "stdvar",
+        "topk",
+        "bottomk",
+        "quantile",
+        "count_values",
+        "group",
+        "limitk",
+        "limit_ratio",
     ];
     let chars: Vec<char> = expr.chars().collect();
     let mut names = std::collections::BTreeSet::new();
@@ -191,9 +220,7 @@ pub fn metric_names(expr: &str) -> std::collections::BTreeSet<String> {
 /// Whether a Prometheus text exposition has samples of `name`.
 #[cfg(test)]
 pub fn exposition_has(text: &str, name: &str) -> bool {
-    text.lines().any(|line| {
-        line.strip_prefix(name).is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-    })
+    text.lines().any(|line| line.strip_prefix(name).is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' ')))
 }
 
 #[cfg(test)]
@@ -205,7 +232,9 @@ mod tests {
         let names = |e: &str| metric_names(e).into_iter().collect::<Vec<_>>();
         assert_eq!(names(r#"sum(mx_server_active_conn_gauge{namespace="scalelab"})"#), ["mx_server_active_conn_gauge"]);
         assert_eq!(
-            names(r#"histogram_quantile(0.99, sum by (le) (rate(scalelab_http_request_duration_seconds_bucket{namespace="$namespace", a="x{y}"}[1m])))"#),
+            names(
+                r#"histogram_quantile(0.99, sum by (le) (rate(scalelab_http_request_duration_seconds_bucket{namespace="$namespace", a="x{y}"}[1m])))"#
+            ),
             ["scalelab_http_request_duration_seconds_bucket"]
         );
         assert_eq!(names("count by (guest) (scalelab_guest_info) / on (pod) group_left up"), ["scalelab_guest_info", "up"]);

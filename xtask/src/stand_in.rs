@@ -202,7 +202,12 @@ fn route(method: &str, target: &str, content_type: &str, body: &[u8], world: &mu
 
     if method == "PATCH" && content_type == "application/apply-patch+yaml" {
         let object: Value = serde_json::from_slice(body).unwrap();
-        world.applies.push(Apply { path: path.to_string(), query: query.to_string(), content_type: content_type.into(), body: object.clone() });
+        world.applies.push(Apply {
+            path: path.to_string(),
+            query: query.to_string(),
+            content_type: content_type.into(),
+            body: object.clone(),
+        });
         world.objects.insert(path.to_string(), object.clone());
         return (200, object);
     }
@@ -222,15 +227,20 @@ fn route(method: &str, target: &str, content_type: &str, body: &[u8], world: &mu
         let resources: Vec<Value> = RESOURCES
             .iter()
             .filter(|(gv, ..)| *gv == group_version)
-            .map(|(_, plural, kind, namespaced)| json!({
-                "name": plural, "singularName": kind.to_ascii_lowercase(), "namespaced": namespaced, "kind": kind,
-                "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]
-            }))
+            .map(|(_, plural, kind, namespaced)| {
+                json!({
+                    "name": plural, "singularName": kind.to_ascii_lowercase(), "namespaced": namespaced, "kind": kind,
+                    "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]
+                })
+            })
             .collect();
         if resources.is_empty() {
             return not_found;
         }
-        return (200, json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}));
+        return (
+            200,
+            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}),
+        );
     }
 
     match segments.as_slice() {
@@ -247,9 +257,12 @@ fn route(method: &str, target: &str, content_type: &str, body: &[u8], world: &mu
                 a.2 = guest;
                 a.3 += 1;
             }
-            (200, json!({"apiVersion": "v1", "kind": "ConfigMap",
+            (
+                200,
+                json!({"apiVersion": "v1", "kind": "ConfigMap",
                 "metadata": {"name": "scalelab-guest", "namespace": ns},
-                "data": {"guest.toml": world.config}}))
+                "data": {"guest.toml": world.config}}),
+            )
         }
         ["apis", "apps", "v1", "namespaces", ns, "deployments", name] => {
             let applied = world.objects.get(path).cloned();
@@ -269,33 +282,40 @@ fn route(method: &str, target: &str, content_type: &str, body: &[u8], world: &mu
                     });
                     (200, object)
                 }
-                None if *name == "scalelab" => (200, json!({
-                    "apiVersion": "apps/v1", "kind": "Deployment",
-                    "metadata": {"name": "scalelab", "namespace": ns},
-                    "spec": {"selector": {"matchLabels": {"app.kubernetes.io/name": "scalelab"}},
-                        "template": {"metadata": {"labels": {"app.kubernetes.io/name": "scalelab"}}, "spec": {"containers": []}}}
-                })),
+                None if *name == "scalelab" => (
+                    200,
+                    json!({
+                        "apiVersion": "apps/v1", "kind": "Deployment",
+                        "metadata": {"name": "scalelab", "namespace": ns},
+                        "spec": {"selector": {"matchLabels": {"app.kubernetes.io/name": "scalelab"}},
+                            "template": {"metadata": {"labels": {"app.kubernetes.io/name": "scalelab"}}, "spec": {"containers": []}}}
+                    }),
+                ),
                 None => not_found,
             }
         }
-        ["api", "v1", "namespaces", _, "services", _] => {
-            match world.objects.get(path) {
-                Some(applied) => {
-                    let mut object = applied.clone();
-                    if object["spec"]["clusterIP"].is_null() {
-                        object["spec"]["clusterIP"] = json!("10.96.0.10");
-                    }
-                    (200, object)
+        ["api", "v1", "namespaces", _, "services", _] => match world.objects.get(path) {
+            Some(applied) => {
+                let mut object = applied.clone();
+                if object["spec"]["clusterIP"].is_null() {
+                    object["spec"]["clusterIP"] = json!("10.96.0.10");
                 }
-                None => not_found,
+                (200, object)
             }
-        }
+            None => not_found,
+        },
         ["api", "v1", "namespaces", _, "pods"] => {
             assert!(query.contains("labelSelector=app.kubernetes.io%2Fname%3Dscalelab"), "{target}");
-            let items: Vec<Value> = world.pods.iter().map(|(name, ready, _, _)| json!({
-                "metadata": {"name": name},
-                "status": {"conditions": [{"type": "Ready", "status": if *ready { "True" } else { "False" }}]}
-            })).collect();
+            let items: Vec<Value> = world
+                .pods
+                .iter()
+                .map(|(name, ready, _, _)| {
+                    json!({
+                        "metadata": {"name": name},
+                        "status": {"conditions": [{"type": "Ready", "status": if *ready { "True" } else { "False" }}]}
+                    })
+                })
+                .collect();
             (200, json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items}))
         }
         ["api", "v1", "namespaces", _, "pods", pod_port, "proxy", "admin", "guest"] => {
@@ -311,22 +331,23 @@ fn route(method: &str, target: &str, content_type: &str, body: &[u8], world: &mu
                 }
             }
             match world.pods.iter().find(|p| p.0 == pod) {
-                Some((_, _, guest, swaps)) => (200, json!({"name": guest, "sha256": "ab".repeat(32), "since": format!("swap {swaps}")})),
+                Some((_, _, guest, swaps)) => {
+                    (200, json!({"name": guest, "sha256": "ab".repeat(32), "since": format!("swap {swaps}")}))
+                }
                 None => not_found,
             }
         }
         // A list of one kind in a namespace, filtered by the label selector.
         [.., "namespaces", _, _] if method == "GET" => {
-            let selector = query
-                .split('&')
-                .find_map(|pair| pair.strip_prefix("labelSelector="))
-                .map(percent_decode)
-                .unwrap_or_default();
+            let selector =
+                query.split('&').find_map(|pair| pair.strip_prefix("labelSelector=")).map(percent_decode).unwrap_or_default();
             let prefix = format!("{path}/");
             let items: Vec<Value> = world
                 .objects
                 .iter()
-                .filter(|(p, o)| p.starts_with(&prefix) && !p[prefix.len()..].contains('/') && selects(&selector, &o["metadata"]["labels"]))
+                .filter(|(p, o)| {
+                    p.starts_with(&prefix) && !p[prefix.len()..].contains('/') && selects(&selector, &o["metadata"]["labels"])
+                })
                 .map(|(_, o)| o.clone())
                 .collect();
             (200, json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": items}))

@@ -32,8 +32,8 @@ pub fn run(args: &SwapArgs) -> Result<()> {
     let base = args.url.trim_end_matches('/');
     let endpoint = format!("{base}/admin/guest");
     let local = Path::new(&args.guest);
-    let upload = local.is_file().then(|| std::fs::read(local)).transpose()
-        .with_context(|| format!("reading {}", local.display()))?;
+    let upload =
+        local.is_file().then(|| std::fs::read(local)).transpose().with_context(|| format!("reading {}", local.display()))?;
     let what = match &upload {
         Some(bytes) => format!("the component {} ({} bytes)", local.display(), bytes.len()),
         None => format!("the guest name {:?}", args.guest),
@@ -52,11 +52,8 @@ pub fn run(args: &SwapArgs) -> Result<()> {
         (Some(_), Some(stem)) => format!("{endpoint}?name={stem}"),
         _ => endpoint.clone(),
     };
-    let request = ureq::put(&target)
-        .config()
-        .http_status_as_error(false)
-        .build()
-        .header("Authorization", &format!("Bearer {token}"));
+    let request =
+        ureq::put(&target).config().http_status_as_error(false).build().header("Authorization", &format!("Bearer {token}"));
     let response = match upload {
         Some(bytes) => request.send(&bytes[..]),
         None => request.send(args.guest.as_bytes()),
@@ -116,10 +113,7 @@ async fn swap_cluster(args: &ClusterSwapArgs) -> Result<Vec<PodReport>> {
     let ns = cluster.namespace.clone();
     let maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), &ns);
     let target = cluster::guest_name(&args.guest)?;
-    let current = maps
-        .get(&args.configmap)
-        .await
-        .with_context(|| format!("reading ConfigMap {ns}/{}", args.configmap))?;
+    let current = maps.get(&args.configmap).await.with_context(|| format!("reading ConfigMap {ns}/{}", args.configmap))?;
     let text = current.data.and_then(|mut data| data.remove(CONFIG_KEY)).unwrap_or_default();
     let updated = with_guest(&text, &args.guest)?;
     let patch = json!({ "data": { CONFIG_KEY: updated } });
@@ -260,7 +254,8 @@ mod tests {
         assert_eq!(get(&format!("{url}/admin/guest")).unwrap()["name"], "prime");
         let refused = swap("nosuch").unwrap_err().to_string();
         assert!(refused.contains("422") && refused.contains("no guest named"), "{refused}");
-        let bad_token = run(&SwapArgs { guest: "prime".into(), url: url.clone(), token_file: Some(dir.join("cache")), dry_run: false });
+        let bad_token =
+            run(&SwapArgs { guest: "prime".into(), url: url.clone(), token_file: Some(dir.join("cache")), dry_run: false });
         assert!(bad_token.is_err());
 
         let _ = std::fs::remove_dir_all(&dir);

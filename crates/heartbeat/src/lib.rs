@@ -85,18 +85,8 @@ pub fn split_replies(data: &[u8]) -> Split<BrokerMessage> {
     split_with(data, &BROKER_KEYWORDS, parse_broker)
 }
 
-fn split_with<M>(
-    data: &[u8],
-    keywords: &[&str],
-    parse: fn(&str) -> Option<M>,
-) -> Split<M> {
-    let mut out = Split {
-        messages: Vec::new(),
-        malformed: Vec::new(),
-        merged: 0,
-        rest: Vec::new(),
-        discarding: false,
-    };
+fn split_with<M>(data: &[u8], keywords: &[&str], parse: fn(&str) -> Option<M>) -> Split<M> {
+    let mut out = Split { messages: Vec::new(), malformed: Vec::new(), merged: 0, rest: Vec::new(), discarding: false };
     let mut lines: Vec<&[u8]> = data.split(|&b| b == b'\n').collect();
     // The piece after the last `\n` (or all of it without one) is unterminated.
     let tail = lines.pop().unwrap_or_default();
@@ -152,10 +142,7 @@ fn split_line<M>(line: &[u8], keywords: &[&str], parse: fn(&str) -> Option<M>, o
 
 /// Cuts `line` before every keyword, keeping any leading garbage as a piece.
 fn pieces<'a>(line: &'a [u8], keywords: &[&str]) -> Vec<&'a [u8]> {
-    let mut starts: Vec<usize> = keywords
-        .iter()
-        .flat_map(|k| find_all(line, k.as_bytes()))
-        .collect();
+    let mut starts: Vec<usize> = keywords.iter().flat_map(|k| find_all(line, k.as_bytes())).collect();
     starts.sort_unstable();
     if starts.first() != Some(&0) {
         starts.insert(0, 0);

@@ -33,20 +33,14 @@ impl Reply {
 
 /// Answers one request. `random` supplies randomness for `GET /`.
 pub fn route(is_get: bool, path_with_query: &str, random: impl FnOnce() -> u64) -> Reply {
-    let (path, query) = path_with_query
-        .split_once('?')
-        .unwrap_or((path_with_query, ""));
-    let params: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
+    let (path, query) = path_with_query.split_once('?').unwrap_or((path_with_query, ""));
+    let params: Vec<(String, String)> =
+        form_urlencoded::parse(query.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
     let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
 
     let known_path = path == "/" || path.starts_with("/prime/");
     if !known_path {
-        return Reply::error(
-            404,
-            format!("no route for {path}; routes are GET /, GET /?n=N and GET /prime/N"),
-        );
+        return Reply::error(404, format!("no route for {path}; routes are GET /, GET /?n=N and GET /prime/N"));
     }
     if !is_get {
         return Reply::error(405, "method not allowed; use GET");

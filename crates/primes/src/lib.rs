@@ -50,10 +50,7 @@ fn nth_prime_trial(n: u32) -> u64 {
     let mut candidate = 3u64;
     while found.len() < n {
         // Only odd candidates; divide by odd primes (found[1..]) up to sqrt.
-        let is_prime = found[1..]
-            .iter()
-            .take_while(|&&p| p * p <= candidate)
-            .all(|&p| !candidate.is_multiple_of(p));
+        let is_prime = found[1..].iter().take_while(|&&p| p * p <= candidate).all(|&p| !candidate.is_multiple_of(p));
         if is_prime {
             found.push(candidate);
         }
@@ -96,18 +93,8 @@ fn nth_prime_sieve(n: u32) -> u64 {
 mod tests {
     use super::*;
 
-    const KNOWN: &[(u32, u64)] = &[
-        (1, 2),
-        (2, 3),
-        (3, 5),
-        (4, 7),
-        (5, 11),
-        (6, 13),
-        (7, 17),
-        (300, 1987),
-        (1000, 7919),
-        (10000, 104729),
-    ];
+    const KNOWN: &[(u32, u64)] =
+        &[(1, 2), (2, 3), (3, 5), (4, 7), (5, 11), (6, 13), (7, 17), (300, 1987), (1000, 7919), (10000, 104729)];
 
     #[test]
     fn trial_division_matches_known_primes() {

@@ -6,9 +6,7 @@
 use crate::bindings::exports::wasi::http::incoming_handler::Guest;
 use crate::bindings::scalelab::guests::log::{Level, log};
 use crate::bindings::scalelab::guests::{metrics, sessions};
-use crate::bindings::wasi::http::types::{
-    Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
-};
+use crate::bindings::wasi::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
 use crate::{Broker, registry};
 use heartbeat::BrokerMessage;
 
@@ -28,14 +26,9 @@ impl Guest for Broker {
                 Ok(code) => command(BrokerMessage::Kill { code }),
                 Err(e) => (400, e),
             },
-            "/" => (
-                200,
-                format!(
-                    "Broker: {} connections, {} registered engines\n",
-                    sessions::count(),
-                    registry::registered_count()
-                ),
-            ),
+            "/" => {
+                (200, format!("Broker: {} connections, {} registered engines\n", sessions::count(), registry::registered_count()))
+            }
             _ => (404, format!("no route {path}: use /dowork?time=MS or /kill?code=N\n")),
         };
         respond(response_out, status, &body);
@@ -65,11 +58,7 @@ fn authorized(request: &IncomingRequest, query: &str) -> bool {
         return true;
     };
     let bearer = format!("Bearer {token}");
-    let in_header = request
-        .headers()
-        .get("authorization")
-        .iter()
-        .any(|value| value.as_slice() == bearer.as_bytes());
+    let in_header = request.headers().get("authorization").iter().any(|value| value.as_slice() == bearer.as_bytes());
     let in_query = query.split('&').any(|pair| pair.strip_prefix("token=") == Some(token.as_str()));
     in_header || in_query
 }

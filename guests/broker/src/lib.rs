@@ -41,10 +41,26 @@ const METRICS: &[(&str, &str, MetricKind)] = &[
     ("broker_registered_engines", "Engines registered on a live connection", MetricKind::Gauge),
     ("broker_active_connections", "Open engine connections", MetricKind::Gauge),
     ("broker_heartbeats_total", "Heartbeats accepted in sequence", MetricKind::Counter),
-    ("broker_sequence_errors_total", "Heartbeats refused: out of sequence or not from the registering connection", MetricKind::Counter),
-    ("broker_duplicate_ids_total", "Registrations refused because the id is registered on another connection", MetricKind::Counter),
-    ("broker_silent_engines", "Registered engines without a heartbeat for longer than the silence limit, at the last check", MetricKind::Gauge),
-    ("broker_merged_messages_total", "Messages that arrived merged with the previous one without a delimiter, and were split", MetricKind::Counter),
+    (
+        "broker_sequence_errors_total",
+        "Heartbeats refused: out of sequence or not from the registering connection",
+        MetricKind::Counter,
+    ),
+    (
+        "broker_duplicate_ids_total",
+        "Registrations refused because the id is registered on another connection",
+        MetricKind::Counter,
+    ),
+    (
+        "broker_silent_engines",
+        "Registered engines without a heartbeat for longer than the silence limit, at the last check",
+        MetricKind::Gauge,
+    ),
+    (
+        "broker_merged_messages_total",
+        "Messages that arrived merged with the previous one without a delimiter, and were split",
+        MetricKind::Counter,
+    ),
     ("broker_malformed_messages_total", "Unknown, malformed, oversized or unfinished messages", MetricKind::Counter),
     ("broker_commands_total", "DOWORK and KILL commands broadcast by the control API", MetricKind::Counter),
 ];
@@ -130,11 +146,15 @@ impl Guest for Broker {
         metrics::set("broker_silent_engines", silent.len() as f64);
         if !silent.is_empty() {
             const SHOWN: usize = 20;
-            let mut list = silent.iter().take(SHOWN).map(|(id, ms)| format!("{id} ({}s)", ms / 1000)).collect::<Vec<_>>().join(", ");
+            let mut list =
+                silent.iter().take(SHOWN).map(|(id, ms)| format!("{id} ({}s)", ms / 1000)).collect::<Vec<_>>().join(", ");
             if silent.len() > SHOWN {
                 list.push_str(&format!(" and {} more", silent.len() - SHOWN));
             }
-            log(Level::Warn, &format!("BROKER: {} engines silent for more than {}s: {list}", silent.len(), silent_after_ms() / 1000));
+            log(
+                Level::Warn,
+                &format!("BROKER: {} engines silent for more than {}s: {list}", silent.len(), silent_after_ms() / 1000),
+            );
         }
         Vec::new()
     }
@@ -165,11 +185,20 @@ fn handle(session: &mut Session, message: EngineMessage) -> Option<BrokerMessage
                 Ok(()) => metrics::add("broker_heartbeats_total", 1.0),
                 Err(registry::HeartbeatError::Sequence { last }) => {
                     metrics::add("broker_sequence_errors_total", 1.0);
-                    log(Level::Error, &format!("ERROR MISSING HEARTBEAT [{id}], last Heartbeat cnt {last}, received Heartbeat cnt {n}"));
+                    log(
+                        Level::Error,
+                        &format!("ERROR MISSING HEARTBEAT [{id}], last Heartbeat cnt {last}, received Heartbeat cnt {n}"),
+                    );
                 }
                 Err(registry::HeartbeatError::NotRegistered) => {
                     metrics::add("broker_sequence_errors_total", 1.0);
-                    log(Level::Error, &format!("ERROR HEARTBEAT FROM UNREGISTERED ENGINE [{id}] on session {}, received Heartbeat cnt {n}", session.id));
+                    log(
+                        Level::Error,
+                        &format!(
+                            "ERROR HEARTBEAT FROM UNREGISTERED ENGINE [{id}] on session {}, received Heartbeat cnt {n}",
+                            session.id
+                        ),
+                    );
                 }
             }
             None

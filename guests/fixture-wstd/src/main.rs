@@ -44,8 +44,6 @@ async fn main(request: Request<Body>) -> Result<Response<Body>, Error> {
             Ok(Response::new(format!("allocated {} bytes\n", block.len()).into()))
         }
         "/panic" => panic!("the fixture was asked to panic"),
-        _ => Ok(Response::builder()
-            .status(StatusCode::NOT_FOUND)
-            .body("not found\n".to_owned().into())?),
+        _ => Ok(Response::builder().status(StatusCode::NOT_FOUND).body("not found\n".to_owned().into())?),
     }
 }

@@ -23,9 +23,7 @@ mod bindings {
 }
 
 use bindings::exports::wasi::http::incoming_handler::Guest;
-use bindings::wasi::http::types::{
-    Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
-};
+use bindings::wasi::http::types::{Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam};
 
 struct Prime;
 
@@ -33,9 +31,7 @@ impl Guest for Prime {
     fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
         let is_get = matches!(request.method(), Method::Get);
         let path_with_query = request.path_with_query().unwrap_or_default();
-        let reply = prime_api::route(is_get, &path_with_query, || {
-            bindings::wasi::random::random::get_random_u64()
-        });
+        let reply = prime_api::route(is_get, &path_with_query, || bindings::wasi::random::random::get_random_u64());
         send(response_out, reply);
     }
 }
@@ -43,18 +39,13 @@ impl Guest for Prime {
 /// Writes `reply` as the response. The body is small (well under the 4096
 /// bytes one `blocking-write-and-flush` may carry), but chunk it anyway.
 fn send(response_out: ResponseOutparam, reply: prime_api::Reply) {
-    let mut headers = vec![(
-        "content-type".to_string(),
-        b"application/json".to_vec(),
-    )];
+    let mut headers = vec![("content-type".to_string(), b"application/json".to_vec())];
     if reply.status == 405 {
         headers.push(("allow".to_string(), b"GET".to_vec()));
     }
     let fields = Fields::from_list(&headers).expect("static headers are valid");
     let response = OutgoingResponse::new(fields);
-    response
-        .set_status_code(reply.status)
-        .expect("route only produces valid status codes");
+    response.set_status_code(reply.status).expect("route only produces valid status codes");
     let body = response.body().expect("body is taken once");
     ResponseOutparam::set(response_out, Ok(response));
 

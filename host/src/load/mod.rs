@@ -63,8 +63,8 @@ pub async fn run(args: LoadArgs) -> Result<Verdict> {
     // handler is registered here, before the first request is sent.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let on_interrupt = stop.clone();
-    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .context("installing the Ctrl-C handler")?;
+    let mut interrupt =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).context("installing the Ctrl-C handler")?;
     tokio::spawn(async move {
         if interrupt.recv().await.is_some() {
             on_interrupt.store(true, Ordering::Relaxed);
@@ -136,11 +136,8 @@ fn build_plan(args: &LoadArgs) -> Result<Plan, String> {
                 .ok_or_else(|| format!("header {h:?} is not NAME: VALUE"))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let templates = args
-        .urls
-        .iter()
-        .map(|url| Template::new(&args.method, url, &headers, body.clone(), 1))
-        .collect::<Result<Vec<_>, _>>()?;
+    let templates =
+        args.urls.iter().map(|url| Template::new(&args.method, url, &headers, body.clone(), 1)).collect::<Result<Vec<_>, _>>()?;
     Plan::new(templates)
 }
 
@@ -244,9 +241,10 @@ async fn show_progress(recorder: Arc<Recorder>) {
 fn check_thresholds(report: &Report, args: &LoadArgs) -> Vec<String> {
     let mut failures = Vec::new();
     if let Some(max) = args.max_error_rate
-        && report.error_rate > max {
-            failures.push(format!("error rate {:.4} is above --max-error-rate {max}", report.error_rate));
-        }
+        && report.error_rate > max
+    {
+        failures.push(format!("error rate {:.4} is above --max-error-rate {max}", report.error_rate));
+    }
     if let Some(max) = args.max_p99 {
         let p99 = Duration::from_secs_f64(report.latency_ms.p99 / 1e3);
         if p99 > max || report.responses == 0 {
@@ -325,4 +323,3 @@ mod tests {
         assert_eq!(recorder.report(start.elapsed()).requests, 257);
     }
 }
-

@@ -301,8 +301,7 @@ mod tests {
         assert_eq!(report.status, BTreeMap::from([("200".into(), 1), ("503".into(), 1)]));
         assert_eq!(report.errors, ErrorCounts { connect: 1, timeout: 1, reset: 1, other: 0 });
         assert_eq!(report.error_rate, 4.0 / 5.0);
-        let per_second: Vec<(u64, u64, u64)> =
-            report.series.iter().map(|s| (s.requests, s.errors, s.server_errors)).collect();
+        let per_second: Vec<(u64, u64, u64)> = report.series.iter().map(|s| (s.requests, s.errors, s.server_errors)).collect();
         assert_eq!(per_second, [(1, 0, 0), (2, 1, 1), (0, 0, 0), (2, 2, 0)]);
         assert!(report.table("t").contains("connect 1, timeout 1, reset 1"));
     }
@@ -314,8 +313,15 @@ mod tests {
         recorder.record(start, Duration::from_millis(3), Ok(200));
         let json = serde_json::to_value(recorder.report(Duration::from_secs(1))).unwrap();
         for key in [
-            "duration_s", "requests", "responses", "requests_per_second", "latency_ms", "status", "errors",
-            "error_rate", "series",
+            "duration_s",
+            "requests",
+            "responses",
+            "requests_per_second",
+            "latency_ms",
+            "status",
+            "errors",
+            "error_rate",
+            "series",
         ] {
             assert!(json.get(key).is_some(), "missing {key}: {json}");
         }

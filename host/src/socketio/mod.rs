@@ -46,7 +46,12 @@ pub struct Heartbeat {
 
 /// Answers a request under [`PATH`]: upgrades it to a socket.io session, or
 /// says why not.
-pub fn accept(request: Request<Incoming>, host: Arc<SessionHost>, peer: SocketAddr, heartbeat: Heartbeat) -> Response<HyperOutgoingBody> {
+pub fn accept(
+    request: Request<Incoming>,
+    host: Arc<SessionHost>,
+    peer: SocketAddr,
+    heartbeat: Heartbeat,
+) -> Response<HyperOutgoingBody> {
     let query = request.uri().query().unwrap_or("");
     let param = |name: &str| query.split('&').find_map(|p| p.strip_prefix(name)?.strip_prefix('='));
     if param("EIO") != Some("4") {
@@ -55,11 +60,8 @@ pub fn accept(request: Request<Incoming>, host: Arc<SessionHost>, peer: SocketAd
     if param("transport") != Some("websocket") {
         return socketio_error(0, "Transport unknown");
     }
-    let is_upgrade = request
-        .headers()
-        .get(UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let is_upgrade =
+        request.headers().get(UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     let Some(key) = request.headers().get(SEC_WEBSOCKET_KEY).filter(|_| is_upgrade) else {
         return socketio_error(3, "Bad request: a WebSocket upgrade is expected");
     };
@@ -166,7 +168,9 @@ fn ws_error(error: tokio_tungstenite::tungstenite::Error) -> io::Error {
     use tokio_tungstenite::tungstenite::Error;
     match error {
         Error::Io(e) => e,
-        Error::ConnectionClosed | Error::AlreadyClosed => io::Error::new(io::ErrorKind::NotConnected, "the peer closed the connection"),
+        Error::ConnectionClosed | Error::AlreadyClosed => {
+            io::Error::new(io::ErrorKind::NotConnected, "the peer closed the connection")
+        }
         other => io::Error::other(other),
     }
 }

@@ -22,7 +22,10 @@ pub enum Packet<'a> {
     /// `41`.
     Disconnect,
     /// `42[...]`: an event; `data` is the JSON array `["name", args...]`.
-    Event { ack: Option<u64>, data: &'a str },
+    Event {
+        ack: Option<u64>,
+        data: &'a str,
+    },
     /// `44{...}`: the server refused the connect.
     ConnectError(&'a str),
 }
@@ -67,10 +70,7 @@ fn parse_socketio(text: &str) -> Result<Packet<'_>, String> {
 
 /// A JSON array whose first element is a string.
 fn is_event(data: &str) -> bool {
-    matches!(
-        serde_json::from_str::<Vec<serde_json::Value>>(data).as_deref(),
-        Ok([serde_json::Value::String(_), ..])
-    )
+    matches!(serde_json::from_str::<Vec<serde_json::Value>>(data).as_deref(), Ok([serde_json::Value::String(_), ..]))
 }
 
 fn shorten(text: &str) -> String {

@@ -30,9 +30,8 @@ pub(crate) async fn serve_metrics(listen: Listen, registry: Registry) -> Result<
     let Some(addr) = listen.0 else {
         return Ok(());
     };
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding the swarm metrics listener to {addr}"))?;
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the swarm metrics listener to {addr}"))?;
     tracing::info!(step = "listen", role = "metrics", addr = %listener.local_addr()?, "swarm metrics listener bound");
     tokio::spawn(async move {
         let builder = auto::Builder::new(TokioExecutor::new());

@@ -253,10 +253,8 @@ impl TickOrder {
 fn summarise(stats: &Stats, clients: u32, elapsed: Duration) -> Summary {
     let results = stats.clients.lock().unwrap();
     let rates = |count: fn(&ClientResult) -> u64| -> Vec<f64> {
-        let mut rates: Vec<f64> = results
-            .iter()
-            .map(|r| if r.span > 0.0 { count(r).saturating_sub(1) as f64 / r.span } else { 0.0 })
-            .collect();
+        let mut rates: Vec<f64> =
+            results.iter().map(|r| if r.span > 0.0 { count(r).saturating_sub(1) as f64 / r.span } else { 0.0 }).collect();
         rates.sort_by(f64::total_cmp);
         rates
     };

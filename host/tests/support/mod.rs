@@ -293,9 +293,7 @@ impl Metrics {
             if series_name != name {
                 return None;
             }
-            let all = labels
-                .iter()
-                .all(|(k, v)| series_labels.split(',').any(|pair| pair == format!("{k}=\"{v}\"")));
+            let all = labels.iter().all(|(k, v)| series_labels.split(',').any(|pair| pair == format!("{k}=\"{v}\"")));
             if all { value.parse().ok() } else { None }
         })
     }
