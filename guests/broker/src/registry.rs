@@ -46,8 +46,10 @@ pub fn register(id: &str, session: u64, n: u64) -> Registration {
     let record = Engine { session, last: n, seen_ms: now_ms() };
     let key = format!("{ENGINE}{id}");
     if state::insert_if_absent(&key, &record.encode()) {
-        let count = state::increment(REGISTERED, 1);
-        metrics::set("broker_registered_engines", count as f64);
+        // Additions, like the counter: parallel calls on other sessions
+        // cannot leave the gauge at a stale value, as setting a count could.
+        state::increment(REGISTERED, 1);
+        metrics::add("broker_registered_engines", 1.0);
         return Registration::Registered;
     }
     match Engine::load(id) {
@@ -65,8 +67,8 @@ pub fn unregister(id: &str, session: u64) -> bool {
     match Engine::load(id) {
         Some(existing) if existing.session == session => {
             state::delete(&format!("{ENGINE}{id}"));
-            let count = state::increment(REGISTERED, -1);
-            metrics::set("broker_registered_engines", count as f64);
+            state::increment(REGISTERED, -1);
+            metrics::add("broker_registered_engines", -1.0);
             true
         }
         _ => false,
