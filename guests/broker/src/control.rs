@@ -6,8 +6,9 @@
 use crate::bindings::exports::wasi::http::incoming_handler::Guest;
 use crate::bindings::scalelab::guests::log::{Level, log};
 use crate::bindings::scalelab::guests::{metrics, sessions};
-use crate::bindings::wasi::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
 use crate::{Broker, registry};
+use guest_http::Response;
+use guest_http::wasi::http::types::{IncomingRequest, ResponseOutparam};
 use heartbeat::BrokerMessage;
 
 impl Guest for Broker {
@@ -31,7 +32,7 @@ impl Guest for Broker {
             }
             _ => (404, format!("no route {path}: use /dowork?time=MS or /kill?code=N\n")),
         };
-        respond(response_out, status, &body);
+        Response::text(status, body).send(response_out);
     }
 }
 
@@ -61,21 +62,4 @@ fn authorized(request: &IncomingRequest, query: &str) -> bool {
     let in_header = request.headers().get("authorization").iter().any(|value| value.as_slice() == bearer.as_bytes());
     let in_query = query.split('&').any(|pair| pair.strip_prefix("token=") == Some(token.as_str()));
     in_header || in_query
-}
-
-fn respond(response_out: ResponseOutparam, status: u16, body: &str) {
-    let fields = Fields::from_list(&[("content-type".to_string(), b"text/plain; charset=utf-8".to_vec())])
-        .expect("static headers are valid");
-    let response = OutgoingResponse::new(fields);
-    response.set_status_code(status).expect("valid status code");
-    let outgoing = response.body().expect("body is taken once");
-    ResponseOutparam::set(response_out, Ok(response));
-    let stream = outgoing.write().expect("stream is taken once");
-    for chunk in body.as_bytes().chunks(4096) {
-        if stream.blocking_write_and_flush(chunk).is_err() {
-            return;
-        }
-    }
-    drop(stream);
-    let _ = OutgoingBody::finish(outgoing, None);
 }

@@ -18,12 +18,21 @@ mod bindings {
     wit_bindgen::generate!({
         path: "../../wit",
         world: "scalelab:guests/http-guest",
+        // Share guest-http's wasi:http bindings (see crates/guest-http).
+        with: {
+            "wasi:http/types@0.2.12": guest_http::wasi::http::types,
+            "wasi:io/error@0.2.12": guest_http::wasi::io::error,
+            "wasi:io/poll@0.2.12": guest_http::wasi::io::poll,
+            "wasi:io/streams@0.2.12": guest_http::wasi::io::streams,
+            "wasi:clocks/monotonic-clock@0.2.12": guest_http::wasi::clocks::monotonic_clock,
+        },
         generate_all,
     });
 }
 
 use bindings::exports::wasi::http::incoming_handler::Guest;
-use bindings::wasi::http::types::{Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam};
+use guest_http::Response;
+use guest_http::wasi::http::types::{IncomingRequest, Method, ResponseOutparam};
 
 struct Prime;
 
@@ -31,33 +40,13 @@ impl Guest for Prime {
     fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
         let is_get = matches!(request.method(), Method::Get);
         let path_with_query = request.path_with_query().unwrap_or_default();
-        let reply = prime_api::route(is_get, &path_with_query, || bindings::wasi::random::random::get_random_u64());
-        send(response_out, reply);
-    }
-}
-
-/// Writes `reply` as the response. The body is small (well under the 4096
-/// bytes one `blocking-write-and-flush` may carry), but chunk it anyway.
-fn send(response_out: ResponseOutparam, reply: prime_api::Reply) {
-    let mut headers = vec![("content-type".to_string(), b"application/json".to_vec())];
-    if reply.status == 405 {
-        headers.push(("allow".to_string(), b"GET".to_vec()));
-    }
-    let fields = Fields::from_list(&headers).expect("static headers are valid");
-    let response = OutgoingResponse::new(fields);
-    response.set_status_code(reply.status).expect("route only produces valid status codes");
-    let body = response.body().expect("body is taken once");
-    ResponseOutparam::set(response_out, Ok(response));
-
-    let stream = body.write().expect("stream is taken once");
-    for chunk in reply.body.as_bytes().chunks(4096) {
-        if stream.blocking_write_and_flush(chunk).is_err() {
-            // The client went away; nothing more to do.
-            return;
+        let reply = prime_api::route(is_get, &path_with_query, bindings::wasi::random::random::get_random_u64);
+        let mut response = Response::json(reply.status, reply.body);
+        if reply.status == 405 {
+            response = response.header("allow", "GET");
         }
+        response.send(response_out);
     }
-    drop(stream);
-    let _ = OutgoingBody::finish(body, None);
 }
 
 bindings::export!(Prime with_types_in bindings);

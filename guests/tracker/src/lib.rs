@@ -15,6 +15,14 @@ mod bindings {
     wit_bindgen::generate!({
         path: "../../wit",
         world: "scalelab:guests/session-http-guest",
+        // Share guest-http's wasi:http bindings (see crates/guest-http).
+        with: {
+            "wasi:http/types@0.2.12": guest_http::wasi::http::types,
+            "wasi:io/error@0.2.12": guest_http::wasi::io::error,
+            "wasi:io/poll@0.2.12": guest_http::wasi::io::poll,
+            "wasi:io/streams@0.2.12": guest_http::wasi::io::streams,
+            "wasi:clocks/monotonic-clock@0.2.12": guest_http::wasi::clocks::monotonic_clock,
+        },
         generate_all,
     });
 }
@@ -24,7 +32,8 @@ use bindings::exports::wasi::http::incoming_handler::Guest as HttpGuest;
 use bindings::scalelab::guests::log::{Level, log};
 use bindings::scalelab::guests::metrics::{self, MetricKind};
 use bindings::scalelab::guests::{sessions, state};
-use bindings::wasi::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
+use guest_http::Response;
+use guest_http::wasi::http::types::{IncomingRequest, ResponseOutparam};
 use std::sync::OnceLock;
 
 const ACTIVE: &str = "mx_server_active_conn_gauge";
@@ -146,16 +155,7 @@ impl HttpGuest for Tracker {
             "/" => (200, format!("tracker: {} clients\n", sessions::count())),
             other => (404, format!("no route {other}: socket.io clients connect at /socket.io/\n")),
         };
-        let fields = Fields::from_list(&[("content-type".to_string(), b"text/plain; charset=utf-8".to_vec())])
-            .expect("static headers are valid");
-        let response = OutgoingResponse::new(fields);
-        response.set_status_code(status).expect("valid status code");
-        let outgoing = response.body().expect("body is taken once");
-        ResponseOutparam::set(response_out, Ok(response));
-        let stream = outgoing.write().expect("stream is taken once");
-        let _ = stream.blocking_write_and_flush(body.as_bytes());
-        drop(stream);
-        let _ = OutgoingBody::finish(outgoing, None);
+        Response::text(status, body).send(response_out);
     }
 }
 

@@ -1,0 +1,128 @@
+//! How scalelab's guests answer a `wasi:http` request: a [`Response`] with a
+//! status, headers and a body of any size, sent with one call. Every guest
+//! answers through it, so the rules live once:
+//!
+//! - WASI lets one `blocking-write-and-flush` carry at most 4096 bytes, so the
+//!   body is written in chunks of that size ([`chunks`]);
+//! - a client that goes away mid-body ends the write quietly;
+//! - errors are JSON: `{"error": "<message>"}` ([`Response::json_error`]).
+//!
+//! The crate binds `wasi:http/types` (world `scalelab:guests/http-types` in
+//! `wit/`) once. A guest maps those interfaces to these bindings with
+//! wit-bindgen's `with`, so the `ResponseOutparam` its export receives is
+//! this crate's type:
+//!
+//! ```ignore
+//! wit_bindgen::generate!({
+//!     path: "../../wit",
+//!     world: "scalelab:guests/http-guest",
+//!     with: {
+//!         "wasi:http/types@0.2.12": guest_http::wasi::http::types,
+//!         "wasi:io/error@0.2.12": guest_http::wasi::io::error,
+//!         "wasi:io/poll@0.2.12": guest_http::wasi::io::poll,
+//!         "wasi:io/streams@0.2.12": guest_http::wasi::io::streams,
+//!         "wasi:clocks/monotonic-clock@0.2.12": guest_http::wasi::clocks::monotonic_clock,
+//!     },
+//!     generate_all,
+//! });
+//! ```
+
+#[allow(missing_docs, clippy::all)]
+mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "scalelab:guests/http-types",
+        generate_all,
+    });
+}
+
+pub use bindings::wasi;
+use wasi::http::types::{Fields, OutgoingBody, OutgoingResponse, ResponseOutparam};
+
+/// The most one `blocking-write-and-flush` may carry (WASI 0.2's limit).
+pub const WRITE_LIMIT: usize = 4096;
+
+/// A response to send: status, headers, body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// A response with a body and its content type.
+    pub fn new(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> Response {
+        Response { status, headers: vec![("content-type".to_string(), content_type.as_bytes().to_vec())], body: body.into() }
+    }
+
+    /// `text/plain; charset=utf-8`.
+    pub fn text(status: u16, body: impl Into<String>) -> Response {
+        Response::new(status, "text/plain; charset=utf-8", body.into())
+    }
+
+    /// `application/json`, from a body that is JSON already.
+    pub fn json(status: u16, body: impl Into<String>) -> Response {
+        Response::new(status, "application/json", body.into())
+    }
+
+    /// `{"error": message}` as `application/json`.
+    pub fn json_error(status: u16, message: &str) -> Response {
+        Response::json(status, serde_json::json!({ "error": message }).to_string())
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: &str, value: impl Into<Vec<u8>>) -> Response {
+        self.headers.push((name.to_string(), value.into()));
+        self
+    }
+
+    /// Sends the response: head, then the body in chunks WASI accepts, then
+    /// the end of the body. A client gone mid-body ends it quietly.
+    ///
+    /// # Panics
+    /// When a header name or value is not valid HTTP or the status is not a
+    /// valid code: a bug in the guest, not a condition to handle.
+    pub fn send(self, out: ResponseOutparam) {
+        let fields = Fields::from_list(&self.headers).expect("valid header names and values");
+        let response = OutgoingResponse::new(fields);
+        response.set_status_code(self.status).expect("a valid status code");
+        let body = response.body().expect("the body is taken once");
+        ResponseOutparam::set(out, Ok(response));
+        let stream = body.write().expect("the stream is taken once");
+        for chunk in chunks(&self.body) {
+            if stream.blocking_write_and_flush(chunk).is_err() {
+                return;
+            }
+        }
+        drop(stream);
+        let _ = OutgoingBody::finish(body, None);
+    }
+}
+
+/// The body as the writes `send` makes: in order, none over [`WRITE_LIMIT`].
+pub fn chunks(body: &[u8]) -> impl Iterator<Item = &[u8]> {
+    body.chunks(WRITE_LIMIT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_of_one_mebibyte_is_written_whole_in_chunks_wasi_accepts() {
+        let body: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 251) as u8).collect();
+        let written: Vec<&[u8]> = chunks(&body).collect();
+        assert!(written.iter().all(|c| !c.is_empty() && c.len() <= WRITE_LIMIT));
+        assert_eq!(written.concat(), body);
+        assert_eq!(chunks(b"").count(), 0);
+    }
+
+    #[test]
+    fn json_errors_escape_their_message() {
+        let error = Response::json_error(400, "bad \"n\"\nhere");
+        assert_eq!(String::from_utf8(error.body).unwrap(), r#"{"error":"bad \"n\"\nhere"}"#);
+        assert_eq!(error.headers, vec![("content-type".to_string(), b"application/json".to_vec())]);
+        assert_eq!(Response::text(404, "no").header("allow", "GET").headers.len(), 2);
+    }
+}

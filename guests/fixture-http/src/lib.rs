@@ -1,0 +1,48 @@
+//! Test fixture (never in the image): answers through `crates/guest-http`,
+//! so the host's tests can check what every guest relies on.
+//!
+//! - `GET /bytes/{n}`: `n` bytes, byte `i` being `i % 251` (at most 16 MiB),
+//!   `application/octet-stream`;
+//! - anything else: 404 with a JSON error whose message needs escaping.
+
+mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "scalelab:guests/http-guest",
+        // Share guest-http's wasi:http bindings (see crates/guest-http).
+        with: {
+            "wasi:http/types@0.2.12": guest_http::wasi::http::types,
+            "wasi:io/error@0.2.12": guest_http::wasi::io::error,
+            "wasi:io/poll@0.2.12": guest_http::wasi::io::poll,
+            "wasi:io/streams@0.2.12": guest_http::wasi::io::streams,
+            "wasi:clocks/monotonic-clock@0.2.12": guest_http::wasi::clocks::monotonic_clock,
+        },
+        generate_all,
+    });
+}
+
+use bindings::exports::wasi::http::incoming_handler::Guest;
+use guest_http::Response;
+use guest_http::wasi::http::types::{IncomingRequest, ResponseOutparam};
+
+/// The largest body `/bytes/{n}` makes.
+const MAX_BYTES: usize = 16 << 20;
+
+struct Fixture;
+
+impl Guest for Fixture {
+    fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
+        let path = request.path_with_query().unwrap_or_default();
+        let response = match path.strip_prefix("/bytes/").map(str::parse::<usize>) {
+            Some(Ok(n)) if n <= MAX_BYTES => {
+                let body: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+                Response::new(200, "application/octet-stream", body)
+            }
+            Some(_) => Response::json_error(400, &format!("/bytes/{{n}} takes a whole number up to {MAX_BYTES}")),
+            None => Response::json_error(404, &format!("no route \"{path}\"")),
+        };
+        response.send(response_out);
+    }
+}
+
+bindings::export!(Fixture with_types_in bindings);
