@@ -415,8 +415,12 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
 
 impl EngineArgs {
     /// The engine settings these flags imply, with a pool of `pool_slots` instances.
-    pub fn engine_settings(&self, pool_slots: u32) -> crate::engine::EngineSettings {
-        crate::engine::EngineSettings { epoch_interruption: self.deadline.0.is_some(), max_memory: self.max_memory, pool_slots }
+    pub fn engine_settings(&self, pool_slots: u32) -> crate::runtime::engine::EngineSettings {
+        crate::runtime::engine::EngineSettings {
+            epoch_interruption: self.deadline.0.is_some(),
+            max_memory: self.max_memory,
+            pool_slots,
+        }
     }
 }
 

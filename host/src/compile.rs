@@ -2,9 +2,9 @@
 //! cache (so the next `serve` with the same engine flags starts warm) or to a
 //! `.cwasm` file given with `--output`.
 
-use crate::cache::{self, CompileCache, Origin};
 use crate::cli::CompileArgs;
-use crate::{engine, guest};
+use crate::runtime::cache::{self, CompileCache, Origin};
+use crate::runtime::{engine, guest};
 use anyhow::{Context, Result, bail};
 use std::time::Instant;
 use wasmtime::Engine;

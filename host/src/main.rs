@@ -1,38 +1,10 @@
-//! `scalelab`: runs WebAssembly workloads for Kubernetes scaling experiments.
-//! See ARCHITECTURE.md for a map of the code.
-
-mod admin;
-mod backtrace;
-mod bindings;
-mod cache;
-mod cli;
-mod compile;
-mod config;
-mod engine;
-mod fd_limit;
-mod guest;
-mod guest_metrics;
-mod handler;
-mod instances;
-mod load;
-mod logging;
-mod metrics;
-mod process_stats;
-mod serve;
-mod services;
-mod session;
-mod sessions;
-mod shared_state;
-mod shutdown;
-mod socketio;
-mod state;
-mod swap;
-mod swarm;
-mod tcp;
-mod watch;
-mod workers;
+//! The `scalelab` binary: parses the command line, sets up logging and the
+//! async runtime, and runs the command from the library. See ARCHITECTURE.md.
 
 use clap::{CommandFactory, FromArgMatches};
+use scalelab::clients::{load, swarm};
+use scalelab::serve::config;
+use scalelab::{backtrace, cli, compile, fd_limit, logging, serve, workers};
 use std::process::ExitCode;
 use std::time::Instant;
 

@@ -4,7 +4,9 @@
 mod support;
 
 use std::time::Duration;
-use support::{Host, json, scalelab, serve_command, serve_command_with_cache, temp_dir, wait_in_flight};
+use support::{
+    Host, PATIENCE, json, scalelab, serve_command, serve_command_with_cache, swarm_command, temp_dir, wait_in_flight, wait_metric,
+};
 
 fn origin_of(host: &Host) -> String {
     let line = host.wait_log(Duration::from_secs(30), |l| l["step"] == "compile").expect("a compile step log line");
@@ -85,6 +87,38 @@ async fn the_drain_timeout_bounds_shutdown() {
     assert!(slow.await.unwrap().is_err(), "the cut-off request cannot have succeeded");
     let drained = host.wait_log(support::PATIENCE, |l| l["message"].as_str().is_some_and(|m| m.contains("drain timeout")));
     assert!(drained.is_some(), "{:#?}", host.logs());
+}
+
+/// Shutdown waits for every session itself, not for the session table to
+/// empty: each of 500 sessions is closed and its guest's `closed` runs (the
+/// broker logs each engine it unregisters) before the host exits 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_closes_every_session_and_waits_for_each_closed_call_before_exiting() {
+    let mut cmd = serve_command("broker", &[]);
+    cmd.env("SCALELAB_LOG", "info,scalelab::guest=debug,scalelab::serve::session=debug");
+    let mut host = Host::start_command(cmd);
+    let mut swarm =
+        swarm_command(host.tcp(), &["--engines", "500", "--ramp", "2000/s", "--heartbeat", "1s", "--duration", "10m"])
+            .spawn()
+            .unwrap();
+    wait_metric(&host, "broker_registered_engines", &[], |v| v == 500.0).await;
+
+    host.signal(libc::SIGTERM);
+    let status = host.wait_exit(PATIENCE).expect("the host did not exit");
+    assert!(status.success(), "{status}");
+    // The last line: every line before it has been read.
+    assert!(host.wait_log(PATIENCE, |l| l["message"] == "drained; exiting").is_some(), "no clean drain: {:#?}", host.logs());
+    let logs = host.logs();
+    let count = |pred: &dyn Fn(&serde_json::Value) -> bool| logs.iter().filter(|l| pred(l)).count();
+    let unregistered = count(&|l| {
+        l["message"].as_str().is_some_and(|m| m.starts_with("engine e") && m.ends_with(" unregistered: host shutting down"))
+    });
+    assert_eq!(unregistered, 500, "the broker's `closed` ran for every session");
+    let closed = count(&|l| l["message"] == "session closed" && l["reason"] == "shutdown");
+    assert_eq!(closed, 500, "every session task ended");
+    assert_eq!(count(&|l| l["message"] == "session guest call failed; the session goes on"), 0);
+    let _ = swarm.kill();
+    let _ = swarm.wait();
 }
 
 #[tokio::test(flavor = "multi_thread")]

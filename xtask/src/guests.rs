@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
 use std::process::Command;
 
-const TARGET: &str = "wasm32-wasip2";
+pub const TARGET: &str = "wasm32-wasip2";
 
 /// Builds the guests; returns the directory holding the components.
 pub fn build(ws: &Workspace) -> Result<PathBuf> {

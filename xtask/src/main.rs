@@ -2,7 +2,8 @@
 //!
 //! - `build-guests`: every crate under `guests/` -> `target/guests/<name>.wasm`;
 //! - `serve <guest>`: build what is needed and serve a guest on loopback;
-//! - `test`: build the guests, then run every test of the repository;
+//! - `test`: check formatting, build the guests, lint both workspaces, then
+//!   run every test of the repository;
 //! - `bench [--quick]`: the side-by-side benchmark (see `bench.rs`);
 //! - `bench-engines`: engines one broker process holds (see `bench_engines.rs`);
 //! - `bench-sockets`: socket.io clients the tracker holds at 95 ticks/s (see `bench_sockets.rs`);
@@ -24,6 +25,7 @@ mod guests;
 mod image;
 #[cfg(test)]
 mod k8s_checks;
+mod lint;
 mod manifests;
 #[cfg(test)]
 mod stand_in;
@@ -136,7 +138,8 @@ enum Task {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Build the guests, then run the whole test suite.
+    /// Check formatting, build the guests, lint both workspaces (clippy, warnings
+    /// denied), then run the whole test suite.
     Test {
         /// Further `cargo test` arguments for the host workspace, after `--`.
         #[arg(last = true)]
@@ -204,7 +207,9 @@ fn run(task: Task) -> Result<()> {
             )?;
         }
         Task::Test { args } => {
+            lint::format(&ws)?;
             let built = guests::build_all(&ws)?;
+            lint::clippy(&ws)?;
             let guests_dir = ws.target_dir.join("guests");
             let clients = clients::ensure(&ws)?;
             let tools = tools::ensure(&ws)?;

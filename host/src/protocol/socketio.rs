@@ -7,6 +7,16 @@
 //! `43` ack, `44` connect error. Only the main namespace (`/`) is served;
 //! binary packets are not supported.
 
+/// tungstenite's settings for both ends: its default 128 KiB read buffer is
+/// zero-filled at every read attempt, which costs more than the events
+/// themselves; our frames are small.
+pub fn ws_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .max_message_size(Some(1 << 20))
+        .max_frame_size(Some(1 << 20))
+}
+
 /// A parsed packet, borrowing its payload.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Packet<'a> {

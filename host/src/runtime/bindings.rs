@@ -6,8 +6,8 @@
 //! ours. Every import is synchronous and cannot trap: bad input from a guest
 //! (an undeclared metric, say) is logged, not fatal.
 
-use crate::guest_metrics::Kind;
-use crate::state::GuestState;
+use crate::runtime::declared_metrics::Kind;
+use crate::runtime::state::GuestState;
 use bytes::Bytes;
 
 wasmtime::component::bindgen!({
@@ -63,7 +63,7 @@ impl metrics::Host for GuestState {
     }
 
     fn read_process_stats(&mut self) -> metrics::ProcessStats {
-        let (resident_bytes, cpu_seconds) = crate::process_stats::read();
+        let (resident_bytes, cpu_seconds) = crate::runtime::process_stats::read();
         metrics::ProcessStats { resident_bytes, cpu_seconds }
     }
 

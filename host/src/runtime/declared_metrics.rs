@@ -35,15 +35,15 @@ impl Metric {
     }
 }
 
-pub struct GuestDefinedMetrics {
+pub struct DeclaredMetrics {
     registry: Registry,
     declared: RwLock<HashMap<String, Metric>>,
 }
 
-impl GuestDefinedMetrics {
+impl DeclaredMetrics {
     /// Metrics registered in `registry` (the host's, which `/metrics` encodes).
-    pub fn new(registry: Registry) -> GuestDefinedMetrics {
-        GuestDefinedMetrics { registry, declared: RwLock::new(HashMap::new()) }
+    pub fn new(registry: Registry) -> DeclaredMetrics {
+        DeclaredMetrics { registry, declared: RwLock::new(HashMap::new()) }
     }
 
     pub fn declare(
@@ -137,7 +137,7 @@ mod tests {
     #[test]
     fn declared_metrics_appear_in_the_registry_and_misuse_is_refused() {
         let registry = Registry::new();
-        let metrics = GuestDefinedMetrics::new(registry.clone());
+        let metrics = DeclaredMetrics::new(registry.clone());
         let app = [("app".to_string(), "mx-server".to_string())];
         metrics.declare("mx_server_active_connections", "Active", Kind::Gauge, &[], &app).unwrap();
         metrics.declare("mx_server_active_connections", "Active", Kind::Gauge, &[], &app).unwrap();

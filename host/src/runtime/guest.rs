@@ -3,17 +3,17 @@
 //! (`wasi:http/incoming-handler`, our `session-handler`, or both), and proven
 //! instantiable before the host reports ready.
 
-use crate::bindings::{SessionGuestIndices, SessionOptions};
-use crate::cache::{CompileCache, Origin};
-use crate::services::Services;
-use crate::state::GuestState;
+use crate::runtime::bindings::{SessionGuestIndices, SessionOptions};
+use crate::runtime::cache::{CompileCache, Origin};
+use crate::runtime::services::Services;
+use crate::runtime::state::{GuestState, new_store};
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
+use wasmtime::Engine;
 use wasmtime::component::{InstancePre, Linker};
-use wasmtime::{Engine, Store};
 use wasmtime_wasi_http::p2::bindings::ProxyIndices;
 
 /// A loaded guest. Cheap to share: one per process, used by every request.
@@ -120,7 +120,9 @@ pub fn linker(engine: &Engine) -> Result<Linker<GuestState>> {
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
         .map_err(anyhow::Error::from)
         .context("linking wasi:http")?;
-    crate::bindings::add_to_linker(&mut linker).map_err(anyhow::Error::from).context("linking the scalelab host services")?;
+    crate::runtime::bindings::add_to_linker(&mut linker)
+        .map_err(anyhow::Error::from)
+        .context("linking the scalelab host services")?;
     Ok(linker)
 }
 
@@ -175,11 +177,7 @@ impl Guest {
         tracing::info!(step = "link", guest = %name, world, duration_ms = started.elapsed().as_secs_f64() * 1e3, "guest linked");
 
         let started = Instant::now();
-        let mut store = Store::new(engine, GuestState::new(max_memory, &[], services.clone(), name.as_str().into()));
-        store.limiter(|state| &mut state.memory);
-        // Epoch checks are compiled in when a deadline is configured; give the
-        // probe plenty of ticks (its start functions run here).
-        store.set_epoch_deadline(u64::MAX / 2);
+        let mut store = new_store(engine, GuestState::new(max_memory, &[], services.clone(), name.as_str().into()));
         let instance = pre
             .instantiate_async(&mut store)
             .await

@@ -1,4 +1,7 @@
-//! Warm guest instances, reused across requests.
+//! Warm guest instances, reused across calls, and the one place that runs a
+//! call on one ([`Instances::call`]): take an instance, arm its deadline, run
+//! the call, give the instance back after a clean call or drop it after a
+//! failure.
 //!
 //! Creating a store and an instance per request costs more than the request
 //! itself for small workloads: mostly the pooling allocator resetting the
@@ -15,11 +18,14 @@
 //! request a fresh instance when a test needs strict isolation. One instance
 //! never serves two requests at once.
 
-use crate::bindings::{SessionGuest, SessionGuestIndices};
-use crate::guest::Guest;
 use crate::metrics::GuestMetrics;
-use crate::services::Services;
-use crate::state::GuestState;
+use crate::runtime::active::Limits;
+use crate::runtime::bindings::{SessionGuest, SessionGuestIndices};
+use crate::runtime::call::{Failure, arm, classify, within};
+use crate::runtime::guest::Guest;
+use crate::runtime::services::Services;
+use crate::runtime::state::{GuestState, new_store};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,6 +37,9 @@ use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyIndices};
 /// Idle instances kept at most: enough for the concurrency of a busy pod,
 /// few enough that a burst does not keep hundreds of memories resident.
 pub const MAX_IDLE: usize = 64;
+
+/// The future of one guest call on a warm instance (boxed: it borrows the instance).
+pub type GuestCall<'a, T> = Pin<Box<dyn Future<Output = wasmtime::Result<T>> + Send + 'a>>;
 
 /// An instance with its store, between or during requests.
 pub struct Warm {
@@ -67,8 +76,7 @@ impl Instances {
     pub fn new(
         guest: &Guest,
         services: Arc<Services>,
-        max_memory: usize,
-        max_uses: u32,
+        limits: &Limits,
         env: Vec<(String, String)>,
         metrics: GuestMetrics,
     ) -> Instances {
@@ -78,8 +86,8 @@ impl Instances {
             session: guest.session.clone(),
             services,
             name: guest.name.as_str().into(),
-            max_memory,
-            max_uses: max_uses.max(1),
+            max_memory: limits.max_memory,
+            max_uses: limits.instance_reuse.max(1),
             env,
             idle: Mutex::new(Vec::new()),
             retired: AtomicBool::new(false),
@@ -93,8 +101,33 @@ impl Instances {
         self.idle.lock().unwrap().clear();
     }
 
+    /// Runs `call` on a warm instance under `deadline`. After a clean call
+    /// the instance goes back to the idle list; after a failure it is
+    /// dropped before this returns (wasmtime does not allow re-entering it).
+    pub async fn call<T>(
+        &self,
+        deadline: Option<std::time::Duration>,
+        call: impl for<'a> FnOnce(&'a mut Warm) -> GuestCall<'a, T>,
+    ) -> Result<T, Failure> {
+        let mut warm = match self.take().await {
+            Ok(warm) => warm,
+            Err((e, store)) => return Err(classify(&e, &store, deadline)),
+        };
+        arm(&mut warm.store, deadline);
+        let outcome = within(deadline, call(&mut warm)).await;
+        let result = match outcome {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(classify(&e, &warm.store, deadline)),
+            Err(failure) => Err(failure),
+        };
+        if result.is_ok() {
+            self.give_back(warm);
+        }
+        result
+    }
+
     /// An idle instance, or a new one.
-    pub async fn take(&self) -> Result<Warm, (wasmtime::Error, Store<GuestState>)> {
+    async fn take(&self) -> Result<Warm, (wasmtime::Error, Store<GuestState>)> {
         let reused = self.idle.lock().unwrap().pop();
         if let Some(mut warm) = reused {
             warm.uses += 1;
@@ -103,11 +136,7 @@ impl Instances {
         }
         let started = Instant::now();
         let state = GuestState::new(self.max_memory, &self.env, self.services.clone(), self.name.clone());
-        let mut store = Store::new(self.pre.engine(), state);
-        store.limiter(|state| &mut state.memory);
-        // Epoch checks may run during start functions; give them room. Each
-        // request sets its own deadline before calling the guest.
-        store.set_epoch_deadline(u64::MAX / 2);
+        let mut store = new_store(self.pre.engine(), state);
         let loaded = async {
             let instance = self.pre.instantiate_async(&mut store).await?;
             let proxy = self.http.as_ref().map(|i| i.load(&mut store, &instance)).transpose()?;
@@ -126,7 +155,7 @@ impl Instances {
 
     /// Returns an instance whose call ended normally, unless it has served
     /// its share of requests or enough instances are idle already.
-    pub fn give_back(&self, warm: Warm) {
+    fn give_back(&self, warm: Warm) {
         if warm.uses >= self.max_uses || self.retired.load(Ordering::Relaxed) {
             return;
         }

@@ -2,14 +2,14 @@
 //! `metrics`, `log`, `sessions`): one set per process, created at start-up and
 //! kept across guest swaps, so that a swap loses no state.
 
-use crate::guest_metrics::GuestDefinedMetrics;
 use crate::metrics::Metrics;
-use crate::sessions::SessionTable;
-use crate::shared_state::SharedState;
+use crate::runtime::declared_metrics::DeclaredMetrics;
+use crate::runtime::session_table::SessionTable;
+use crate::runtime::shared_state::SharedState;
 
 pub struct Services {
     pub state: SharedState,
-    pub metrics: GuestDefinedMetrics,
+    pub metrics: DeclaredMetrics,
     pub sessions: SessionTable,
 }
 
@@ -17,7 +17,7 @@ impl Services {
     pub fn new(metrics: &Metrics) -> Services {
         Services {
             state: SharedState::new(metrics.state_keys.clone()),
-            metrics: GuestDefinedMetrics::new(metrics.registry()),
+            metrics: DeclaredMetrics::new(metrics.registry()),
             sessions: SessionTable::default(),
         }
     }

@@ -7,10 +7,10 @@
 //! environment but the config file's `[env]` table, TCP, UDP and name lookup refused, outgoing HTTP requests
 //! refused. Guest stdout and stderr go to the host's stderr.
 
-use crate::services::Services;
+use crate::runtime::services::Services;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
-use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
@@ -49,6 +49,17 @@ impl GuestState {
             memory: MemoryCap::new(max_memory),
         }
     }
+}
+
+/// A store for one new instance: every store of the host is made here. The
+/// memory cap is the store's limiter, and epoch checks (compiled in when a
+/// deadline is configured) get plenty of room while start functions run;
+/// each call then sets its own deadline (`call::arm`).
+pub fn new_store(engine: &Engine, state: GuestState) -> Store<GuestState> {
+    let mut store = Store::new(engine, state);
+    store.limiter(|state| &mut state.memory);
+    store.set_epoch_deadline(u64::MAX / 2);
+    store
 }
 
 impl WasiView for GuestState {

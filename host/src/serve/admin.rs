@@ -12,10 +12,11 @@
 //!   is disabled (403); a missing or wrong token gets 401.
 
 use crate::metrics::Metrics;
-use crate::swap::{GuestSource, SwapRequest, Swapper};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
+use crate::serve::accept;
+use crate::serve::respond::{Body, json, text, with_type};
+use crate::serve::swap::{GuestSource, SwapRequest, Swapper};
+use http_body_util::{BodyExt, Limited};
+use hyper::header::{AUTHORIZATION, HeaderValue, WWW_AUTHENTICATE};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -56,14 +57,7 @@ pub struct Admin {
 pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
     let builder = auto::Builder::new(TokioExecutor::new());
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                tracing::warn!(error = %e, "admin accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+        let (stream, _) = accept::next(&listener, "admin").await;
         let admin = admin.clone();
         let service = service_fn(move |request: Request<hyper::body::Incoming>| {
             let admin = admin.clone();
@@ -78,7 +72,7 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
     }
 }
 
-async fn route(request: Request<hyper::body::Incoming>, admin: &Admin) -> Response<Full<Bytes>> {
+async fn route(request: Request<hyper::body::Incoming>, admin: &Admin) -> Response<Body> {
     let path = request.uri().path().to_string();
     match (request.method(), path.as_str()) {
         (&Method::PUT, "/admin/guest") => put_guest(request, admin).await,
@@ -86,11 +80,7 @@ async fn route(request: Request<hyper::body::Incoming>, admin: &Admin) -> Respon
         (&Method::GET | &Method::HEAD, "/readyz") if admin.ready.get() => text(StatusCode::OK, "ready\n"),
         (&Method::GET | &Method::HEAD, "/readyz") => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
         (&Method::GET | &Method::HEAD, "/metrics") => match admin.metrics.encode() {
-            Ok(body) => {
-                let mut response = Response::new(Full::new(Bytes::from(body)));
-                response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
-                response
-            }
+            Ok(body) => with_type(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", body.into()),
             Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("encoding metrics failed: {e:#}\n")),
         },
         (&Method::GET | &Method::HEAD, "/admin/guest") => match admin.swapper.get() {
@@ -102,7 +92,7 @@ async fn route(request: Request<hyper::body::Incoming>, admin: &Admin) -> Respon
     }
 }
 
-async fn put_guest(request: Request<hyper::body::Incoming>, admin: &Admin) -> Response<Full<Bytes>> {
+async fn put_guest(request: Request<hyper::body::Incoming>, admin: &Admin) -> Response<Body> {
     let error = |status, message: &str| json(status, &serde_json::json!({ "error": message }));
     let Some(token) = &admin.token else {
         return error(
@@ -156,18 +146,4 @@ async fn put_guest(request: Request<hyper::body::Incoming>, admin: &Admin) -> Re
 /// Compares secrets in time independent of where they differ.
 fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
-    *response.status_mut() = status;
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
-}
-
-fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::copy_from_slice(body.as_bytes())));
-    *response.status_mut() = status;
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    response
 }

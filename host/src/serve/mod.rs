@@ -1,54 +1,60 @@
-//! `scalelab serve`: configuration precedence, start-up in logged steps, the
-//! traffic accept loop, and graceful shutdown.
+//! `scalelab serve`: start-up in logged steps, the traffic accept loop, and
+//! graceful shutdown. The parts of the serving side live beside it: the
+//! HTTP path (`http`), sessions (`session`, over `tcp` and `socketio`), the
+//! admin listener (`admin`), swaps (`swap`, from `watch` and the admin API),
+//! the configuration file (`config`) and its precedence (`settings`).
 //!
-//! Start-up binds both listeners first (so probes answer while the guest
+//! Start-up binds the listeners first (so probes answer while the guest
 //! compiles), then builds the engine, loads the guest and instantiates it once;
 //! only then does `/readyz` turn 200 and the traffic listener start accepting.
-//! On SIGTERM/SIGINT readiness turns false at once, the listener closes,
-//! connections finish their in-flight requests (bounded by
-//! `--drain-timeout`), and the process exits 0.
+//! On SIGTERM/SIGINT readiness turns false at once, the listeners close,
+//! connections finish their in-flight requests, every session is closed (its
+//! guest's `closed` called), all bounded by `--drain-timeout`, and the process
+//! exits 0.
 
-use crate::admin::{self, Admin, Readiness};
-use crate::cache::CompileCache;
-use crate::cli::{Deadline, Explicit, ServeArgs};
-use crate::config::{self, ConfigError, GuestConfig};
-use crate::engine::{self, EngineSettings};
-use crate::guest::{self, Guest};
-use crate::handler::{Handler, Limits};
+pub mod accept;
+pub mod admin;
+pub mod config;
+pub mod http;
+pub mod respond;
+pub mod session;
+pub mod settings;
+pub mod socketio;
+pub mod swap;
+pub mod tcp;
+pub mod watch;
+
+use crate::cli::{Explicit, ServeArgs};
 use crate::metrics::{LimitValues, Metrics};
-use crate::services::Services;
-use crate::session::SessionHost;
+use crate::runtime::active::{Active, ActiveParts, Limits};
+use crate::runtime::cache::CompileCache;
+use crate::runtime::engine::{self, EngineSettings};
+use crate::runtime::guest::{self, Guest};
+use crate::runtime::live::LiveGuest;
+use crate::runtime::services::Services;
 use crate::shutdown::Shutdown;
-use crate::swap::{Active, Swapper, SwapperParts};
-use crate::watch::{self, Pinned, Watched};
-use crate::{socketio, tcp};
+use admin::{Admin, Readiness};
 use anyhow::{Context, Result, bail};
+use config::{ConfigError, GuestConfig};
+use http::Handler;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use session::SessionHost;
+use settings::{Settings, Source};
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+use swap::{Swapper, SwapperParts};
 use tokio::net::TcpListener;
+use watch::Watched;
 
 pub async fn run(args: ServeArgs, explicit: Explicit, process_start: Instant) -> Result<()> {
     let mut shutdown = Shutdown::install()?;
-
-    // The configuration: flags and environment win over the file, the file
-    // over defaults.
-    let config_path = args.config.clone().unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
-    let text = match std::fs::read_to_string(&config_path) {
-        Ok(text) => Some(text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && args.config.is_none() => None,
-        Err(e) => return Err(ConfigError { path: config_path, line: 0, message: format!("cannot read it: {e}") }.into()),
-    };
-    let file = text.as_deref().map(|text| GuestConfig::parse(&config_path, text)).transpose()?;
-    let file_config = file.clone().unwrap_or_default();
-    let settings = Settings::resolve(&args, explicit, &file_config, &config_path)?;
-    settings.log(&config_path, file.is_some());
+    let config = StartConfig::read(&args, explicit)?;
+    let settings = &config.settings;
 
     let traffic = bind(args.listen, "traffic").await?;
     let admin_listener = bind(args.admin_listen, "admin").await?;
@@ -78,135 +84,56 @@ pub async fn run(args: ServeArgs, explicit: Explicit, process_start: Instant) ->
     });
     tokio::spawn(admin::serve(admin_listener, admin.clone()));
 
-    // One instance per call in flight, the idle ones a swapped-out guest
-    // may still hold, and the start-up probe.
-    let pool_slots = args.max_in_flight.saturating_add(crate::instances::MAX_IDLE as u32 + 1);
-    let engine_settings =
-        EngineSettings { epoch_interruption: limits.deadline.is_some(), max_memory: settings.max_memory, pool_slots };
-    let start = async {
-        let path = guest::resolve(&settings.guest, args.guest.guests_dir.as_deref()).map_err(|e| {
-            if settings.guest_from_file { anyhow::Error::new(watch::guest_error(&config_path, &file_config, &e)) } else { e }
-        })?;
-        tracing::info!(step = "resolve", guest = %path.display(), "guest file found");
-
-        let started = Instant::now();
-        let engine = engine::build(&engine_settings)?;
-        if limits.deadline.is_some() {
-            engine::spawn_epoch_ticker(&engine)?;
-        }
-        let linker = guest::linker(&engine)?;
-        tracing::info!(
-            step = "engine",
-            pool_slots,
-            deadline = ?limits.deadline,
-            max_memory = settings.max_memory,
-            duration_ms = started.elapsed().as_secs_f64() * 1e3,
-            "engine configured"
-        );
-
-        let cache = CompileCache::new(args.guest.cache_dir.clone(), !args.guest.no_cache);
-        let guest = Guest::load(&engine, &linker, &cache, &path, limits.max_memory, &services).await?;
-        anyhow::Ok((engine, linker, cache, guest, path))
-    };
-    let (engine, linker, cache, guest, path) = tokio::select! {
-        loaded = start => loaded?,
+    let loaded = tokio::select! {
+        loaded = load_first_guest(&args, &config, &limits, &services) => loaded?,
         signal = shutdown.recv() => {
             tracing::info!(signal, "shutdown requested during start-up; exiting");
             return Ok(());
         }
     };
 
-    let active = Active::new(
-        guest,
-        limits.clone(),
-        &file_config.env,
-        &metrics,
-        &services,
-        path.display().to_string(),
-        file_config.tick_interval,
-    );
+    let parts = ActiveParts {
+        guest: loaded.guest,
+        limits: limits.clone(),
+        env: &config.file.env,
+        source: loaded.path.display().to_string(),
+        tick_override: config.file.tick_interval,
+    };
+    let active = Active::new(parts, &metrics, &services);
     let (name, sha256) = (active.guest.name.clone(), active.guest.sha256.clone());
-    let handler = Arc::new(Handler::new(active, metrics.clone(), args.max_body, args.max_in_flight));
+    let live = Arc::new(LiveGuest::new(active, args.max_in_flight));
+    let handler = Arc::new(Handler::new(live.clone(), metrics.clone(), args.max_body));
     let swapper = Arc::new(Swapper::new(SwapperParts {
-        engine,
+        engine: loaded.engine,
         epochs: limits.deadline.is_some(),
-        linker,
+        linker: loaded.linker,
         uploads: args.guest.cache_dir.clone().unwrap_or_else(std::env::temp_dir).join("scalelab-uploads"),
-        cache,
+        cache: loaded.cache,
         guests_dir: args.guest.guests_dir.clone(),
-        handler: handler.clone(),
+        live: live.clone(),
         metrics: metrics.clone(),
         services: services.clone(),
         max_memory_ceiling: settings.max_memory,
     }));
     let (close_sessions, sessions_closing) = tokio::sync::watch::channel(false);
-    let session_host = Arc::new(SessionHost::new(
-        handler.clone(),
-        services.clone(),
-        metrics.clone(),
-        args.session_drain,
-        args.max_sessions,
-        sessions_closing,
-    ));
+    let session_host =
+        Arc::new(SessionHost::new(live, services, metrics.clone(), args.session_drain, args.max_sessions, sessions_closing));
     let tcp_task = tcp_listener.map(|listener| tokio::spawn(tcp::serve(listener, session_host.clone())));
     tokio::spawn(session_host.clone().run_ticks());
     let _ = admin.swapper.set(swapper.clone());
-    let watched = Watched {
-        path: config_path,
-        last: text,
-        pinned: Pinned { guest: !settings.guest_from_file, deadline: explicit.deadline, max_memory: explicit.max_memory },
-    };
+    let watched = Watched { path: config.path.clone(), last: config.text.clone(), pinned: settings.pinned() };
     tokio::spawn(watch::run(watched, args.config_poll, swapper, metrics.clone()));
 
     let startup = process_start.elapsed();
     metrics.startup_seconds.set(startup.as_secs_f64());
     ready.set(true);
-    tracing::info!(
-        step = "ready",
-        guest = %name,
-        sha256 = %sha256,
-        startup_ms = startup.as_secs_f64() * 1e3,
-        "ready to serve"
-    );
+    tracing::info!(step = "ready", guest = %name, sha256 = %sha256, startup_ms = startup.as_secs_f64() * 1e3, "ready to serve");
 
     let heartbeat = socketio::Heartbeat { ping_interval: args.socketio_ping_interval, ping_timeout: args.socketio_ping_timeout };
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let signal = loop {
-        tokio::select! {
-            accepted = traffic.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        // Typically EMFILE: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let handler = handler.clone();
-                let session_host = session_host.clone();
-                let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                    let handler = handler.clone();
-                    let session_host = session_host.clone();
-                    async move {
-                        if request.uri().path().starts_with(socketio::PATH) {
-                            return Ok::<_, Infallible>(socketio::accept(request, session_host, peer, heartbeat));
-                        }
-                        Ok::<_, Infallible>(handler.handle(request).await)
-                    }
-                });
-                let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-                let connection = graceful.watch(connection);
-                tokio::spawn(async move {
-                    if let Err(e) = connection.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
-                });
-            }
-            signal = shutdown.recv() => break signal,
-        }
+    let signal = tokio::select! {
+        never = accept_traffic(&traffic, &handler, &session_host, heartbeat, &graceful) => match never {},
+        signal = shutdown.recv() => signal,
     };
 
     ready.set(false);
@@ -222,17 +149,121 @@ pub async fn run(args: ServeArgs, explicit: Explicit, process_start: Instant) ->
         "shutting down: not ready, no new connections, draining in-flight requests, closing sessions"
     );
     let _ = close_sessions.send(true);
-    let sessions_closed = async {
-        while session_host.open_sessions() > 0 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    let drained = async { tokio::join!(graceful.shutdown(), sessions_closed) };
+    let drained = async { tokio::join!(graceful.shutdown(), session_host.closed()) };
     match tokio::time::timeout(args.drain_timeout, drained).await {
         Ok(_) => tracing::info!("drained; exiting"),
-        Err(_) => tracing::warn!(in_flight = metrics.in_flight.get(), "drain timeout reached; closing the remaining connections"),
+        Err(_) => tracing::warn!(
+            in_flight = metrics.in_flight.get(),
+            sessions = session_host.open_sessions(),
+            "drain timeout reached; closing the remaining connections"
+        ),
     }
     Ok(())
+}
+
+/// The configuration file as read at start-up, and the settings after precedence.
+struct StartConfig {
+    path: PathBuf,
+    /// The file's text, to recognise a later change; `None` when there is no file.
+    text: Option<String>,
+    /// The parsed file (empty when there is none).
+    file: GuestConfig,
+    settings: Settings,
+}
+
+impl StartConfig {
+    /// Reads the file (a missing default file is no error; a missing file
+    /// named by --config is) and applies the precedence rule.
+    fn read(args: &ServeArgs, explicit: Explicit) -> Result<StartConfig> {
+        let path = args.config.clone().unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => Some(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && args.config.is_none() => None,
+            Err(e) => return Err(ConfigError { path, line: 0, message: format!("cannot read it: {e}") }.into()),
+        };
+        let file = text.as_deref().map(|text| GuestConfig::parse(&path, text)).transpose()?;
+        let found = file.is_some();
+        let file = file.unwrap_or_default();
+        let settings = Settings::resolve(args, explicit, &file, &path)?;
+        settings.log(&path, found);
+        Ok(StartConfig { path, text, file, settings })
+    }
+}
+
+/// What loading the first guest builds, which swaps reuse.
+struct Loaded {
+    engine: wasmtime::Engine,
+    linker: wasmtime::component::Linker<crate::runtime::state::GuestState>,
+    cache: CompileCache,
+    guest: Guest,
+    path: PathBuf,
+}
+
+/// Resolves the guest, configures the engine, and compiles, links and probes
+/// the guest, each step logged.
+async fn load_first_guest(args: &ServeArgs, config: &StartConfig, limits: &Limits, services: &Arc<Services>) -> Result<Loaded> {
+    let settings = &config.settings;
+    let path = guest::resolve(&settings.guest, args.guest.guests_dir.as_deref()).map_err(|e| match settings.guest_source {
+        Source::File => anyhow::Error::new(watch::guest_error(&config.path, &config.file, &e)),
+        _ => e,
+    })?;
+    tracing::info!(step = "resolve", guest = %path.display(), "guest file found");
+
+    // One instance per call in flight, the idle ones a swapped-out guest
+    // may still hold, and the start-up probe.
+    let pool_slots = args.max_in_flight.saturating_add(crate::runtime::instances::MAX_IDLE as u32 + 1);
+    let started = Instant::now();
+    let engine_settings =
+        EngineSettings { epoch_interruption: limits.deadline.is_some(), max_memory: settings.max_memory, pool_slots };
+    let engine = engine::build(&engine_settings)?;
+    if limits.deadline.is_some() {
+        engine::spawn_epoch_ticker(&engine)?;
+    }
+    let linker = guest::linker(&engine)?;
+    tracing::info!(
+        step = "engine",
+        pool_slots,
+        deadline = ?limits.deadline,
+        max_memory = settings.max_memory,
+        duration_ms = started.elapsed().as_secs_f64() * 1e3,
+        "engine configured"
+    );
+
+    let cache = CompileCache::new(args.guest.cache_dir.clone(), !args.guest.no_cache);
+    let guest = Guest::load(&engine, &linker, &cache, &path, limits.max_memory, services).await?;
+    Ok(Loaded { engine, linker, cache, guest, path })
+}
+
+/// Accepts traffic connections for ever: HTTP/1.1 and h2c to the handler,
+/// socket.io upgrades to sessions. Every connection is watched by `graceful`.
+async fn accept_traffic(
+    traffic: &TcpListener,
+    handler: &Arc<Handler>,
+    session_host: &Arc<SessionHost>,
+    heartbeat: socketio::Heartbeat,
+    graceful: &GracefulShutdown,
+) -> std::convert::Infallible {
+    let builder = auto::Builder::new(TokioExecutor::new());
+    loop {
+        let (stream, peer) = accept::next(traffic, "traffic").await;
+        let _ = stream.set_nodelay(true);
+        let (handler, session_host) = (handler.clone(), session_host.clone());
+        let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            let (handler, session_host) = (handler.clone(), session_host.clone());
+            async move {
+                if request.uri().path().starts_with(socketio::PATH) {
+                    return Ok::<_, Infallible>(socketio::accept(request, session_host, peer, heartbeat));
+                }
+                Ok::<_, Infallible>(handler.handle(request).await)
+            }
+        });
+        let connection = graceful.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
 }
 
 /// Binds a listener and logs the address actually bound (port 0 picks one).
@@ -241,65 +272,6 @@ async fn bind(addr: std::net::SocketAddr, role: &'static str) -> Result<TcpListe
     let local = listener.local_addr()?;
     tracing::info!(step = "listen", role, addr = %local, "{role} listener bound");
     Ok(listener)
-}
-
-/// The start-up settings after precedence: flag or environment, then the
-/// config file, then the default.
-struct Settings {
-    guest: String,
-    /// `guest` came from the config file (errors point at its line);
-    /// otherwise --guest or SCALELAB_GUEST pins it and file changes cannot swap it.
-    guest_from_file: bool,
-    deadline: Deadline,
-    deadline_source: &'static str,
-    max_memory: u64,
-    max_memory_source: &'static str,
-}
-
-impl Settings {
-    fn resolve(args: &ServeArgs, explicit: Explicit, file: &GuestConfig, path: &Path) -> Result<Settings> {
-        let (guest, guest_from_file) = match (&args.guest.guest, &file.guest) {
-            (Some(guest), _) => (guest.clone(), false),
-            (None, Some(guest)) => (guest.clone(), true),
-            (None, None) => {
-                return Err(ConfigError {
-                    path: path.into(),
-                    line: 0,
-                    message: "no guest to serve: give --guest, SCALELAB_GUEST, or `guest = \"<name>\"` in this file".into(),
-                }
-                .into());
-            }
-        };
-        let (deadline, deadline_source) = choose(explicit.deadline, args.engine.deadline, file.deadline);
-        let (max_memory, max_memory_source) = choose(explicit.max_memory, args.engine.max_memory, file.max_memory);
-        Ok(Settings { guest, guest_from_file, deadline, deadline_source, max_memory, max_memory_source })
-    }
-
-    fn log(&self, path: &Path, file_exists: bool) {
-        tracing::info!(
-            step = "config",
-            config = %path.display(),
-            config_found = file_exists,
-            guest = %self.guest,
-            guest_source = if self.guest_from_file { "config file" } else { "flag or environment" },
-            deadline = ?self.deadline.0,
-            deadline_source = self.deadline_source,
-            max_memory = self.max_memory,
-            max_memory_source = self.max_memory_source,
-            "configuration (precedence: flag or environment, then config file, then default)"
-        );
-    }
-}
-
-/// A setting after precedence, and where it came from: the flag's value when
-/// it was given (on the command line or in the environment), else the file's,
-/// else the flag's default.
-fn choose<T>(flag_given: bool, flag: T, file: Option<T>) -> (T, &'static str) {
-    match (flag_given, file) {
-        (true, _) => (flag, "flag or environment"),
-        (false, Some(value)) => (value, "config file"),
-        (false, None) => (flag, "default"),
-    }
 }
 
 /// The admin token: from the file named by --admin-token-file, else from

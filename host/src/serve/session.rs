@@ -12,13 +12,19 @@
 //! guest is swapped, the session keeps running on the old one until it
 //! closes or `--session-drain` passes; then the host closes it with the
 //! reason `guest swapped` (and calls the old guest's `closed`).
+//!
+//! Every session task is spawned on the host's task tracker, so shutdown
+//! waits for each one to have closed its socket and called `closed`
+//! ([`SessionHost::closed`]), not merely to have left the session table.
 
-use crate::bindings::{Effect, Peer};
-use crate::handler::{Handler, arm, classify, within};
 use crate::metrics::{CloseReason, Metrics, SessionCallKind};
-use crate::services::Services;
-use crate::sessions::{Outgoing, SessionId};
-use crate::swap::Active;
+use crate::runtime::active::Active;
+use crate::runtime::bindings::{Effect, Peer};
+use crate::runtime::call::Failure;
+use crate::runtime::instances::Warm;
+use crate::runtime::live::LiveGuest;
+use crate::runtime::services::Services;
+use crate::runtime::session_table::{Outgoing, SessionId};
 use bytes::Bytes;
 use prometheus::IntCounter;
 use std::io;
@@ -26,6 +32,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio_util::task::TaskTracker;
 
 /// The socket side of a session.
 pub trait Transport: Send {
@@ -75,7 +82,8 @@ impl Call {
 
 /// What every session task shares.
 pub struct SessionHost {
-    handler: Arc<Handler>,
+    /// The guest being served, and the call slots every guest call takes.
+    live: Arc<LiveGuest>,
     services: Arc<Services>,
     metrics: Arc<Metrics>,
     /// How long sessions may stay on a swapped-out guest.
@@ -84,13 +92,15 @@ pub struct SessionHost {
     shutdown: watch::Receiver<bool>,
     /// One permit per open session (`--max-sessions`).
     limit: Arc<Semaphore>,
+    /// Every session task, so that shutdown can wait for them to end.
+    tasks: TaskTracker,
     received: IntCounter,
     sent: IntCounter,
 }
 
 impl SessionHost {
     pub fn new(
-        handler: Arc<Handler>,
+        live: Arc<LiveGuest>,
         services: Arc<Services>,
         metrics: Arc<Metrics>,
         drain: Duration,
@@ -99,12 +109,13 @@ impl SessionHost {
     ) -> SessionHost {
         let (received, sent) = metrics.session_message_counters();
         SessionHost {
-            handler,
+            live,
             services,
             metrics,
             drain,
             shutdown,
             limit: Arc::new(Semaphore::new(max_sessions as usize)),
+            tasks: TaskTracker::new(),
             received,
             sent,
         }
@@ -113,7 +124,7 @@ impl SessionHost {
     /// A session slot, or `None` (counted) at the limit or when the current
     /// guest does not handle sessions.
     pub fn admit(&self) -> Option<OwnedSemaphorePermit> {
-        if self.handler.active().guest.session.is_none() {
+        if self.live.active().guest.session.is_none() {
             self.metrics.session_refused("not_a_session_guest");
             return None;
         }
@@ -128,14 +139,33 @@ impl SessionHost {
         self.services.sessions.count()
     }
 
-    /// Runs one session to its end.
+    /// Runs one session to its end in a task of its own, which shutdown waits for.
+    pub fn spawn<T: Transport + 'static>(self: &Arc<Self>, transport: T, peer: SocketAddr, slot: OwnedSemaphorePermit) {
+        self.tasks.spawn(self.clone().run(transport, peer, slot));
+    }
+
+    /// Spawns work that shutdown must wait for (a WebSocket upgrade that
+    /// becomes a session).
+    pub fn spawn_tracked(&self, task: impl Future<Output = ()> + Send + 'static) {
+        self.tasks.spawn(task);
+    }
+
+    /// Waits until every session task has ended: its socket closed and its
+    /// guest's `closed` called. Takes no new sessions from the moment it is called.
+    pub async fn closed(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+
+    /// Runs one session to its end, in the calling task (which must be one
+    /// the host tracks: `spawn` or `spawn_tracked`).
     pub async fn run<T: Transport>(self: Arc<Self>, mut transport: T, peer: SocketAddr, _slot: OwnedSemaphorePermit) {
-        let active = self.handler.active();
+        let active = self.live.active();
         if active.guest.session.is_none() {
             transport.close("the current guest does not handle sessions").await;
             return;
         }
-        let mut swaps = self.handler.swaps();
+        let mut swaps = self.live.swaps();
         let mut shutdown = self.shutdown.clone();
         let (registration, mut outgoing) = self.services.sessions.open();
         let id = registration.id;
@@ -202,7 +232,7 @@ impl SessionHost {
                     self.apply(effects);
                 }
                 _ = swaps.changed(), if drain.is_none() => {
-                    if !Arc::ptr_eq(&self.handler.active(), &active) {
+                    if !Arc::ptr_eq(&self.live.active(), &active) {
                         drain = Some(Box::pin(tokio::time::sleep(self.drain)));
                     }
                 }
@@ -233,10 +263,10 @@ impl SessionHost {
     /// Calls the session guest's `tick` at the interval it asked for (or the
     /// config file's), while it is the active guest, until shutdown.
     pub async fn run_ticks(self: Arc<Self>) {
-        let mut swaps = self.handler.swaps();
+        let mut swaps = self.live.swaps();
         let mut shutdown = self.shutdown.clone();
         loop {
-            let active = self.handler.active();
+            let active = self.live.active();
             let Some(interval) = active.tick_interval() else {
                 tokio::select! {
                     _ = swaps.changed() => continue,
@@ -261,42 +291,14 @@ impl SessionHost {
     /// One call into the guest on a pooled instance, under the deadline. A
     /// failure is logged and counted; the session goes on.
     async fn call(&self, active: &Active, id: SessionId, call: Call) -> Vec<Effect> {
-        let _slot = self.handler.call_slot().await;
+        let _slot = self.live.slot().await;
         let started = Instant::now();
         let kind = call.kind();
-        let deadline = active.limits.deadline;
-        let result = match active.instances.take().await {
-            Ok(mut warm) => {
-                arm(&mut warm.store, deadline);
-                let result = {
-                    let store = &mut warm.store;
-                    let guest = warm.session.as_ref().expect("session guests have the export");
-                    let handler = guest.scalelab_guests_session_handler();
-                    let call = async {
-                        match call {
-                            Call::Opened(peer) => handler.call_opened(&mut *store, id, &peer).await,
-                            Call::Received(data) => handler.call_received(&mut *store, id, &data).await,
-                            Call::Closed(reason) => handler.call_closed(&mut *store, id, &reason).await,
-                            Call::Tick => handler.call_tick(&mut *store).await,
-                            Call::SessionTick => handler.call_session_tick(&mut *store, id).await,
-                        }
-                    };
-                    match within(deadline, call).await {
-                        Ok(result) => result.map_err(|e| classify(&e, store, deadline)),
-                        Err(failure) => Err(failure),
-                    }
-                };
-                if result.is_ok() {
-                    active.instances.give_back(warm);
-                }
-                result
-            }
-            Err((e, store)) => Err(classify(&e, &store, deadline)),
-        };
+        let result = active.instances.call(active.limits.deadline, move |warm| Box::pin(call_guest(warm, id, call))).await;
         active.metrics.session_call(kind, started.elapsed());
         match result {
             Ok(effects) => effects,
-            Err((reason, message, detail)) => {
+            Err(Failure { reason, message, detail }) => {
                 active.metrics.failed(reason);
                 tracing::warn!(
                     session = id,
@@ -326,5 +328,19 @@ impl SessionHost {
                 }
             }
         }
+    }
+}
+
+/// Makes one call of the session contract on a warm instance.
+async fn call_guest(warm: &mut Warm, id: SessionId, call: Call) -> wasmtime::Result<Vec<Effect>> {
+    let guest = warm.session.as_ref().expect("session guests have the export");
+    let handler = guest.scalelab_guests_session_handler();
+    let store = &mut warm.store;
+    match call {
+        Call::Opened(peer) => handler.call_opened(&mut *store, id, &peer).await,
+        Call::Received(data) => handler.call_received(&mut *store, id, &data).await,
+        Call::Closed(reason) => handler.call_closed(&mut *store, id, &reason).await,
+        Call::Tick => handler.call_tick(&mut *store).await,
+        Call::SessionTick => handler.call_session_tick(&mut *store, id).await,
     }
 }

@@ -8,18 +8,16 @@
 //! with `transports: ['websocket']`. Long-polling requests get socket.io's
 //! own `Transport unknown` error.
 
-pub mod packet;
-
-use crate::handler::{full, json_error};
-use crate::session::{SessionHost, Transport};
+use crate::protocol::socketio::{self as packet, Packet};
+use crate::serve::respond::{Body, full, json, json_error};
+use crate::serve::session::{SessionHost, Transport};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use hyper::body::Incoming;
-use hyper::header::{CONNECTION, CONTENT_TYPE, HeaderValue, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE};
+use hyper::header::{CONNECTION, HeaderValue, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE};
 use hyper::upgrade::Upgraded;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use packet::Packet;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,7 +26,6 @@ use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::Role;
-use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 /// The path prefix socket.io clients use.
 pub const PATH: &str = "/socket.io/";
@@ -46,12 +43,7 @@ pub struct Heartbeat {
 
 /// Answers a request under [`PATH`]: upgrades it to a socket.io session, or
 /// says why not.
-pub fn accept(
-    request: Request<Incoming>,
-    host: Arc<SessionHost>,
-    peer: SocketAddr,
-    heartbeat: Heartbeat,
-) -> Response<HyperOutgoingBody> {
+pub fn accept(request: Request<Incoming>, host: Arc<SessionHost>, peer: SocketAddr, heartbeat: Heartbeat) -> Response<Body> {
     let query = request.uri().query().unwrap_or("");
     let param = |name: &str| query.split('&').find_map(|p| p.strip_prefix(name)?.strip_prefix('='));
     if param("EIO") != Some("4") {
@@ -73,7 +65,8 @@ pub fn accept(
             "the host takes no more sessions (--max-sessions), or the guest does not handle sessions",
         );
     };
-    tokio::spawn(async move {
+    let session_host = host.clone();
+    session_host.spawn_tracked(async move {
         let upgraded = match hyper::upgrade::on(request).await {
             Ok(upgraded) => upgraded,
             Err(e) => {
@@ -81,7 +74,7 @@ pub fn accept(
                 return;
             }
         };
-        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config())).await;
+        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(packet::ws_config())).await;
         match handshake(ws, heartbeat).await {
             Ok(transport) => host.run(transport, peer, slot).await,
             Err(e) => tracing::debug!(%peer, error = %e, "socket.io handshake failed"),
@@ -96,23 +89,9 @@ pub fn accept(
     response
 }
 
-/// tungstenite's settings: its default 128 KiB read buffer is zero-filled
-/// at every read attempt, which costs more than the events themselves; our
-/// frames are small.
-pub fn ws_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
-    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-        .read_buffer_size(4096)
-        .max_message_size(Some(1 << 20))
-        .max_frame_size(Some(1 << 20))
-}
-
 /// socket.io's own error body (`{"code":0,"message":"Transport unknown"}`), status 400.
-fn socketio_error(code: u8, message: &str) -> Response<HyperOutgoingBody> {
-    let body = serde_json::json!({ "code": code, "message": message }).to_string();
-    let mut response = Response::new(full(Bytes::from(body)));
-    *response.status_mut() = StatusCode::BAD_REQUEST;
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
+fn socketio_error(code: u8, message: &str) -> Response<Body> {
+    json(StatusCode::BAD_REQUEST, &serde_json::json!({ "code": code, "message": message }))
 }
 
 type Socket = WebSocketStream<TokioIo<Upgraded>>;

@@ -1,112 +1,29 @@
 //! Hot-swapping the guest: compile, link and instantiate the new guest once
 //! *before* switching, then switch atomically.
 //!
-//! The serving state of one guest is an [`Active`]: the guest, its warm
-//! instances, its limits and metric handles. The handler holds the current one
-//! in an `ArcSwap`; a request loads it once when it arrives and keeps its
-//! `Arc` to the end, so requests that started on the old guest finish on it
-//! while new ones go to the new guest, and no request fails because of a swap.
+//! The serving state of one guest is an `Active` (`runtime/active.rs`); the
+//! `LiveGuest` holds the current one. A request loads it once when it arrives
+//! and keeps its `Arc` to the end, so requests that started on the old guest
+//! finish on it while new ones go to the new guest, and no request fails
+//! because of a swap.
 //! A guest that cannot be loaded is rejected with a log line and a metric, and
 //! the old guest keeps serving (readiness is untouched).
 
-use crate::cache::CompileCache;
-use crate::guest::{self, Guest};
-use crate::handler::{Handler, Limits};
-use crate::instances::Instances;
-use crate::metrics::{GuestMetrics, Metrics};
-use crate::services::Services;
-use crate::state::GuestState;
+use crate::metrics::Metrics;
+use crate::runtime::active::{Active, ActiveParts, GuestInfo, Limits};
+use crate::runtime::cache::CompileCache;
+use crate::runtime::guest::{self, Guest};
+use crate::runtime::live::LiveGuest;
+use crate::runtime::services::Services;
+use crate::runtime::state::GuestState;
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 use wasmtime::Engine;
 use wasmtime::component::Linker;
-
-/// Everything needed to serve one guest.
-pub struct Active {
-    pub guest: Guest,
-    pub instances: Instances,
-    pub metrics: GuestMetrics,
-    pub limits: Limits,
-    /// When this guest started serving.
-    pub since: SystemTime,
-    /// Its WASI environment (the config file's `[env]`).
-    pub env: BTreeMap<String, String>,
-    /// The guest file (an uploaded component is written to a file first).
-    pub source: String,
-    /// The config file's `tick_interval`, which wins over the guest's own.
-    pub tick_override: Option<Duration>,
-}
-
-impl Active {
-    pub fn new(
-        guest: Guest,
-        limits: Limits,
-        env: &BTreeMap<String, String>,
-        metrics: &Metrics,
-        services: &Arc<Services>,
-        source: String,
-        tick_override: Option<Duration>,
-    ) -> Active {
-        let guest_metrics = metrics.for_guest(&guest.name, &guest.sha256);
-        let instances = Instances::new(
-            &guest,
-            services.clone(),
-            limits.max_memory,
-            limits.instance_reuse,
-            env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            guest_metrics.clone(),
-        );
-        Active {
-            guest,
-            instances,
-            metrics: guest_metrics,
-            limits,
-            since: SystemTime::now(),
-            env: env.clone(),
-            source,
-            tick_override,
-        }
-    }
-
-    /// How often a session guest's `tick` runs: the config file's interval,
-    /// else the guest's own; `None` for no ticks.
-    pub fn tick_interval(&self) -> Option<Duration> {
-        self.guest.session.as_ref()?;
-        self.tick_override.or(self.guest.tick_interval)
-    }
-
-    /// What `GET /admin/guest` shows.
-    pub fn info(&self) -> GuestInfo {
-        GuestInfo {
-            name: self.guest.name.clone(),
-            sha256: self.guest.sha256.clone(),
-            since: httpdate::fmt_http_date(self.since),
-            world: self.guest.world(),
-            source: self.source.clone(),
-            deadline_ms: self.limits.deadline.map(|d| d.as_secs_f64() * 1e3),
-            max_memory: self.limits.max_memory,
-            tick_interval_ms: self.tick_interval().map(|d| d.as_secs_f64() * 1e3),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct GuestInfo {
-    pub name: String,
-    pub sha256: String,
-    /// When it started serving (HTTP date).
-    pub since: String,
-    pub world: &'static str,
-    pub source: String,
-    pub deadline_ms: Option<f64>,
-    pub max_memory: usize,
-    /// Session guests: the interval of `tick` calls.
-    pub tick_interval_ms: Option<f64>,
-}
 
 /// Where the new guest comes from.
 pub enum GuestSource {
@@ -147,7 +64,7 @@ pub struct Swapper {
     guests_dir: Option<PathBuf>,
     /// Where uploaded components are written before loading.
     uploads: PathBuf,
-    handler: Arc<Handler>,
+    live: Arc<LiveGuest>,
     metrics: Arc<Metrics>,
     services: Arc<Services>,
     /// Whether compiled code checks epochs: a deadline needs it.
@@ -165,7 +82,7 @@ pub struct SwapperParts {
     pub cache: CompileCache,
     pub guests_dir: Option<PathBuf>,
     pub uploads: PathBuf,
-    pub handler: Arc<Handler>,
+    pub live: Arc<LiveGuest>,
     pub metrics: Arc<Metrics>,
     pub services: Arc<Services>,
     pub max_memory_ceiling: u64,
@@ -179,7 +96,7 @@ impl Swapper {
             cache: parts.cache,
             guests_dir: parts.guests_dir,
             uploads: parts.uploads,
-            handler: parts.handler,
+            live: parts.live,
             metrics: parts.metrics,
             services: parts.services,
             epochs: parts.epochs,
@@ -189,18 +106,18 @@ impl Swapper {
     }
 
     pub fn current(&self) -> GuestInfo {
-        self.handler.active().info()
+        self.live.active().info()
     }
 
     /// The environment the current guest was given (a swap through the admin
     /// API keeps it).
     pub fn current_env(&self) -> BTreeMap<String, String> {
-        self.handler.active().env.clone()
+        self.live.active().env.clone()
     }
 
     /// The tick interval the config file set for the current guest, if any.
     pub fn current_tick_override(&self) -> Option<Duration> {
-        self.handler.active().tick_override
+        self.live.active().tick_override
     }
 
     /// Loads the new guest and switches to it; on any error the old guest
@@ -236,7 +153,7 @@ impl Swapper {
     }
 
     async fn try_swap(&self, request: SwapRequest) -> Result<SwapReport> {
-        let current = self.handler.active();
+        let current = self.live.active();
         let deadline = request.deadline.unwrap_or(current.limits.deadline);
         if deadline.is_some() && !self.epochs {
             bail!("a deadline needs a host started with one (it was started with --deadline off); restart to enable it");
@@ -268,9 +185,10 @@ impl Swapper {
 
         let started = Instant::now();
         let limits = Limits { deadline, max_memory, ..current.limits.clone() };
-        let active = Active::new(guest, limits, &request.env, &self.metrics, &self.services, source, request.tick_interval);
+        let parts = ActiveParts { guest, limits, env: &request.env, source, tick_override: request.tick_interval };
+        let active = Active::new(parts, &self.metrics, &self.services);
         let info = active.info();
-        self.handler.switch_to(active);
+        self.live.switch_to(active);
         current.instances.retire();
         self.metrics.retire_guest(&current.guest.name, &current.guest.sha256, &info.name, &info.sha256);
         Ok(SwapReport { guest: info, compile_ms: compile.as_secs_f64() * 1e3, switch_ms: started.elapsed().as_secs_f64() * 1e3 })

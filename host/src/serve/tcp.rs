@@ -3,11 +3,11 @@
 //! read is handed to the guest as it arrived (protocol framing, such as the
 //! broker's merged messages, is the guest's business).
 
-use crate::session::{SessionHost, Transport};
+use crate::serve::accept;
+use crate::serve::session::{SessionHost, Transport};
 use bytes::{Bytes, BytesMut};
 use std::io;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -51,20 +51,12 @@ impl Transport for TcpTransport {
 /// Accepts connections until the task is dropped.
 pub async fn serve(listener: TcpListener, host: Arc<SessionHost>) {
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Typically EMFILE: back off instead of spinning.
-                tracing::warn!(error = %e, "tcp accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+        let (stream, peer) = accept::next(&listener, "tcp").await;
         let Some(slot) = host.admit() else {
             tracing::debug!(%peer, "tcp connection refused (session limit, or the guest does not handle sessions)");
             continue;
         };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(host.clone().run(TcpTransport { stream }, peer, slot));
+        host.spawn(TcpTransport { stream }, peer, slot);
     }
 }

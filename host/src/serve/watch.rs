@@ -9,9 +9,10 @@
 //! without inotify. Either way a change is recognised by the file's content,
 //! so duplicate events cost nothing.
 
-use crate::config::{ConfigError, GuestConfig};
 use crate::metrics::Metrics;
-use crate::swap::{GuestSource, SwapRequest, Swapper};
+use crate::serve::config::{ConfigError, GuestConfig};
+use crate::serve::settings::{FileChange, Pinned};
+use crate::serve::swap::{GuestSource, SwapRequest, Swapper};
 use notify::{RecursiveMode, Watcher};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,13 +24,6 @@ pub struct Watched {
     pub last: Option<String>,
     /// Settings given by flags or environment, which the file cannot change.
     pub pinned: Pinned,
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Pinned {
-    pub guest: bool,
-    pub deadline: bool,
-    pub max_memory: bool,
 }
 
 /// Runs until the process exits.
@@ -95,40 +89,11 @@ async fn check(watched: &mut Watched, swapper: &Swapper, metrics: &Metrics) {
 
 /// The swap a changed file asks for, minus what flags or environment pin.
 fn request_from(config: &GuestConfig, pinned: &Pinned, path: &std::path::Path, swapper: &Swapper) -> SwapRequest {
-    let current = swapper.current();
-    let guest = match (&config.guest, pinned.guest) {
-        (Some(guest), false) => guest.clone(),
-        (Some(_), true) => {
-            tracing::warn!(
-                path = %path.display(),
-                "the config file names a guest, but --guest or SCALELAB_GUEST pins it; keeping {}",
-                current.name
-            );
-            current.source.clone()
-        }
-        (None, _) => current.source.clone(),
-    };
-    let warn_pinned = |key: &str| {
-        tracing::warn!(path = %path.display(), key, "set by a flag or the environment, which win over the file; ignored");
-    };
-    let deadline = match (config.deadline, pinned.deadline) {
-        (Some(_), true) => {
-            warn_pinned("deadline");
-            None
-        }
-        (deadline, _) => deadline.map(|d| d.0),
-    };
-    let max_memory = match (config.max_memory, pinned.max_memory) {
-        (Some(_), true) => {
-            warn_pinned("max_memory");
-            None
-        }
-        (max_memory, _) => max_memory,
-    };
+    let change = FileChange::of(config, *pinned, path);
     SwapRequest {
-        source: GuestSource::Spec(guest),
-        deadline,
-        max_memory,
+        source: GuestSource::Spec(change.guest.unwrap_or_else(|| swapper.current().source)),
+        deadline: change.deadline,
+        max_memory: change.max_memory,
         tick_interval: config.tick_interval,
         env: config.env.clone(),
         origin: "config file",

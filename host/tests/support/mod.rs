@@ -219,13 +219,7 @@ pub fn serve_command_with_cache(guest: &str, extra: &[&str], cache: &std::path::
 
 /// Waits until the host's in-flight gauge reads `n`.
 pub async fn wait_in_flight(host: &Host, n: u32) {
-    for _ in 0..500 {
-        if host.metrics().await.value("scalelab_http_requests_in_flight", &[]) == Some(n as f64) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("in-flight gauge never reached {n}");
+    wait_metric(host, "scalelab_http_requests_in_flight", &[], |v| v == f64::from(n)).await;
 }
 
 /// `scalelab serve` without `--guest` (it comes from `--config` or the environment).

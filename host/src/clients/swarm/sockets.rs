@@ -1,6 +1,6 @@
 //! `scalelab swarm sockets`: socket.io clients (Engine.IO 4, WebSocket
 //! transport), one task each, speaking the same packets as the host's
-//! transport (`socketio::packet`). Each client connects, answers the
+//! transport (`protocol::socketio`). Each client connects, answers the
 //! server's pings, counts the `clock` and `value` events it receives for
 //! `--hold` (or until `--ticks` whole ticks), then disconnects; the summary
 //! shows how many events per second each client got, which is how a server
@@ -9,7 +9,7 @@
 
 use super::{serve_metrics, stop_signal};
 use crate::cli::{OutputFormat, SocketsArgs};
-use crate::socketio::packet::{self, Packet};
+use crate::protocol::socketio::{self as packet, Packet};
 use anyhow::{Context, Result};
 use futures_util::{SinkExt, StreamExt};
 use prometheus::{IntCounter, IntGauge, Registry};
@@ -150,7 +150,7 @@ async fn client(url: String, hold: Duration, ticks: Option<u64>, stats: Arc<Stat
                             first_clock.get_or_insert(now);
                             last_clock = Some(now);
                         }
-                        order.event(&data, &mut result);
+                        order.event(data, &mut result);
                         if ticks.is_some_and(|wanted| result.ticks >= wanted) {
                             break;
                         }
@@ -184,7 +184,7 @@ type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStre
 
 /// WebSocket, open packet, connect packet, connect answer.
 async fn connect(url: &str) -> Result<Socket> {
-    let config = crate::socketio::ws_config();
+    let config = packet::ws_config();
     let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
         .await
         .with_context(|| format!("connecting to {url}"))?;

@@ -1,0 +1,108 @@
+//! One guest's serving state ([`Active`]): the loaded guest, its warm
+//! instances, its limits and metric handles, and what `GET /admin/guest`
+//! shows of it. A swap builds a new `Active` and `live.rs` switches to it;
+//! calls under way keep the `Arc` of the one they started on.
+
+use crate::metrics::{GuestMetrics, Metrics};
+use crate::runtime::guest::Guest;
+use crate::runtime::instances::Instances;
+use crate::runtime::services::Services;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// Limits applied to every call of a guest.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Wall-clock budget of one guest call; `None` means unlimited.
+    pub deadline: Option<Duration>,
+    /// Largest linear memory one instance may grow to, in bytes.
+    pub max_memory: usize,
+    /// Calls one instance may serve before it is replaced.
+    pub instance_reuse: u32,
+}
+
+/// Everything needed to serve one guest.
+pub struct Active {
+    pub guest: Guest,
+    pub instances: Instances,
+    pub metrics: GuestMetrics,
+    pub limits: Limits,
+    /// When this guest started serving.
+    pub since: SystemTime,
+    /// Its WASI environment (the config file's `[env]`).
+    pub env: BTreeMap<String, String>,
+    /// The guest file (an uploaded component is written to a file first).
+    pub source: String,
+    /// The config file's `tick_interval`, which wins over the guest's own.
+    pub tick_override: Option<Duration>,
+}
+
+/// What an `Active` is made of, besides the process-wide metrics and services.
+pub struct ActiveParts<'a> {
+    pub guest: Guest,
+    pub limits: Limits,
+    pub env: &'a BTreeMap<String, String>,
+    pub source: String,
+    pub tick_override: Option<Duration>,
+}
+
+impl Active {
+    pub fn new(parts: ActiveParts<'_>, metrics: &Metrics, services: &Arc<Services>) -> Active {
+        let ActiveParts { guest, limits, env, source, tick_override } = parts;
+        let guest_metrics = metrics.for_guest(&guest.name, &guest.sha256);
+        let instances = Instances::new(
+            &guest,
+            services.clone(),
+            &limits,
+            env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            guest_metrics.clone(),
+        );
+        Active {
+            guest,
+            instances,
+            metrics: guest_metrics,
+            limits,
+            since: SystemTime::now(),
+            env: env.clone(),
+            source,
+            tick_override,
+        }
+    }
+
+    /// How often a session guest's `tick` runs: the config file's interval,
+    /// else the guest's own; `None` for no ticks.
+    pub fn tick_interval(&self) -> Option<Duration> {
+        self.guest.session.as_ref()?;
+        self.tick_override.or(self.guest.tick_interval)
+    }
+
+    /// What `GET /admin/guest` shows.
+    pub fn info(&self) -> GuestInfo {
+        GuestInfo {
+            name: self.guest.name.clone(),
+            sha256: self.guest.sha256.clone(),
+            since: httpdate::fmt_http_date(self.since),
+            world: self.guest.world(),
+            source: self.source.clone(),
+            deadline_ms: self.limits.deadline.map(|d| d.as_secs_f64() * 1e3),
+            max_memory: self.limits.max_memory,
+            tick_interval_ms: self.tick_interval().map(|d| d.as_secs_f64() * 1e3),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GuestInfo {
+    pub name: String,
+    pub sha256: String,
+    /// When it started serving (HTTP date).
+    pub since: String,
+    pub world: &'static str,
+    pub source: String,
+    pub deadline_ms: Option<f64>,
+    pub max_memory: usize,
+    /// Session guests: the interval of `tick` calls.
+    pub tick_interval_ms: Option<f64>,
+}

@@ -1,0 +1,57 @@
+//! The formatting and lint gate of `cargo xtask test`: `cargo fmt --check`
+//! and `cargo clippy -- -D warnings` in both workspaces (the host's, and the
+//! guests' for `wasm32-wasip2`). A finding fails the test command, so code
+//! that lands is formatted (`rustfmt.toml`) and clippy-clean.
+
+use crate::workspace::{self, Workspace};
+use anyhow::{Context, Result};
+use std::process::Command;
+
+/// The two workspaces: the host's (root) and the guests'.
+fn manifests(ws: &Workspace) -> [std::path::PathBuf; 2] {
+    [ws.root.join("Cargo.toml"), ws.root.join("guests/Cargo.toml")]
+}
+
+/// Installs rustfmt and clippy with rustup when the toolchain lacks them
+/// (rustup's `minimal` profile has neither).
+fn ensure_components(ws: &Workspace) -> Result<()> {
+    let missing =
+        ["fmt", "clippy"].iter().any(|tool| ws.cargo().args([tool, "--version"]).output().map_or(true, |o| !o.status.success()));
+    if missing {
+        println!("installing the rustfmt and clippy components");
+        workspace::run(Command::new("rustup").args(["component", "add", "rustfmt", "clippy"]))?;
+    }
+    Ok(())
+}
+
+/// `cargo fmt --check` in both workspaces: quick, so it runs first.
+pub fn format(ws: &Workspace) -> Result<()> {
+    ensure_components(ws)?;
+    for manifest in manifests(ws) {
+        let mut cargo = ws.cargo();
+        cargo.args(["fmt", "--all", "--check", "--manifest-path"]).arg(&manifest);
+        workspace::run(&mut cargo)
+            .with_context(|| format!("{} is not formatted: run `cargo fmt --all` there", manifest.display()))?;
+    }
+    Ok(())
+}
+
+/// `cargo clippy` with warnings denied in both workspaces, every target
+/// (tests, benches, examples) included; the guests for their wasm target.
+pub fn clippy(ws: &Workspace) -> Result<()> {
+    let [host, guests] = manifests(ws);
+    workspace::run(&mut clippy_command(ws, &host, None)).context("clippy found problems in the host workspace")?;
+    workspace::run(&mut clippy_command(ws, &guests, Some(crate::guests::TARGET)))
+        .context("clippy found problems in the guests workspace")
+}
+
+fn clippy_command(ws: &Workspace, manifest: &std::path::Path, target: Option<&str>) -> Command {
+    let mut cargo = ws.cargo();
+    cargo.args(["clippy", "--quiet", "--workspace", "--all-targets", "--manifest-path"]).arg(manifest);
+    cargo.arg("--target-dir").arg(&ws.target_dir);
+    if let Some(target) = target {
+        cargo.args(["--target", target]);
+    }
+    cargo.args(["--", "-D", "warnings"]);
+    cargo
+}
