@@ -4,6 +4,7 @@
 //! calls under way keep the `Arc` of the one they started on.
 
 use crate::metrics::{GuestMetrics, Metrics};
+use crate::runtime::call::Limits;
 use crate::runtime::guest::Guest;
 use crate::runtime::instances::Instances;
 use crate::runtime::services::Services;
@@ -11,17 +12,6 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-
-/// Limits applied to every call of a guest.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// Wall-clock budget of one guest call; `None` means unlimited.
-    pub deadline: Option<Duration>,
-    /// Largest linear memory one instance may grow to, in bytes.
-    pub max_memory: usize,
-    /// Calls one instance may serve before it is replaced.
-    pub instance_reuse: u32,
-}
 
 /// Everything needed to serve one guest.
 pub struct Active {

@@ -1,4 +1,4 @@
-//! One guest call's limits and how it can fail: the deadline (an epoch
+//! One guest call's limits ([`Limits`]) and how it can fail: the deadline (an epoch
 //! callback for a guest that computes, a timeout for one that waits in a host
 //! call) and the classification of a failed call as deadline, memory or trap.
 //! `Instances::call` applies both to every call, HTTP or session.
@@ -7,6 +7,17 @@ use crate::metrics::FailureReason;
 use crate::runtime::state::GuestState;
 use std::time::{Duration, Instant};
 use wasmtime::{Store, Trap, UpdateDeadline};
+
+/// Limits applied to every call of a guest.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Wall-clock budget of one guest call; `None` means unlimited.
+    pub deadline: Option<Duration>,
+    /// Largest linear memory one instance may grow to, in bytes.
+    pub max_memory: usize,
+    /// Calls one instance may serve before it is replaced.
+    pub instance_reuse: u32,
+}
 
 /// Why a guest call failed.
 #[derive(Debug)]

@@ -19,8 +19,8 @@
 //! never serves two requests at once.
 
 use crate::metrics::GuestMetrics;
-use crate::runtime::active::Limits;
 use crate::runtime::bindings::{SessionGuest, SessionGuestIndices};
+use crate::runtime::call::Limits;
 use crate::runtime::call::{Failure, arm, classify, within};
 use crate::runtime::guest::Guest;
 use crate::runtime::services::Services;

@@ -26,8 +26,9 @@ pub mod watch;
 
 use crate::cli::{Explicit, ServeArgs};
 use crate::metrics::{LimitValues, Metrics};
-use crate::runtime::active::{Active, ActiveParts, Limits};
+use crate::runtime::active::{Active, ActiveParts};
 use crate::runtime::cache::CompileCache;
+use crate::runtime::call::Limits;
 use crate::runtime::engine::{self, EngineSettings};
 use crate::runtime::guest::{self, Guest};
 use crate::runtime::live::LiveGuest;
@@ -56,12 +57,7 @@ pub async fn run(args: ServeArgs, explicit: Explicit, process_start: Instant) ->
     let config = StartConfig::read(&args, explicit)?;
     let settings = &config.settings;
 
-    let traffic = bind(args.listen, "traffic").await?;
-    let admin_listener = bind(args.admin_listen, "admin").await?;
-    let tcp_listener = match args.tcp_listen.0 {
-        Some(addr) => Some(bind(addr, "tcp").await?),
-        None => None,
-    };
+    let listeners = Listeners::bind(&args).await?;
 
     let limits = Limits {
         deadline: settings.deadline.0,
@@ -82,7 +78,7 @@ pub async fn run(args: ServeArgs, explicit: Explicit, process_start: Instant) ->
         swapper: OnceLock::new(),
         token: admin_token(args.admin_token_file.as_deref())?,
     });
-    tokio::spawn(admin::serve(admin_listener, admin.clone()));
+    tokio::spawn(admin::serve(listeners.admin, admin.clone()));
 
     let loaded = tokio::select! {
         loaded = load_first_guest(&args, &config, &limits, &services) => loaded?,
@@ -118,7 +114,7 @@ pub async fn run(args: ServeArgs, explicit: Explicit, process_start: Instant) ->
     let (close_sessions, sessions_closing) = tokio::sync::watch::channel(false);
     let session_host =
         Arc::new(SessionHost::new(live, services, metrics.clone(), args.session_drain, args.max_sessions, sessions_closing));
-    let tcp_task = tcp_listener.map(|listener| tokio::spawn(tcp::serve(listener, session_host.clone())));
+    let tcp_task = listeners.tcp.map(|listener| tokio::spawn(tcp::serve(listener, session_host.clone())));
     tokio::spawn(session_host.clone().run_ticks());
     let _ = admin.swapper.set(swapper.clone());
     let watched = Watched { path: config.path.clone(), last: config.text.clone(), pinned: settings.pinned() };
@@ -132,12 +128,12 @@ pub async fn run(args: ServeArgs, explicit: Explicit, process_start: Instant) ->
     let heartbeat = socketio::Heartbeat { ping_interval: args.socketio_ping_interval, ping_timeout: args.socketio_ping_timeout };
     let graceful = GracefulShutdown::new();
     let signal = tokio::select! {
-        never = accept_traffic(&traffic, &handler, &session_host, heartbeat, &graceful) => match never {},
+        never = accept_traffic(&listeners.traffic, &handler, &session_host, heartbeat, &graceful) => match never {},
         signal = shutdown.recv() => signal,
     };
 
     ready.set(false);
-    drop(traffic);
+    drop(listeners.traffic);
     if let Some(task) = tcp_task {
         task.abort();
     }
@@ -149,8 +145,15 @@ pub async fn run(args: ServeArgs, explicit: Explicit, process_start: Instant) ->
         "shutting down: not ready, no new connections, draining in-flight requests, closing sessions"
     );
     let _ = close_sessions.send(true);
+    drain(graceful, &session_host, &metrics, args.drain_timeout).await;
+    Ok(())
+}
+
+/// Waits, up to `timeout`, for the HTTP connections to finish their requests
+/// and for every session to be closed (its guest's `closed` called).
+async fn drain(graceful: GracefulShutdown, session_host: &SessionHost, metrics: &Metrics, timeout: std::time::Duration) {
     let drained = async { tokio::join!(graceful.shutdown(), session_host.closed()) };
-    match tokio::time::timeout(args.drain_timeout, drained).await {
+    match tokio::time::timeout(timeout, drained).await {
         Ok(_) => tracing::info!("drained; exiting"),
         Err(_) => tracing::warn!(
             in_flight = metrics.in_flight.get(),
@@ -158,7 +161,27 @@ pub async fn run(args: ServeArgs, explicit: Explicit, process_start: Instant) ->
             "drain timeout reached; closing the remaining connections"
         ),
     }
-    Ok(())
+}
+
+/// The host's listeners, bound before anything else so that probes answer
+/// while the guest compiles.
+struct Listeners {
+    traffic: TcpListener,
+    admin: TcpListener,
+    /// Raw TCP sessions, unless `--tcp-listen off`.
+    tcp: Option<TcpListener>,
+}
+
+impl Listeners {
+    async fn bind(args: &ServeArgs) -> Result<Listeners> {
+        let traffic = bind(args.listen, "traffic").await?;
+        let admin = bind(args.admin_listen, "admin").await?;
+        let tcp = match args.tcp_listen.0 {
+            Some(addr) => Some(bind(addr, "tcp").await?),
+            None => None,
+        };
+        Ok(Listeners { traffic, admin, tcp })
+    }
 }
 
 /// The configuration file as read at start-up, and the settings after precedence.

@@ -10,8 +10,9 @@
 //! the old guest keeps serving (readiness is untouched).
 
 use crate::metrics::Metrics;
-use crate::runtime::active::{Active, ActiveParts, GuestInfo, Limits};
+use crate::runtime::active::{Active, ActiveParts, GuestInfo};
 use crate::runtime::cache::CompileCache;
+use crate::runtime::call::Limits;
 use crate::runtime::guest::{self, Guest};
 use crate::runtime::live::LiveGuest;
 use crate::runtime::services::Services;

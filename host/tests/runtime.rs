@@ -1,0 +1,107 @@
+//! The runtime as a library, in-process: no binary, no socket. A guest is
+//! loaded and its calls run through `Instances::call`, the one place every
+//! HTTP request and session call goes through.
+
+mod support;
+
+use scalelab::metrics::{FailureReason, LimitValues, Metrics};
+use scalelab::runtime::active::{Active, ActiveParts};
+use scalelab::runtime::bindings::{Effect, Peer};
+use scalelab::runtime::cache::CompileCache;
+use scalelab::runtime::call::Limits;
+use scalelab::runtime::engine::{self, EngineSettings};
+use scalelab::runtime::guest::{self, Guest};
+use scalelab::runtime::services::Services;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+const MAX_MEMORY: u64 = 64 << 20;
+const DEADLINE: Option<Duration> = Some(Duration::from_secs(30));
+
+/// The `broker` guest, loaded as `scalelab serve` loads a guest.
+async fn broker() -> (Active, Arc<Services>, Arc<Metrics>) {
+    let limits = LimitValues { deadline: DEADLINE, max_memory: MAX_MEMORY, max_body: 1 << 20, max_in_flight: 4 };
+    let metrics = Arc::new(Metrics::new(&limits).unwrap());
+    let services = Arc::new(Services::new(&metrics));
+    let engine = engine::build(&EngineSettings { epoch_interruption: true, max_memory: MAX_MEMORY, pool_slots: 8 }).unwrap();
+    engine::spawn_epoch_ticker(&engine).unwrap();
+    let linker = guest::linker(&engine).unwrap();
+    let path = support::guests_dir().join("broker.wasm");
+    let guest =
+        Guest::load(&engine, &linker, &CompileCache::new(None, false), &path, MAX_MEMORY as usize, &services).await.unwrap();
+    let limits = Limits { deadline: DEADLINE, max_memory: MAX_MEMORY as usize, instance_reuse: 128 };
+    let parts = ActiveParts { guest, limits, env: &BTreeMap::new(), source: path.display().to_string(), tick_override: None };
+    (Active::new(parts, &metrics, &services), services, metrics)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guest_runs_in_process_through_instances_call() {
+    let (active, services, metrics) = broker().await;
+    let peer = Peer { address: "127.0.0.1:1".into(), transport: "tcp".into() };
+    let opened = active
+        .instances
+        .call(DEADLINE, move |warm| {
+            Box::pin(async move {
+                let guest = warm.session.as_ref().unwrap().scalelab_guests_session_handler();
+                guest.call_opened(&mut warm.store, 7, &peer).await
+            })
+        })
+        .await
+        .unwrap();
+    assert!(opened.is_empty());
+
+    // A registration: the broker answers on the session and keeps the
+    // registration in the process's shared state, not in its instance.
+    let received = active
+        .instances
+        .call(DEADLINE, |warm| {
+            Box::pin(async move {
+                let guest = warm.session.as_ref().unwrap().scalelab_guests_session_handler();
+                guest.call_received(&mut warm.store, 7, b"NewEngine:e1:0").await
+            })
+        })
+        .await
+        .unwrap();
+    assert!(matches!(&received[..], [Effect::Send((7, reply))] if reply == b"SUCCESS:Registered"), "{received:?}");
+    assert!(services.state.get("broker/engine/e1").is_some());
+
+    // A failed call is a typed failure; the next call still runs.
+    let failure = active
+        .instances
+        .call(DEADLINE, |_warm| Box::pin(async { Err::<(), _>(wasmtime::Error::msg("boom")) }))
+        .await
+        .unwrap_err();
+    assert_eq!((failure.reason, failure.message.as_str()), (FailureReason::Trap, "the guest trapped: boom"));
+    let timed_out = active
+        .instances
+        .call(Some(Duration::from_millis(50)), |_warm| {
+            Box::pin(async {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                Ok(())
+            })
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(timed_out.reason, FailureReason::Deadline);
+    assert!(timed_out.message.contains("50ms"), "{}", timed_out.message);
+    let closed = active
+        .instances
+        .call(DEADLINE, |warm| {
+            Box::pin(async move {
+                let guest = warm.session.as_ref().unwrap().scalelab_guests_session_handler();
+                guest.call_closed(&mut warm.store, 7, "test over").await
+            })
+        })
+        .await
+        .unwrap();
+    assert!(closed.is_empty());
+    assert!(services.state.get("broker/engine/e1").is_none(), "closing the session unregistered the engine");
+    // A clean call gave its instance back, a failed one was dropped: opened
+    // instantiated, received and "boom" reused it, the deadline and closed
+    // each needed a new one.
+    let exposition = support::Metrics(String::from_utf8(metrics.encode().unwrap()).unwrap());
+    let broker = [("guest", "broker")];
+    assert_eq!(exposition.value("scalelab_guest_instantiations_total", &broker), Some(3.0));
+    assert_eq!(exposition.value("scalelab_guest_instance_reuses_total", &broker), Some(2.0));
+}
