@@ -8,23 +8,14 @@
 //! - errors are JSON: `{"error": "<message>"}` ([`Response::json_error`]).
 //!
 //! The crate binds `wasi:http/types` (world `scalelab:guests/http-types` in
-//! `wit/`) once. A guest maps those interfaces to these bindings with
-//! wit-bindgen's `with`, so the `ResponseOutparam` its export receives is
-//! this crate's type:
+//! `wit/`) once. A guest generates its own bindings with [`generate!`],
+//! which maps those interfaces to this crate's bindings (wit-bindgen's
+//! `with`), so the `ResponseOutparam` its export receives is this crate's type:
 //!
 //! ```ignore
-//! wit_bindgen::generate!({
-//!     path: "../../wit",
-//!     world: "scalelab:guests/http-guest",
-//!     with: {
-//!         "wasi:http/types@0.2.12": guest_http::wasi::http::types,
-//!         "wasi:io/error@0.2.12": guest_http::wasi::io::error,
-//!         "wasi:io/poll@0.2.12": guest_http::wasi::io::poll,
-//!         "wasi:io/streams@0.2.12": guest_http::wasi::io::streams,
-//!         "wasi:clocks/monotonic-clock@0.2.12": guest_http::wasi::clocks::monotonic_clock,
-//!     },
-//!     generate_all,
-//! });
+//! mod bindings {
+//!     guest_http::generate!("scalelab:guests/http-guest");
+//! }
 //! ```
 
 #[allow(missing_docs, clippy::all)]
@@ -38,6 +29,28 @@ mod bindings {
 
 pub use bindings::wasi;
 use wasi::http::types::{Fields, OutgoingBody, OutgoingResponse, ResponseOutparam};
+
+/// A guest's bindings for `world` (from the repository's `wit/`, as seen from
+/// `guests/<guest>/`), sharing this crate's `wasi:http/types` and what those
+/// types use; every other interface is generated for the guest. The guest
+/// depends on `wit-bindgen` itself (the generated code names it).
+#[macro_export]
+macro_rules! generate {
+    ($world:tt) => {
+        wit_bindgen::generate!({
+            path: "../../wit",
+            world: $world,
+            with: {
+                "wasi:http/types@0.2.12": guest_http::wasi::http::types,
+                "wasi:io/error@0.2.12": guest_http::wasi::io::error,
+                "wasi:io/poll@0.2.12": guest_http::wasi::io::poll,
+                "wasi:io/streams@0.2.12": guest_http::wasi::io::streams,
+                "wasi:clocks/monotonic-clock@0.2.12": guest_http::wasi::clocks::monotonic_clock,
+            },
+            generate_all,
+        });
+    };
+}
 
 /// The most one `blocking-write-and-flush` may carry (WASI 0.2's limit).
 pub const WRITE_LIMIT: usize = 4096;

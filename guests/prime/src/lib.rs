@@ -15,19 +15,8 @@
 //! generates from the repository's `wit/` folder.
 
 mod bindings {
-    wit_bindgen::generate!({
-        path: "../../wit",
-        world: "scalelab:guests/http-guest",
-        // Share guest-http's wasi:http bindings (see crates/guest-http).
-        with: {
-            "wasi:http/types@0.2.12": guest_http::wasi::http::types,
-            "wasi:io/error@0.2.12": guest_http::wasi::io::error,
-            "wasi:io/poll@0.2.12": guest_http::wasi::io::poll,
-            "wasi:io/streams@0.2.12": guest_http::wasi::io::streams,
-            "wasi:clocks/monotonic-clock@0.2.12": guest_http::wasi::clocks::monotonic_clock,
-        },
-        generate_all,
-    });
+    // Shares guest-http's wasi:http bindings (see crates/guest-http).
+    guest_http::generate!("scalelab:guests/http-guest");
 }
 
 use bindings::exports::wasi::http::incoming_handler::Guest;

@@ -12,19 +12,8 @@
 //! client-tick, default 5000).
 
 mod bindings {
-    wit_bindgen::generate!({
-        path: "../../wit",
-        world: "scalelab:guests/session-http-guest",
-        // Share guest-http's wasi:http bindings (see crates/guest-http).
-        with: {
-            "wasi:http/types@0.2.12": guest_http::wasi::http::types,
-            "wasi:io/error@0.2.12": guest_http::wasi::io::error,
-            "wasi:io/poll@0.2.12": guest_http::wasi::io::poll,
-            "wasi:io/streams@0.2.12": guest_http::wasi::io::streams,
-            "wasi:clocks/monotonic-clock@0.2.12": guest_http::wasi::clocks::monotonic_clock,
-        },
-        generate_all,
-    });
+    // Shares guest-http's wasi:http bindings (see crates/guest-http).
+    guest_http::generate!("scalelab:guests/session-http-guest");
 }
 
 use bindings::exports::scalelab::guests::session_handler::{Effect, Guest, Peer, SessionOptions};
