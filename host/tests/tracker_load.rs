@@ -40,6 +40,4 @@ async fn two_hundred_clients_each_get_every_tick_in_order() {
     // The guest did the work of at least every tick the clients received.
     let processed = metrics.value("mx_server_processed_fps_total", &[("app", "mx-server")]).unwrap();
     assert!(processed >= (200 * TICKS) as f64, "{processed} client-ticks processed");
-    assert_eq!(metrics.value("scalelab_sessions_closed_total", &[("reason", "peer")]), Some(200.0));
-    assert_eq!(metrics.value("scalelab_sessions_closed_total", &[("reason", "error")]), Some(0.0));
 }
