@@ -91,10 +91,12 @@ async fn the_drain_timeout_bounds_shutdown() {
 
 /// Shutdown waits for every session itself, not for the session table to
 /// empty: each of 500 sessions is closed and its guest's `closed` runs (the
-/// broker logs each engine it unregisters) before the host exits 0.
+/// broker logs each engine it unregisters) before the host exits 0. One
+/// call at a time, each on a fresh instance, so the `closed` calls queue up and
+/// the host would exit in the middle of them if it did not wait for each.
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_closes_every_session_and_waits_for_each_closed_call_before_exiting() {
-    let mut cmd = serve_command("broker", &[]);
+    let mut cmd = serve_command("broker", &["--max-in-flight", "1", "--instance-reuse", "1"]);
     cmd.env("SCALELAB_LOG", "info,scalelab::guest=debug,scalelab::serve::session=debug");
     let mut host = Host::start_command(cmd);
     let mut swarm =
@@ -166,7 +168,7 @@ fn bad_guests_stop_start_up_with_a_clear_error() {
     // The smallest core module: a module, not a component.
     std::fs::write(dir.join("core.wasm"), b"\0asm\x01\0\0\0").unwrap();
     let cases = [
-        ("nosuch".to_string(), "available: broker, fixture-wstd, prime"),
+        ("nosuch".to_string(), "available: broker, fixture-http, fixture-wstd, prime, tracker"),
         (dir.join("text.wasm").display().to_string(), "not a WebAssembly file"),
         (dir.join("core.wasm").display().to_string(), "components"),
         (dir.join("missing.wasm").display().to_string(), "does not exist"),

@@ -84,7 +84,7 @@ impl GuestState {
     /// Logs a guest's misuse of the metrics interface.
     fn report(&self, result: Result<(), String>) {
         if let Err(message) = result {
-            tracing::warn!(guest = %self.guest, %message, "guest metric update ignored");
+            tracing::warn!(guest = %self.guest, error = %message, "guest metric update ignored");
         }
     }
 }

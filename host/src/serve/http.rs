@@ -111,7 +111,7 @@ impl Handler {
                 Ok(()) => Outcome::Done,
                 Err(Failure { reason, message, detail }) => {
                     active.metrics.failed(reason);
-                    tracing::warn!(request_id = id, reason = reason.as_str(), %message, %detail, "guest call failed");
+                    tracing::warn!(request_id = id, reason = reason.as_str(), error = %message, %detail, "guest call failed");
                     Outcome::Failed(reason, message)
                 }
             }

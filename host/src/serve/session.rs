@@ -257,7 +257,7 @@ impl SessionHost {
         let effects = Box::pin(self.call(&active, id, Call::Closed(message.clone()))).await;
         self.apply(effects);
         self.metrics.session_closed(T::KIND, reason);
-        tracing::debug!(session = id, reason = reason.as_str(), %message, "session closed");
+        tracing::debug!(session = id, reason = reason.as_str(), cause = %message, "session closed");
     }
 
     /// Calls the session guest's `tick` at the interval it asked for (or the
@@ -304,7 +304,7 @@ impl SessionHost {
                     session = id,
                     call = kind.as_str(),
                     reason = reason.as_str(),
-                    %message,
+                    error = %message,
                     %detail,
                     "session guest call failed; the session goes on"
                 );
