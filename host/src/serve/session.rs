@@ -141,7 +141,7 @@ impl SessionHost {
 
     /// Runs one session to its end in a task of its own, which shutdown waits for.
     pub fn spawn<T: Transport + 'static>(self: &Arc<Self>, transport: T, peer: SocketAddr, slot: OwnedSemaphorePermit) {
-        self.tasks.spawn(self.clone().run(transport, peer, slot));
+        self.spawn_tracked(self.clone().run(transport, peer, slot));
     }
 
     /// Spawns work that shutdown must wait for (a WebSocket upgrade that
@@ -151,7 +151,8 @@ impl SessionHost {
     }
 
     /// Waits until every session task has ended: its socket closed and its
-    /// guest's `closed` called. Takes no new sessions from the moment it is called.
+    /// guest's `closed` called. Call it after the shutdown flag is set: a
+    /// session admitted later still counts, and closes at once on the flag.
     pub async fn closed(&self) {
         self.tasks.close();
         self.tasks.wait().await;
