@@ -16,8 +16,8 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
+use self::scalelab::guests::{log, metrics, session_types, sessions, state};
 pub use exports::scalelab::guests::session_handler::{Effect, Peer, SessionOptions};
-use scalelab::guests::{log, metrics, session_types, sessions, state};
 
 impl state::Host for GuestState {
     fn get(&mut self, key: String) -> Option<Vec<u8>> {
