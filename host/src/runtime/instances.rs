@@ -20,8 +20,7 @@
 
 use crate::metrics::GuestMetrics;
 use crate::runtime::bindings::{SessionGuest, SessionGuestIndices};
-use crate::runtime::call::Limits;
-use crate::runtime::call::{Failure, arm, classify, within};
+use crate::runtime::call::{Failure, Limits, arm, classify, within};
 use crate::runtime::guest::Guest;
 use crate::runtime::services::Services;
 use crate::runtime::state::{GuestState, new_store};
