@@ -23,9 +23,11 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo xtask image --layout-only --out /layout
 
 # No shell, no libc, no package manager: the host, the guests, a passwd entry
-# for the non-root user and an empty /tmp for the compile cache.
+# for the non-root user, an empty /tmp for the compile cache and an empty
+# /var/lib/scalelab for embedded SQLite files (a volume in Kubernetes).
 FROM scratch
 COPY --from=build /layout/ /
+ENV SCALELAB_DATA_DIR=/var/lib/scalelab
 USER 65532:65532
 EXPOSE 8080 9090 1337
 # The guest comes from /etc/scalelab/guest.toml (the image's default serves

@@ -274,6 +274,9 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub engine: EngineArgs,
 
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
     /// The guest configuration file (a mounted ConfigMap), watched for
     /// changes; flags and environment win over it [default:
     /// /etc/scalelab/guest.toml, where a missing file is not an error].
@@ -341,6 +344,35 @@ pub struct ServeArgs {
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
     #[arg(long, env = "SCALELAB_DRAIN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+}
+
+/// The database behind the `sql` host service. Each of the first three wins
+/// over its key in the config file's `[database]` table.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// `sqlite:<file>` (a relative file is in --data-dir), `postgres://user@host:port/db`,
+    /// or `off` [default: `[database] url` in the config file, else sqlite:scalelab.db].
+    #[arg(long, env = "SCALELAB_DATABASE")]
+    pub database: Option<String>,
+
+    /// File holding the Postgres password (a mounted Secret) [or `[database] password_file`].
+    #[arg(long, env = "SCALELAB_DATABASE_PASSWORD_FILE")]
+    pub database_password_file: Option<PathBuf>,
+
+    /// Most connections in the database pool, shared by every instance
+    /// [default: `[database] pool_size`, else 10].
+    #[arg(long, env = "SCALELAB_DATABASE_POOL_SIZE", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub database_pool_size: Option<u32>,
+
+    /// Largest result one SQL query may return; larger ones fail as `too-large`.
+    #[arg(long, env = "SCALELAB_DATABASE_MAX_RESULT", default_value = "1MiB", value_parser = parse_bytes)]
+    pub database_max_result: u64,
+
+    /// Where SQLite files with a relative path live; it must survive restarts
+    /// (a volume in Kubernetes) [default: $XDG_DATA_HOME/scalelab,
+    /// ~/.local/share/scalelab, or /var/lib/scalelab; the image sets /var/lib/scalelab].
+    #[arg(long, env = "SCALELAB_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -12,7 +12,7 @@ use scalelab::runtime::call::Limits;
 use scalelab::runtime::engine::{self, EngineSettings};
 use scalelab::runtime::guest::{self, Guest};
 use scalelab::runtime::services::Services;
-use std::collections::BTreeMap;
+use scalelab::runtime::state::Grants;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,15 +23,16 @@ const DEADLINE: Option<Duration> = Some(Duration::from_secs(30));
 async fn broker() -> (Active, Arc<Services>, Arc<Metrics>) {
     let limits = LimitValues { deadline: DEADLINE, max_memory: MAX_MEMORY, max_body: 1 << 20, max_in_flight: 4 };
     let metrics = Arc::new(Metrics::new(&limits).unwrap());
-    let services = Arc::new(Services::new(&metrics));
+    let services = Arc::new(Services::new(&metrics, 1 << 20));
     let engine = engine::build(&EngineSettings { epoch_interruption: true, max_memory: MAX_MEMORY, pool_slots: 8 }).unwrap();
     engine::spawn_epoch_ticker(&engine).unwrap();
     let linker = guest::linker(&engine).unwrap();
     let path = support::guests_dir().join("broker.wasm");
-    let guest =
-        Guest::load(&engine, &linker, &CompileCache::new(None, false), &path, MAX_MEMORY as usize, &services).await.unwrap();
+    let grants = Arc::new(Grants::default());
+    let cache = CompileCache::new(None, false);
+    let guest = Guest::load(&engine, &linker, &cache, &path, MAX_MEMORY as usize, &grants, &services).await.unwrap();
     let limits = Limits { deadline: DEADLINE, max_memory: MAX_MEMORY as usize, instance_reuse: 128 };
-    let parts = ActiveParts { guest, limits, env: &BTreeMap::new(), source: path.display().to_string(), tick_override: None };
+    let parts = ActiveParts { guest, limits, grants, source: path.display().to_string(), tick_override: None };
     (Active::new(parts, &metrics, &services), services, metrics)
 }
 

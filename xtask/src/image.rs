@@ -74,6 +74,10 @@ pub const LAYOUT: &[Entry] = &[
     // The temp dir holds the compile cache (an emptyDir in Kubernetes, where
     // the root filesystem is read-only).
     Entry { path: "tmp", source: Source::Dir, mode: 0o1777 },
+    // The data directory (SCALELAB_DATA_DIR in the Dockerfile): embedded
+    // SQLite files. In Kubernetes a volume is mounted here; without one the
+    // data lasts as long as the container. Writable by the non-root user.
+    Entry { path: "var/lib/scalelab", source: Source::Dir, mode: 0o1777 },
 ];
 
 pub struct ImageArgs {

@@ -49,7 +49,7 @@ fn temp_dir(name: &str) -> PathBuf {
 fn render_all() -> Vec<Rendered> {
     let ws = ws();
     let overlays = manifests::overlays(&ws).unwrap();
-    assert_eq!(overlays, ["broker", "prime", "tracker"], "one overlay per guest");
+    assert_eq!(overlays, ["broker", "prime", "todo", "tracker"], "one overlay per guest");
     overlays.iter().map(|o| manifests::render(&ws, o).unwrap()).collect()
 }
 
@@ -57,7 +57,9 @@ fn render_all() -> Vec<Rendered> {
 fn start_host(guest: &str, dir: &Path) -> (Contender, std::sync::mpsc::Receiver<String>) {
     let ws = ws();
     let scalelab = ws.target_dir.join("debug/scalelab");
-    let args: Vec<OsString> = ["--guest", guest].map(OsString::from).to_vec();
+    let mut args: Vec<OsString> = ["--guest", guest].map(OsString::from).to_vec();
+    // A guest that uses SQL gets the embedded default, in the test's directory.
+    args.extend(["--data-dir".into(), dir.join("data").into_os_string()]);
     bench::spawn_host("k8s", &scalelab, &ws.target_dir.join("guests"), &dir.join("cache"), &args, false).unwrap()
 }
 
@@ -298,8 +300,9 @@ fn the_manifests_agree_with_the_host_and_xtask() {
             let name = s["metadata"]["name"].as_str().unwrap();
             let target = r
                 .all("Deployment")
+                .chain(r.all("StatefulSet"))
                 .find(|d| labels_match(&s["spec"]["selector"], &d["spec"]["template"]["metadata"]["labels"]))
-                .unwrap_or_else(|| panic!("{o}: Service {name} selects no Deployment's pods"));
+                .unwrap_or_else(|| panic!("{o}: Service {name} selects no Deployment's or StatefulSet's pods"));
             for port in s["spec"]["ports"].as_array().unwrap() {
                 let named = port["targetPort"].as_str().unwrap();
                 let c = &target["spec"]["template"]["spec"]["containers"][0];
@@ -383,6 +386,29 @@ fn each_overlay_scales_its_guest_as_intended() {
     assert_eq!(&args[..2], ["swarm", "engines"]);
     assert!(args.contains(&"--broker=broker:1337"), "engines reach the headless Service: {args:?}");
 
+    let todo = overlay("todo");
+    assert_eq!(todo.guest().unwrap(), "todo");
+    let hpa = todo.get("HorizontalPodAutoscaler", "scalelab").unwrap();
+    assert_eq!((hpa["spec"]["minReplicas"].as_i64(), hpa["spec"]["maxReplicas"].as_i64()), (Some(1), Some(8)));
+    assert_eq!(hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"], 50);
+    let postgres = todo.get("StatefulSet", "postgres").unwrap();
+    assert_eq!(postgres["spec"]["volumeClaimTemplates"][0]["metadata"]["name"], "data", "Postgres keeps its data on a PVC");
+    assert_eq!(todo.get("Service", "postgres").unwrap()["spec"]["ports"][0]["port"], 5432);
+    // guest.toml's database, password file and mount match the manifests.
+    let config: toml_edit::DocumentMut = todo.guest_config().unwrap().parse().unwrap();
+    assert_eq!(config["database"]["url"].as_str(), Some("postgres://todo@postgres:5432/todo"));
+    let host = container(todo.get("Deployment", "scalelab").unwrap(), "scalelab");
+    let mount_of = |volume: &str| {
+        host["volumeMounts"].as_array().unwrap().iter().find(|m| m["name"] == volume).unwrap()["mountPath"].as_str().unwrap()
+    };
+    let password_file = config["database"]["password_file"].as_str().unwrap();
+    assert_eq!(password_file, format!("{}/password", mount_of("todo-db")));
+    assert_eq!(config["mounts"]["/photos"].as_str(), Some(mount_of("todo-photo")));
+    let pool = config["database"]["pool_size"].as_integer().unwrap();
+    assert!(pool * hpa["spec"]["maxReplicas"].as_i64().unwrap() < 100, "every pod's pool fits Postgres' 100 connections");
+    let load = container(todo.get("Deployment", "load").unwrap(), "load");
+    assert_eq!(load["args"][1], "--scenario=/etc/scalelab-load/scenario.toml");
+
     let tracker = overlay("tracker");
     assert_eq!(tracker.guest().unwrap(), "tracker");
     let scaled = tracker.get("ScaledObject", "scalelab").unwrap();
@@ -456,6 +482,11 @@ fn every_metric_the_manifests_read_exists() {
         let (host, _lines) = start_host(&guest, &dir);
         let admin = host.admin.clone().unwrap();
         let _ = get(&format!("{}/", host.url));
+        // The SQL series exist once a guest used its database.
+        let uses_sql = guest == "todo";
+        if uses_sql {
+            let _ = get(&format!("{}/api/todos", host.url));
+        }
         for probe in ["/healthz", "/readyz"] {
             assert_eq!(get(&format!("{admin}{probe}")).0, 200, "{guest}: {probe}");
         }
@@ -468,7 +499,7 @@ fn every_metric_the_manifests_read_exists() {
         for (place, query) in queries {
             let names = manifests::metric_names(&query);
             assert!(!names.is_empty(), "{place}: no metric in {query}");
-            for name in names {
+            for name in names.into_iter().filter(|n| uses_sql || !n.starts_with("scalelab_sql_")) {
                 assert!(
                     manifests::exposition_has(&exposition, &name),
                     "{}: {place} reads {name}, which a {guest} host does not export",

@@ -31,17 +31,21 @@ impl Rendered {
 
     /// The guest the overlay's `scalelab-guest` ConfigMap names.
     pub fn guest(&self) -> Result<String> {
-        let text = self
-            .get("ConfigMap", crate::cluster::DEFAULT_CONFIGMAP)
-            .and_then(|c| c["data"][crate::cluster::CONFIG_KEY].as_str())
-            .with_context(|| {
-                format!("overlay {} has no {} ConfigMap with a guest.toml", self.overlay, crate::cluster::DEFAULT_CONFIGMAP)
-            })?;
+        let text = self.guest_config()?;
         let doc: toml_edit::DocumentMut = text.parse().with_context(|| format!("overlay {}: guest.toml", self.overlay))?;
         doc.get("guest")
             .and_then(|g| g.as_str())
             .map(str::to_string)
             .with_context(|| format!("overlay {}: guest.toml names no guest", self.overlay))
+    }
+
+    /// The text of the overlay's guest.toml.
+    pub fn guest_config(&self) -> Result<&str> {
+        self.get("ConfigMap", crate::cluster::DEFAULT_CONFIGMAP)
+            .and_then(|c| c["data"][crate::cluster::CONFIG_KEY].as_str())
+            .with_context(|| {
+                format!("overlay {} has no {} ConfigMap with a guest.toml", self.overlay, crate::cluster::DEFAULT_CONFIGMAP)
+            })
     }
 
     #[cfg(test)]

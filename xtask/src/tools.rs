@@ -9,11 +9,13 @@
 
 use crate::workspace::{self, Workspace};
 use anyhow::{Context, Result, bail};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Debian packages: (a program that shows the package is there, the package).
-const APT: &[(&str, &str)] = &[("musl-gcc", "musl-tools"), ("prometheus", "prometheus")];
+/// Debian packages: (a program on the PATH, or an absolute path, that shows
+/// the package is there; the package). `postgresql`: the server the todo
+/// tests start a private cluster of.
+const APT: &[(&str, &str)] = &[("musl-gcc", "musl-tools"), ("prometheus", "prometheus"), ("/usr/lib/postgresql", "postgresql")];
 
 /// PyPI packages: (the module or program that shows it is there, the requirement).
 const PIP: &[(&str, &str)] =
@@ -22,7 +24,8 @@ const PIP: &[(&str, &str)] =
 /// Installs what is missing; returns `target/tools/python` (a pip `--target`
 /// directory: modules at its root, programs under `bin/`).
 pub fn ensure(ws: &Workspace) -> Result<PathBuf> {
-    let missing: Vec<&str> = APT.iter().filter(|(program, _)| !on_path(program)).map(|(_, package)| *package).collect();
+    let present = |marker: &str| if marker.starts_with('/') { Path::new(marker).exists() } else { on_path(marker) };
+    let missing: Vec<&str> = APT.iter().filter(|(marker, _)| !present(marker)).map(|(_, package)| *package).collect();
     if !missing.is_empty() {
         apt_install(&missing)?;
     }

@@ -28,7 +28,8 @@ mod bindings {
 }
 
 pub use bindings::wasi;
-use wasi::http::types::{Fields, OutgoingBody, OutgoingResponse, ResponseOutparam};
+use wasi::http::types::{Fields, IncomingBody, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
+use wasi::io::streams::StreamError;
 
 /// A guest's bindings for `world` (from the repository's `wit/`, as seen from
 /// `guests/<guest>/`), sharing this crate's `wasi:http/types` and what those
@@ -111,6 +112,33 @@ impl Response {
         drop(stream);
         let _ = OutgoingBody::finish(body, None);
     }
+}
+
+/// The first value of a request header, as text (`None` when absent or not UTF-8).
+pub fn header(request: &IncomingRequest, name: &str) -> Option<String> {
+    let values = request.headers().get(name);
+    values.into_iter().next().and_then(|value| String::from_utf8(value).ok())
+}
+
+/// Reads the whole request body (the host has capped its size already,
+/// `--max-body`). `Err` when the client went away mid-body.
+pub fn read_body(request: &IncomingRequest) -> Result<Vec<u8>, String> {
+    let body = request.consume().map_err(|()| "the body was already taken".to_string())?;
+    let mut bytes = Vec::new();
+    {
+        let stream = body.stream().map_err(|()| "the body stream was already taken".to_string())?;
+        loop {
+            match stream.blocking_read(64 * 1024) {
+                Ok(chunk) => bytes.extend_from_slice(&chunk),
+                Err(StreamError::Closed) => break,
+                Err(StreamError::LastOperationFailed(e)) => {
+                    return Err(format!("reading the body failed: {}", e.to_debug_string()));
+                }
+            }
+        }
+    }
+    drop(IncomingBody::finish(body));
+    Ok(bytes)
 }
 
 /// The body as the writes `send` makes: in order, none over [`WRITE_LIMIT`].

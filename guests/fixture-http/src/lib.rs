@@ -3,6 +3,9 @@
 //!
 //! - `GET /bytes/{n}`: `n` bytes, byte `i` being `i % 251` (at most 16 MiB),
 //!   `application/octet-stream`;
+//! - `GET /fs/read?{path}`: the file's bytes, or 404 with the error;
+//! - `GET /fs/write?{path}`: tries to create the file; 200 `written` or 403
+//!   with the error (what a read-only mount must refuse);
 //! - anything else: 404 with a JSON error whose message needs escaping.
 
 mod bindings {
@@ -22,6 +25,20 @@ struct Fixture;
 impl Guest for Fixture {
     fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
         let path = request.path_with_query().unwrap_or_default();
+        if let Some(file) = path.strip_prefix("/fs/read?") {
+            return match std::fs::read(file) {
+                Ok(bytes) => Response::new(200, "application/octet-stream", bytes),
+                Err(e) => Response::json_error(404, &format!("{file}: {e}")),
+            }
+            .send(response_out);
+        }
+        if let Some(file) = path.strip_prefix("/fs/write?") {
+            return match std::fs::write(file, b"written by a guest") {
+                Ok(()) => Response::text(200, "written"),
+                Err(e) => Response::json_error(403, &format!("{file}: {e}")),
+            }
+            .send(response_out);
+        }
         let response = match path.strip_prefix("/bytes/").map(str::parse::<usize>) {
             Some(Ok(n)) if n <= MAX_BYTES => {
                 let body: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();

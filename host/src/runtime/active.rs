@@ -8,8 +8,8 @@ use crate::runtime::call::Limits;
 use crate::runtime::guest::Guest;
 use crate::runtime::instances::Instances;
 use crate::runtime::services::Services;
+use crate::runtime::state::Grants;
 use serde::Serialize;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -21,8 +21,8 @@ pub struct Active {
     pub limits: Limits,
     /// When this guest started serving.
     pub since: SystemTime,
-    /// Its WASI environment (the config file's `[env]`).
-    pub env: BTreeMap<String, String>,
+    /// What its instances may reach: environment, mounts, database.
+    pub grants: Arc<Grants>,
     /// The guest file (an uploaded component is written to a file first).
     pub source: String,
     /// The config file's `tick_interval`, which wins over the guest's own.
@@ -30,35 +30,20 @@ pub struct Active {
 }
 
 /// What an `Active` is made of, besides the process-wide metrics and services.
-pub struct ActiveParts<'a> {
+pub struct ActiveParts {
     pub guest: Guest,
     pub limits: Limits,
-    pub env: &'a BTreeMap<String, String>,
+    pub grants: Arc<Grants>,
     pub source: String,
     pub tick_override: Option<Duration>,
 }
 
 impl Active {
-    pub fn new(parts: ActiveParts<'_>, metrics: &Metrics, services: &Arc<Services>) -> Active {
-        let ActiveParts { guest, limits, env, source, tick_override } = parts;
+    pub fn new(parts: ActiveParts, metrics: &Metrics, services: &Arc<Services>) -> Active {
+        let ActiveParts { guest, limits, grants, source, tick_override } = parts;
         let guest_metrics = metrics.for_guest(&guest.name, &guest.sha256);
-        let instances = Instances::new(
-            &guest,
-            services.clone(),
-            &limits,
-            env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            guest_metrics.clone(),
-        );
-        Active {
-            guest,
-            instances,
-            metrics: guest_metrics,
-            limits,
-            since: SystemTime::now(),
-            env: env.clone(),
-            source,
-            tick_override,
-        }
+        let instances = Instances::new(&guest, services.clone(), &limits, grants.clone(), guest_metrics.clone());
+        Active { guest, instances, metrics: guest_metrics, limits, since: SystemTime::now(), grants, source, tick_override }
     }
 
     /// How often a session guest's `tick` runs: the config file's interval,
@@ -79,6 +64,8 @@ impl Active {
             deadline_ms: self.limits.deadline.map(|d| d.as_secs_f64() * 1e3),
             max_memory: self.limits.max_memory,
             tick_interval_ms: self.tick_interval().map(|d| d.as_secs_f64() * 1e3),
+            database: self.grants.database.as_ref().map(|d| d.label.clone()),
+            mounts: self.grants.mounts.keys().cloned().collect(),
         }
     }
 }
@@ -95,4 +82,8 @@ pub struct GuestInfo {
     pub max_memory: usize,
     /// Session guests: the interval of `tick` calls.
     pub tick_interval_ms: Option<f64>,
+    /// The database its `sql` import reaches (password hidden), if any.
+    pub database: Option<String>,
+    /// The directories it sees, read-only.
+    pub mounts: Vec<String>,
 }

@@ -1,10 +1,12 @@
-//! Host side of our own WIT (`wit/session.wit`, `wit/host-services.wit`):
-//! the generated bindings, and the host services behind each import,
-//! implemented on [`GuestState`] over the process-wide [`Services`].
+//! Host side of our own WIT (`wit/session.wit`, `wit/host-services.wit`,
+//! `wit/sql.wit`, `wit/setup.wit`): the generated bindings, and the host
+//! services behind each import, implemented on [`GuestState`] over the
+//! process-wide [`Services`].
 //!
 //! `wasi:http` comes from wasmtime-wasi-http; this module covers only what is
-//! ours. Every import is synchronous and cannot trap: bad input from a guest
-//! (an undeclared metric, say) is logged, not fatal.
+//! ours. No import can trap: bad input from a guest (an undeclared metric,
+//! say) is logged, not fatal, and SQL errors are values the guest handles.
+//! Every import is synchronous but `sql`, which waits for the database.
 
 use crate::runtime::declared_metrics::Kind;
 use crate::runtime::state::GuestState;
@@ -12,11 +14,26 @@ use bytes::Bytes;
 
 wasmtime::component::bindgen!({
     path: "../wit",
-    world: "scalelab:guests/session-guest",
+    world: "scalelab:guests/host-world",
+    imports: { "scalelab:guests/sql": async },
     exports: { default: async },
+    additional_derives: [PartialEq],
 });
 
+/// The `setup` export (`wit/setup.wit`), found apart from the session export.
+pub mod setup {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "scalelab:guests/setup-guest",
+        exports: { default: async },
+    });
+}
+
+pub use self::scalelab::guests::sql;
 use self::scalelab::guests::{log, metrics, session_types, sessions, state};
+/// The session export's bindings, by the name of the world guests target.
+pub use HostWorld as SessionGuest;
+pub use HostWorldIndices as SessionGuestIndices;
 pub use exports::scalelab::guests::session_handler::{Effect, Peer, SessionOptions};
 
 impl state::Host for GuestState {
@@ -122,7 +139,32 @@ impl sessions::Host for GuestState {
     }
 }
 
+impl sql::Host for GuestState {
+    async fn get_backend(&mut self) -> Result<sql::Backend, sql::Error> {
+        Ok(self.database()?.backend())
+    }
+
+    async fn query(&mut self, sql: String, params: Vec<sql::Value>) -> Result<sql::Rows, sql::Error> {
+        self.database()?.query(&self.guest, self.deadline, sql, params).await
+    }
+
+    async fn execute(&mut self, sql: String, params: Vec<sql::Value>) -> Result<u64, sql::Error> {
+        self.database()?.execute(&self.guest, self.deadline, sql, params).await
+    }
+
+    async fn transaction(&mut self, statements: Vec<sql::Statement>) -> Result<Vec<u64>, sql::Error> {
+        self.database()?.transaction(&self.guest, self.deadline, statements).await
+    }
+}
+
+impl GuestState {
+    /// The guest's database, or the error that says how to configure one.
+    fn database(&self) -> Result<std::sync::Arc<crate::runtime::sql::Database>, sql::Error> {
+        self.grants.database.clone().ok_or_else(|| self.services.databases.refuse(&self.guest))
+    }
+}
+
 /// Adds our interfaces to the linker every guest is linked against.
 pub fn add_to_linker(linker: &mut wasmtime::component::Linker<GuestState>) -> wasmtime::Result<()> {
-    SessionGuest::add_to_linker::<GuestState, wasmtime::component::HasSelf<GuestState>>(linker, |state| state)
+    HostWorld::add_to_linker::<GuestState, wasmtime::component::HasSelf<GuestState>>(linker, |state| state)
 }

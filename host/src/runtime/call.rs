@@ -31,13 +31,16 @@ pub struct Failure {
 }
 
 /// Prepares a store for one call: clears the memory flag and sets the
-/// deadline (epoch callback), or no deadline.
+/// deadline (epoch callback, and the instant host calls that wait respect),
+/// or no deadline.
 pub fn arm(store: &mut Store<GuestState>, deadline: Option<Duration>) {
     store.data_mut().memory.exceeded = false;
-    match deadline {
-        Some(limit) => {
+    let expires = deadline.map(|limit| Instant::now() + limit);
+    store.data_mut().deadline = expires;
+    match expires {
+        Some(expires) => {
             store.set_epoch_deadline(1);
-            store.epoch_deadline_callback(epoch_callback(Instant::now() + limit));
+            store.epoch_deadline_callback(epoch_callback(expires));
         }
         None => store.set_epoch_deadline(u64::MAX / 2),
     }

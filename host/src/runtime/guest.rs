@@ -3,10 +3,11 @@
 //! (`wasi:http/incoming-handler`, our `session-handler`, or both), and proven
 //! instantiable before the host reports ready.
 
+use crate::runtime::bindings::setup::SetupGuestIndices;
 use crate::runtime::bindings::{SessionGuestIndices, SessionOptions};
 use crate::runtime::cache::{CompileCache, Origin};
 use crate::runtime::services::Services;
-use crate::runtime::state::{GuestState, new_store};
+use crate::runtime::state::{Grants, GuestState, new_store};
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -32,6 +33,10 @@ pub struct Guest {
     pub tick_interval: Option<Duration>,
     /// The per-session tick interval it asked for.
     pub session_tick_interval: Option<Duration>,
+    /// Where `setup` is, when the guest exports it (`setup.rs` calls it).
+    pub setup: Option<SetupGuestIndices>,
+    /// Whether it imports `scalelab:guests/sql`: its database then decides readiness.
+    pub uses_sql: bool,
 }
 
 /// The worlds a guest can implement, by what it exports.
@@ -136,6 +141,7 @@ impl Guest {
         cache: &CompileCache,
         path: &Path,
         max_memory: usize,
+        grants: &Arc<Grants>,
         services: &Arc<Services>,
     ) -> Result<Guest> {
         let name = path.file_stem().and_then(|s| s.to_str()).context("guest file name is not UTF-8")?.to_string();
@@ -164,6 +170,9 @@ impl Guest {
                 path.display()
             )
         })?;
+        let uses_sql =
+            loaded.component.component_type().imports(engine).any(|(import, _)| import.starts_with("scalelab:guests/sql@"));
+        let setup = SetupGuestIndices::new(&pre).ok();
         let http = ProxyIndices::new(&pre).ok();
         let session = SessionGuestIndices::new(&pre).ok();
         if http.is_none() && session.is_none() {
@@ -177,7 +186,7 @@ impl Guest {
         tracing::info!(step = "link", guest = %name, world, duration_ms = started.elapsed().as_secs_f64() * 1e3, "guest linked");
 
         let started = Instant::now();
-        let mut store = new_store(engine, GuestState::new(max_memory, &[], services.clone(), name.as_str().into()));
+        let mut store = new_store(engine, GuestState::new(max_memory, grants.clone(), services.clone(), name.as_str().into()));
         let instance = pre
             .instantiate_async(&mut store)
             .await
@@ -198,7 +207,7 @@ impl Guest {
         }
         tracing::info!(step = "probe", guest = %name, ?tick_interval, ?session_tick_interval, duration_ms = started.elapsed().as_secs_f64() * 1e3, "guest instantiated once");
 
-        Ok(Guest { name, sha256: loaded.sha256, pre, http, session, tick_interval, session_tick_interval })
+        Ok(Guest { name, sha256: loaded.sha256, pre, http, session, tick_interval, session_tick_interval, setup, uses_sql })
     }
 
     pub fn world(&self) -> &'static str {

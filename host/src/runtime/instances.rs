@@ -23,7 +23,7 @@ use crate::runtime::bindings::{SessionGuest, SessionGuestIndices};
 use crate::runtime::call::{Failure, Limits, arm, classify, within};
 use crate::runtime::guest::Guest;
 use crate::runtime::services::Services;
-use crate::runtime::state::{GuestState, new_store};
+use crate::runtime::state::{Grants, GuestState, new_store};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -61,8 +61,8 @@ pub struct Instances {
     max_memory: usize,
     /// Requests one instance may serve; 1 means a fresh instance every time.
     max_uses: u32,
-    /// WASI environment variables of every instance (from the config file).
-    env: Vec<(String, String)>,
+    /// What every instance may reach beyond the call (environment, mounts, database).
+    grants: Arc<Grants>,
     idle: Mutex<Vec<Warm>>,
     /// Set once the guest is swapped out: its remaining calls (draining
     /// sessions, late requests) get fresh instances and keep none idle, so
@@ -72,13 +72,7 @@ pub struct Instances {
 }
 
 impl Instances {
-    pub fn new(
-        guest: &Guest,
-        services: Arc<Services>,
-        limits: &Limits,
-        env: Vec<(String, String)>,
-        metrics: GuestMetrics,
-    ) -> Instances {
+    pub fn new(guest: &Guest, services: Arc<Services>, limits: &Limits, grants: Arc<Grants>, metrics: GuestMetrics) -> Instances {
         Instances {
             pre: guest.pre.clone(),
             http: guest.http.clone(),
@@ -87,7 +81,7 @@ impl Instances {
             name: guest.name.as_str().into(),
             max_memory: limits.max_memory,
             max_uses: limits.instance_reuse.max(1),
-            env,
+            grants,
             idle: Mutex::new(Vec::new()),
             retired: AtomicBool::new(false),
             metrics,
@@ -134,7 +128,7 @@ impl Instances {
             return Ok(warm);
         }
         let started = Instant::now();
-        let state = GuestState::new(self.max_memory, &self.env, self.services.clone(), self.name.clone());
+        let state = GuestState::new(self.max_memory, self.grants.clone(), self.services.clone(), self.name.clone());
         let mut store = new_store(self.pre.engine(), state);
         let loaded = async {
             let instance = self.pre.instantiate_async(&mut store).await?;

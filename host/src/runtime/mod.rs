@@ -3,8 +3,9 @@
 //! (`engine`, `cache`), links them once (`guest`), keeps warm instances and
 //! runs every call on one under the deadline and memory cap (`instances`,
 //! `call`, `state`), holds the guest being served and switches it (`active`,
-//! `live`), and provides the host services guests import (`bindings`,
-//! `services`, `shared_state`, `declared_metrics`, `session_table`).
+//! `live`), runs a guest's one-time `setup`, and provides the host services
+//! guests import (`bindings`, `services`, `shared_state`, `declared_metrics`,
+//! `session_table`, `sql`).
 //!
 //! The invariant: a guest keeps nothing that must last in its instance.
 //! Any warm instance may serve any call, a failed one is dropped, and what
@@ -22,5 +23,7 @@ pub mod live;
 pub mod process_stats;
 pub mod services;
 pub mod session_table;
+pub mod setup;
 pub mod shared_state;
+pub mod sql;
 pub mod state;

@@ -3,22 +3,45 @@
 //!
 //! A store lives for one instance (a few calls), and nothing here must
 //! outlive it: what lasts is in the shared [`Services`]. The
-//! sandbox is explicit: no preopened directories, no arguments, no
-//! environment but the config file's `[env]` table, TCP, UDP and name lookup refused, outgoing HTTP requests
-//! refused. Guest stdout and stderr go to the host's stderr.
+//! sandbox is explicit ([`Grants`]): no arguments, no environment but the
+//! config file's `[env]` table, no directory but the config file's
+//! `[mounts]` (read-only), no database but the configured one, TCP, UDP and
+//! name lookup refused, outgoing HTTP requests refused. Guest stdout and
+//! stderr go to the host's stderr.
 
 use crate::runtime::services::Services;
+use crate::runtime::sql::Database;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder};
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+/// What a guest's instances may reach beyond the call: the only openings in
+/// the sandbox, all from the guest configuration.
+#[derive(Clone, Default)]
+pub struct Grants {
+    /// WASI environment variables (`[env]`).
+    pub env: BTreeMap<String, String>,
+    /// Directories the guest sees read-only: guest path -> host directory (`[mounts]`).
+    pub mounts: BTreeMap<String, PathBuf>,
+    /// The database behind the `sql` import; `None`: it answers `not-configured`.
+    pub database: Option<Arc<Database>>,
+}
 
 pub struct GuestState {
     /// The host services behind our own imports (state, metrics, sessions).
     pub services: Arc<Services>,
     /// The guest's name, for the log lines it writes.
     pub guest: Arc<str>,
+    /// The openings of the sandbox, shared by every instance of the guest.
+    pub grants: Arc<Grants>,
+    /// When the current call must end (`call::arm`), so that host calls that
+    /// wait (SQL) stop in time; `None` without a deadline.
+    pub deadline: Option<Instant>,
     wasi: WasiCtx,
     http: WasiHttpCtx,
     /// Resources (requests, streams, fields) handed to the guest.
@@ -29,19 +52,25 @@ pub struct GuestState {
 }
 
 impl GuestState {
-    /// State of a new instance: `env` becomes its WASI environment.
-    pub fn new(max_memory: usize, env: &[(String, String)], services: Arc<Services>, guest: Arc<str>) -> GuestState {
-        let wasi = WasiCtxBuilder::new()
-            .envs(env)
-            .inherit_stdout()
-            .inherit_stderr()
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
+    /// State of a new instance, given what its guest was granted.
+    pub fn new(max_memory: usize, grants: Arc<Grants>, services: Arc<Services>, guest: Arc<str>) -> GuestState {
+        let mut wasi = WasiCtxBuilder::new();
+        for (name, value) in &grants.env {
+            wasi.env(name, value);
+        }
+        for (guest_path, host) in &grants.mounts {
+            // Checked when the configuration was read; a directory removed
+            // since is left out (the guest sees it missing), not fatal.
+            if let Err(e) = wasi.preopened_dir(host, guest_path, FsPerms::ReadOnly) {
+                tracing::warn!(guest = %guest, mount = %guest_path, dir = %host.display(), error = %e, "mount left out");
+            }
+        }
+        let wasi = wasi.inherit_stdout().inherit_stderr().allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false).build();
         GuestState {
             services,
             guest,
+            grants,
+            deadline: None,
             wasi,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),

@@ -2,8 +2,10 @@
 //! port of its own so that probes and scrapes never queue behind guest traffic.
 //!
 //! - `GET /healthz`: 200 while the process runs (liveness);
-//! - `GET /readyz`: 200 once the guest is compiled and instantiable, 503
-//!   before that and from the moment a shutdown starts (readiness);
+//! - `GET /readyz`: 200 once the guest is compiled, instantiable and set
+//!   up, 503 before that, while the database of a guest that uses SQL
+//!   cannot be reached (`database_check.rs`), and from the moment a shutdown
+//!   starts (readiness);
 //! - `GET /metrics`: Prometheus text exposition;
 //! - `GET /admin/guest`: the guest being served (name, sha256, since, world);
 //! - `PUT /admin/guest`: swap to a guest given by name or path (text body) or
@@ -29,17 +31,42 @@ use tokio::net::TcpListener;
 /// Largest component accepted by `PUT /admin/guest`.
 const MAX_UPLOAD: usize = 64 << 20;
 
-/// Whether the host should receive traffic. Shared by start-up, shutdown and `/readyz`.
-#[derive(Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+/// Whether the host should receive traffic. Shared by start-up, shutdown,
+/// the database check and `/readyz`.
+#[derive(Clone)]
+pub struct Readiness {
+    /// Set once the guest serves; cleared when shutdown starts.
+    serving: Arc<AtomicBool>,
+    /// Cleared while the guest's database cannot be reached.
+    database: Arc<AtomicBool>,
+}
+
+impl Default for Readiness {
+    fn default() -> Readiness {
+        Readiness { serving: Arc::default(), database: Arc::new(AtomicBool::new(true)) }
+    }
+}
 
 impl Readiness {
     pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::SeqCst);
+        self.serving.store(ready, Ordering::SeqCst);
+    }
+
+    /// Records whether the database answered; returns the previous value.
+    pub fn set_database(&self, reachable: bool) -> bool {
+        self.database.swap(reachable, Ordering::SeqCst)
     }
 
     pub fn get(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.serving.load(Ordering::SeqCst) && self.database.load(Ordering::SeqCst)
+    }
+
+    /// Why the host is not ready, for `/readyz`.
+    fn reason(&self) -> &'static str {
+        match (self.serving.load(Ordering::SeqCst), self.database.load(Ordering::SeqCst)) {
+            (true, false) => "not ready: the database cannot be reached\n",
+            _ => "not ready\n",
+        }
     }
 }
 
@@ -78,7 +105,7 @@ async fn route(request: Request<hyper::body::Incoming>, admin: &Admin) -> Respon
         (&Method::PUT, "/admin/guest") => put_guest(request, admin).await,
         (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET | &Method::HEAD, "/readyz") if admin.ready.get() => text(StatusCode::OK, "ready\n"),
-        (&Method::GET | &Method::HEAD, "/readyz") => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        (&Method::GET | &Method::HEAD, "/readyz") => text(StatusCode::SERVICE_UNAVAILABLE, admin.ready.reason()),
         (&Method::GET | &Method::HEAD, "/metrics") => match admin.metrics.encode() {
             Ok(body) => with_type(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", body.into()),
             Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("encoding metrics failed: {e:#}\n")),
@@ -128,13 +155,12 @@ async fn put_guest(request: Request<hyper::body::Incoming>, admin: &Admin) -> Re
             _ => return error(StatusCode::BAD_REQUEST, "the body must be a guest name or path, or a wasm component"),
         }
     };
-    let current_env = swapper.current_env();
     let request = SwapRequest {
         source,
         deadline: None,
         max_memory: None,
         tick_interval: swapper.current_tick_override(),
-        env: current_env,
+        grants: None,
         origin: "admin API",
     };
     match swapper.swap(request).await {

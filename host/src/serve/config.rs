@@ -9,6 +9,12 @@
 //! tick_interval = "10s"    # session guests: interval of `tick` calls (wins over the guest's own)
 //! [env]                    # handed to the guest as WASI environment variables
 //! GREETING = "hello"
+//! [mounts]                 # directories the guest sees, read-only: guest path = host directory
+//! "/photos" = "/srv/photos"
+//! [database]               # the `sql` host service (flags and SCALELAB_DATABASE* win over it)
+//! url = "postgres://todo@postgres:5432/todo"   # or "sqlite:todo.db" (in --data-dir), or "off"
+//! password_file = "/etc/scalelab-db/password"  # a mounted Secret
+//! pool_size = 10
 //! ```
 //!
 //! Every key is optional. Errors name the file, the line and what is allowed.
@@ -33,6 +39,18 @@ pub struct GuestConfig {
     pub max_memory: Option<u64>,
     pub tick_interval: Option<Duration>,
     pub env: BTreeMap<String, String>,
+    /// `[mounts]`: guest path -> host directory (both absolute).
+    pub mounts: BTreeMap<String, PathBuf>,
+    /// `[database]`.
+    pub database: DatabaseFile,
+}
+
+/// The `[database]` table; every key optional.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DatabaseFile {
+    pub url: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub pool_size: Option<u32>,
 }
 
 /// A problem in the file, with where it is.
@@ -64,6 +82,17 @@ struct Raw {
     tick_interval: Option<Spanned<String>>,
     #[serde(default)]
     env: BTreeMap<String, String>,
+    #[serde(default)]
+    mounts: BTreeMap<String, String>,
+    database: Option<Spanned<RawDatabase>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    url: Option<String>,
+    password_file: Option<PathBuf>,
+    pool_size: Option<u32>,
 }
 
 impl GuestConfig {
@@ -76,13 +105,25 @@ impl GuestConfig {
         let raw: Raw = toml::from_str(text).map_err(|e| {
             let message = e.message().trim().to_string();
             let message = if message.starts_with("unknown field") {
-                format!("{message} (allowed keys: guest, deadline, max_memory, tick_interval, [env])")
+                format!("{message} (allowed keys: guest, deadline, max_memory, tick_interval, [env], [mounts], [database])")
             } else {
                 message
             };
             error(e.span().map(|s| s.start), message)
         })?;
         let mut config = GuestConfig { env: raw.env, ..GuestConfig::default() };
+        for (guest_path, host) in raw.mounts {
+            let at = text.find(&format!("\"{guest_path}\"")).or_else(|| text.find("[mounts]"));
+            config.mounts.insert(mount_path(&guest_path).map_err(|m| error(at, m))?, PathBuf::from(host));
+        }
+        if let Some(database) = raw.database {
+            let at = database.span().start;
+            let RawDatabase { url, password_file, pool_size } = database.into_inner();
+            if pool_size == Some(0) {
+                return Err(error(Some(at), "[database] pool_size: must be at least 1".into()));
+            }
+            config.database = DatabaseFile { url, password_file, pool_size };
+        }
         if let Some(guest) = raw.guest {
             config.guest_line = line_of(text, guest.span().start);
             config.guest = Some(guest.into_inner());
@@ -105,6 +146,14 @@ impl GuestConfig {
         }
         Ok(config)
     }
+}
+
+/// A `[mounts]` key: an absolute guest path without `..` (`/photos`).
+fn mount_path(path: &str) -> Result<String, String> {
+    if !path.starts_with('/') || path.split('/').any(|part| part == "..") || path == "/" {
+        return Err(format!("[mounts] {path:?}: the guest path must be absolute, below / and without `..`, such as \"/photos\""));
+    }
+    Ok(path.trim_end_matches('/').to_string())
 }
 
 /// 1-based line of a byte offset.
@@ -135,12 +184,30 @@ mod tests {
     }
 
     #[test]
+    fn mounts_and_the_database_table_parse_and_bad_ones_say_where() {
+        let text =
+            "guest = \"todo\"\n[mounts]\n\"/photos/\" = \"/srv/photos\"\n[database]\nurl = \"sqlite:t.db\"\npool_size = 4\n";
+        let config = parse(text).unwrap();
+        assert_eq!(config.mounts["/photos"], PathBuf::from("/srv/photos"));
+        assert_eq!(config.database, DatabaseFile { url: Some("sqlite:t.db".into()), password_file: None, pool_size: Some(4) });
+
+        let err = parse("[mounts]\n\"photos\" = \"/srv\"\n").unwrap_err();
+        assert_eq!(err.line, 2);
+        assert!(err.message.contains("must be absolute"), "{err}");
+        assert!(parse("[mounts]\n\"/a/../etc\" = \"/srv\"\n").is_err());
+        let err = parse("[database]\nurl = \"sqlite:x\"\npool_size = 0\n").unwrap_err();
+        assert!(err.message.contains("pool_size"), "{err}");
+        let err = parse("[database]\nuri = \"sqlite:x\"\n").unwrap_err();
+        assert_eq!(err.line, 2);
+    }
+
+    #[test]
     fn errors_name_the_file_the_line_and_what_is_allowed() {
         let err = parse("guest = \"prime\"\n\ndeadlin = \"1s\"\n").unwrap_err();
         assert_eq!(err.line, 3);
         let text = err.to_string();
         assert!(text.starts_with("/etc/scalelab/guest.toml:3: unknown field"), "{text}");
-        assert!(text.contains("allowed keys: guest, deadline, max_memory, tick_interval, [env]"), "{text}");
+        assert!(text.contains("allowed keys: guest, deadline, max_memory, tick_interval, [env], [mounts], [database]"), "{text}");
 
         let err = parse("guest = \"prime\"\ndeadline = \"soon\"\n").unwrap_err();
         assert_eq!(err.line, 2);

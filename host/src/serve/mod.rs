@@ -5,7 +5,8 @@
 //! the configuration file (`config`) and its precedence (`settings`).
 //!
 //! Start-up binds the listeners first (so probes answer while the guest
-//! compiles), then builds the engine, loads the guest and instantiates it once;
+//! compiles), then builds the engine, loads the guest, instantiates it once
+//! and runs its `setup` (retried while it fails: a database still starting);
 //! only then does `/readyz` turn 200 and the traffic listener start accepting.
 //! On SIGTERM/SIGINT readiness turns false at once, the listeners close,
 //! connections finish their in-flight requests, every session is closed (its
@@ -15,6 +16,7 @@
 pub mod accept;
 pub mod admin;
 pub mod config;
+pub mod database_check;
 pub mod http;
 pub mod respond;
 pub mod session;
@@ -33,6 +35,7 @@ use crate::runtime::engine::{self, EngineSettings};
 use crate::runtime::guest::{self, Guest};
 use crate::runtime::live::LiveGuest;
 use crate::runtime::services::Services;
+use crate::runtime::state::Grants;
 use crate::shutdown::Shutdown;
 use admin::{Admin, Readiness};
 use anyhow::{Context, Result, bail};
@@ -43,7 +46,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use session::SessionHost;
-use settings::{Settings, Source};
+use settings::{GrantsRequest, Settings, Source};
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -70,7 +73,13 @@ pub async fn run(args: ServeArgs, explicit: Explicit, process_start: Instant) ->
         max_body: args.max_body,
         max_in_flight: args.max_in_flight,
     })?);
-    let services = Arc::new(Services::new(&metrics));
+    let max_result = usize::try_from(args.database.database_max_result).context("--database-max-result is too large")?;
+    let services = Arc::new(Services::new(&metrics, max_result));
+    let grants = Arc::new(Grants {
+        env: config.grants.env.clone(),
+        mounts: config.grants.mounts.clone(),
+        database: services.databases.get(&config.grants.database)?,
+    });
     let ready = Readiness::default();
     let admin = Arc::new(Admin {
         metrics: metrics.clone(),
@@ -81,7 +90,7 @@ pub async fn run(args: ServeArgs, explicit: Explicit, process_start: Instant) ->
     tokio::spawn(admin::serve(listeners.admin, admin.clone()));
 
     let loaded = tokio::select! {
-        loaded = load_first_guest(&args, &config, &limits, &services) => loaded?,
+        loaded = load_first_guest(&args, &config, &limits, &grants, &services) => loaded?,
         signal = shutdown.recv() => {
             tracing::info!(signal, "shutdown requested during start-up; exiting");
             return Ok(());
@@ -91,13 +100,14 @@ pub async fn run(args: ServeArgs, explicit: Explicit, process_start: Instant) ->
     let parts = ActiveParts {
         guest: loaded.guest,
         limits: limits.clone(),
-        env: &config.file.env,
+        grants,
         source: loaded.path.display().to_string(),
         tick_override: config.file.tick_interval,
     };
     let active = Active::new(parts, &metrics, &services);
     let (name, sha256) = (active.guest.name.clone(), active.guest.sha256.clone());
     let live = Arc::new(LiveGuest::new(active, args.max_in_flight));
+    tokio::spawn(database_check::run(live.clone(), ready.clone()));
     let handler = Arc::new(Handler::new(live.clone(), metrics.clone(), args.max_body));
     let swapper = Arc::new(Swapper::new(SwapperParts {
         engine: loaded.engine,
@@ -117,7 +127,12 @@ pub async fn run(args: ServeArgs, explicit: Explicit, process_start: Instant) ->
     let tcp_task = listeners.tcp.map(|listener| tokio::spawn(tcp::serve(listener, session_host.clone())));
     tokio::spawn(session_host.clone().run_ticks());
     let _ = admin.swapper.set(swapper.clone());
-    let watched = Watched { path: config.path.clone(), last: config.text.clone(), pinned: settings.pinned() };
+    let watched = Watched {
+        path: config.path.clone(),
+        last: config.text.clone(),
+        pinned: settings.pinned(),
+        database: args.database.clone(),
+    };
     tokio::spawn(watch::run(watched, args.config_poll, swapper, metrics.clone()));
 
     let startup = process_start.elapsed();
@@ -192,6 +207,8 @@ struct StartConfig {
     /// The parsed file (empty when there is none).
     file: GuestConfig,
     settings: Settings,
+    /// The guest's environment, mounts and database.
+    grants: GrantsRequest,
 }
 
 impl StartConfig {
@@ -208,8 +225,10 @@ impl StartConfig {
         let found = file.is_some();
         let file = file.unwrap_or_default();
         let settings = Settings::resolve(args, explicit, &file, &path)?;
+        let grants = GrantsRequest::of(&file, &args.database, &path)?;
         settings.log(&path, found);
-        Ok(StartConfig { path, text, file, settings })
+        tracing::info!(step = "config", database = %grants.database.label(), mounts = ?grants.mounts, "guest grants");
+        Ok(StartConfig { path, text, file, settings, grants })
     }
 }
 
@@ -222,9 +241,15 @@ struct Loaded {
     path: PathBuf,
 }
 
-/// Resolves the guest, configures the engine, and compiles, links and probes
-/// the guest, each step logged.
-async fn load_first_guest(args: &ServeArgs, config: &StartConfig, limits: &Limits, services: &Arc<Services>) -> Result<Loaded> {
+/// Resolves the guest, configures the engine, compiles, links and probes
+/// the guest, and sets it up, each step logged.
+async fn load_first_guest(
+    args: &ServeArgs,
+    config: &StartConfig,
+    limits: &Limits,
+    grants: &Arc<Grants>,
+    services: &Arc<Services>,
+) -> Result<Loaded> {
     let settings = &config.settings;
     let path = guest::resolve(&settings.guest, args.guest.guests_dir.as_deref()).map_err(|e| match settings.guest_source {
         Source::File => anyhow::Error::new(watch::guest_error(&config.path, &config.file, &e)),
@@ -253,9 +278,23 @@ async fn load_first_guest(args: &ServeArgs, config: &StartConfig, limits: &Limit
     );
 
     let cache = CompileCache::new(args.guest.cache_dir.clone(), !args.guest.no_cache);
-    let guest = Guest::load(&engine, &linker, &cache, &path, limits.max_memory, services).await?;
+    let guest = Guest::load(&engine, &linker, &cache, &path, limits.max_memory, grants, services).await?;
+    set_up(&guest, &engine, limits, grants, services).await;
     Ok(Loaded { engine, linker, cache, guest, path })
 }
+
+/// Runs the guest's `setup` until it succeeds: its database may still be
+/// starting (pods and their database start together in a cluster). The host
+/// stays unready meanwhile, and each failure is logged.
+async fn set_up(guest: &Guest, engine: &wasmtime::Engine, limits: &Limits, grants: &Arc<Grants>, services: &Arc<Services>) {
+    while guest.setup(engine, limits.max_memory, grants, services, limits.deadline).await.is_err() {
+        tracing::info!(step = "setup", retry_in = ?SETUP_RETRY, "retrying the guest's setup");
+        tokio::time::sleep(SETUP_RETRY).await;
+    }
+}
+
+/// Pause between two attempts at a guest's `setup` during start-up.
+const SETUP_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Accepts traffic connections for ever: HTTP/1.1 and h2c to the handler,
 /// socket.io upgrades to sessions. Every connection is watched by `graceful`.

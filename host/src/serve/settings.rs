@@ -4,12 +4,23 @@
 //! file over the default. Start-up applies it to the file it reads; every
 //! later change of the file goes through the same rule ([`FileChange`]),
 //! where a value the flags pin stays and the file's is ignored, with a warning.
+//! The database settings follow the same rule, key by key ([`database`]); the
+//! guest's grants (environment, mounts, database) are read from the file each
+//! time ([`GrantsRequest`]).
 
-use crate::cli::{Deadline, Explicit, ServeArgs};
-use crate::serve::config::{ConfigError, GuestConfig};
+use crate::cli::{DatabaseArgs, Deadline, Explicit, ServeArgs};
+use crate::runtime::sql::{DatabaseConfig, Target};
+use crate::serve::config::{ConfigError, DatabaseFile, GuestConfig};
 use anyhow::Result;
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// The database when neither a flag nor the file names one: a file in the data directory.
+pub const DEFAULT_DATABASE: &str = "sqlite:scalelab.db";
+
+/// Connections of a database pool when neither a flag nor the file says.
+pub const DEFAULT_POOL_SIZE: u32 = 10;
 
 /// Where a setting's value came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +131,53 @@ impl FileChange {
     }
 }
 
+/// The database a guest gets, key by key: flag or environment, then the
+/// file's `[database]`, then the default.
+pub fn database(flags: &DatabaseArgs, file: &DatabaseFile) -> Result<DatabaseConfig, String> {
+    let data_dir = flags.data_dir.clone().unwrap_or_else(crate::runtime::sql::default_data_dir);
+    let (url, source) = choose(flags.database.is_some(), flags.database.clone(), file.url.clone().map(Some));
+    let url = url.unwrap_or_else(|| DEFAULT_DATABASE.to_string());
+    let target = Target::parse(&url, &data_dir).map_err(|e| match source {
+        Source::File => format!("[database] url: {e}"),
+        _ => format!("--database: {e}"),
+    })?;
+    let password_file = choose(
+        flags.database_password_file.is_some(),
+        flags.database_password_file.clone(),
+        file.password_file.clone().map(Some),
+    )
+    .0;
+    let pool_size = choose(flags.database_pool_size.is_some(), flags.database_pool_size, file.pool_size.map(Some)).0;
+    let pool_size = pool_size.unwrap_or(DEFAULT_POOL_SIZE) as usize;
+    Ok(DatabaseConfig { target, password_file, pool_size })
+}
+
+/// What a guest is granted beyond the call, as the file and flags ask for it
+/// (the swapper opens the database).
+#[derive(Debug, Clone)]
+pub struct GrantsRequest {
+    pub env: BTreeMap<String, String>,
+    pub mounts: BTreeMap<String, PathBuf>,
+    pub database: DatabaseConfig,
+}
+
+impl GrantsRequest {
+    /// Reads the grants of `config`; a mount whose directory is missing is an error.
+    pub fn of(config: &GuestConfig, flags: &DatabaseArgs, path: &Path) -> Result<GrantsRequest, ConfigError> {
+        let error = |message: String| ConfigError { path: path.into(), line: 0, message };
+        for (guest_path, host) in &config.mounts {
+            if !host.is_absolute() || !host.is_dir() {
+                return Err(error(format!(
+                    "[mounts] {guest_path:?} = {:?}: the host directory must be an absolute path to an existing directory",
+                    host.display()
+                )));
+            }
+        }
+        let database = database(flags, &config.database).map_err(error)?;
+        Ok(GrantsRequest { env: config.env.clone(), mounts: config.mounts.clone(), database })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +187,34 @@ mod tests {
         assert_eq!(choose(true, 1, Some(2)), (1, Source::Flag));
         assert_eq!(choose(false, 1, Some(2)), (2, Source::File));
         assert_eq!(choose(false, 1, None), (1, Source::Default));
+    }
+
+    #[test]
+    fn database_settings_take_the_flag_then_the_file_then_the_default() {
+        let flags = DatabaseArgs {
+            database: None,
+            database_password_file: None,
+            database_pool_size: None,
+            database_max_result: 1 << 20,
+            data_dir: Some("/data".into()),
+        };
+        let none = DatabaseFile::default();
+        let default = database(&flags, &none).unwrap();
+        assert_eq!(default.target, Target::Sqlite("/data/scalelab.db".into()));
+        assert_eq!(default.pool_size, DEFAULT_POOL_SIZE as usize);
+
+        let file =
+            DatabaseFile { url: Some("postgres://t@db/t".into()), password_file: Some("/s/pw".into()), pool_size: Some(3) };
+        let from_file = database(&flags, &file).unwrap();
+        assert_eq!(from_file.target, Target::Postgres("postgres://t@db/t".into()));
+        assert_eq!((from_file.password_file.as_deref(), from_file.pool_size), (Some(Path::new("/s/pw")), 3));
+
+        let pinned = DatabaseArgs { database: Some("off".into()), database_pool_size: Some(7), ..flags.clone() };
+        let from_flags = database(&pinned, &file).unwrap();
+        assert_eq!((from_flags.target, from_flags.pool_size), (Target::Off, 7));
+
+        let bad = DatabaseFile { url: Some("mysql://x".into()), ..DatabaseFile::default() };
+        assert!(database(&flags, &bad).unwrap_err().starts_with("[database] url: "));
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Hot-swapping the guest: compile, link and instantiate the new guest once
-//! *before* switching, then switch atomically.
+//! Hot-swapping the guest: compile, link and instantiate the new guest once,
+//! and run its `setup`, *before* switching, then switch atomically.
 //!
 //! The serving state of one guest is an `Active` (`runtime/active.rs`); the
 //! `LiveGuest` holds the current one. A request loads it once when it arrives
@@ -16,10 +16,10 @@ use crate::runtime::call::Limits;
 use crate::runtime::guest::{self, Guest};
 use crate::runtime::live::LiveGuest;
 use crate::runtime::services::Services;
-use crate::runtime::state::GuestState;
+use crate::runtime::state::{Grants, GuestState};
+use crate::serve::settings::GrantsRequest;
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,8 +43,8 @@ pub struct SwapRequest {
     pub max_memory: Option<u64>,
     /// The new guest's tick interval, instead of its own.
     pub tick_interval: Option<Duration>,
-    /// Environment for the new guest.
-    pub env: BTreeMap<String, String>,
+    /// Environment, mounts and database of the new guest; `None` keeps the current guest's.
+    pub grants: Option<GrantsRequest>,
     /// What asked for it, for logs: "config file", "admin API".
     pub origin: &'static str,
 }
@@ -108,12 +108,6 @@ impl Swapper {
 
     pub fn current(&self) -> GuestInfo {
         self.live.active().info()
-    }
-
-    /// The environment the current guest was given (a swap through the admin
-    /// API keeps it).
-    pub fn current_env(&self) -> BTreeMap<String, String> {
-        self.live.active().env.clone()
     }
 
     /// The tick interval the config file set for the current guest, if any.
@@ -181,12 +175,19 @@ impl Swapper {
                 (path, source)
             }
         };
-        let guest = Guest::load(&self.engine, &self.linker, &self.cache, &path, max_memory, &self.services).await?;
+        let grants = match request.grants {
+            Some(asked) => {
+                Arc::new(Grants { env: asked.env, mounts: asked.mounts, database: self.services.databases.get(&asked.database)? })
+            }
+            None => current.grants.clone(),
+        };
+        let guest = Guest::load(&self.engine, &self.linker, &self.cache, &path, max_memory, &grants, &self.services).await?;
+        guest.setup(&self.engine, max_memory, &grants, &self.services, deadline).await?;
         let compile = started.elapsed();
 
         let started = Instant::now();
         let limits = Limits { deadline, max_memory, ..current.limits.clone() };
-        let parts = ActiveParts { guest, limits, env: &request.env, source, tick_override: request.tick_interval };
+        let parts = ActiveParts { guest, limits, grants, source, tick_override: request.tick_interval };
         let active = Active::new(parts, &self.metrics, &self.services);
         let info = active.info();
         self.live.switch_to(active);

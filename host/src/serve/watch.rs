@@ -9,9 +9,10 @@
 //! without inotify. Either way a change is recognised by the file's content,
 //! so duplicate events cost nothing.
 
+use crate::cli::DatabaseArgs;
 use crate::metrics::Metrics;
 use crate::serve::config::{ConfigError, GuestConfig};
-use crate::serve::settings::{FileChange, Pinned};
+use crate::serve::settings::{FileChange, GrantsRequest, Pinned};
 use crate::serve::swap::{GuestSource, SwapRequest, Swapper};
 use notify::{RecursiveMode, Watcher};
 use std::path::PathBuf;
@@ -24,6 +25,8 @@ pub struct Watched {
     pub last: Option<String>,
     /// Settings given by flags or environment, which the file cannot change.
     pub pinned: Pinned,
+    /// The database flags, which win over the file's `[database]` key by key.
+    pub database: DatabaseArgs,
 }
 
 /// Runs until the process exits.
@@ -84,18 +87,32 @@ async fn check(watched: &mut Watched, swapper: &Swapper, metrics: &Metrics) {
             return;
         }
     };
-    let _ = swapper.swap(request_from(&config, &watched.pinned, &watched.path, swapper)).await;
+    let grants = match GrantsRequest::of(&config, &watched.database, &watched.path) {
+        Ok(grants) => grants,
+        Err(e) => {
+            metrics.swapped(false, None);
+            tracing::error!(step = "swap", origin = "config file", error = %e, "swap rejected; the current guest keeps serving");
+            return;
+        }
+    };
+    let _ = swapper.swap(request_from(&config, grants, &watched.pinned, &watched.path, swapper)).await;
 }
 
 /// The swap a changed file asks for, minus what flags or environment pin.
-fn request_from(config: &GuestConfig, pinned: &Pinned, path: &std::path::Path, swapper: &Swapper) -> SwapRequest {
+fn request_from(
+    config: &GuestConfig,
+    grants: GrantsRequest,
+    pinned: &Pinned,
+    path: &std::path::Path,
+    swapper: &Swapper,
+) -> SwapRequest {
     let change = FileChange::of(config, *pinned, path);
     SwapRequest {
         source: GuestSource::Spec(change.guest.unwrap_or_else(|| swapper.current().source)),
         deadline: change.deadline,
         max_memory: change.max_memory,
         tick_interval: config.tick_interval,
-        env: config.env.clone(),
+        grants: Some(grants),
         origin: "config file",
     }
 }

@@ -7,6 +7,8 @@
 //! it has, then is stopped (`interrupt`), rather than for a fixed time.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod postgres;
+
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -1,0 +1,138 @@
+//! The `todo` guest: the todo backend of the "todo" scaling scenario, on the
+//! host's SQL service (`wit/sql.wit`), so the same component runs on the
+//! embedded SQLite and on a pooled Postgres.
+//!
+//! The API, its validation and its SQL live in `crates/todo-api` (shared with
+//! the native reference server); this file runs the statements it names, reads
+//! the daily photo from the read-only directory the host mounts (`/photos`,
+//! or `$TODO_PHOTO_DIR`), and creates the table in `setup`, which the host
+//! calls before the guest serves.
+
+mod bindings {
+    // Shares guest-http's wasi:http bindings (see crates/guest-http).
+    guest_http::generate!("scalelab:guests/sql-http-guest");
+}
+
+use bindings::exports::scalelab::guests::setup;
+use bindings::exports::wasi::http::incoming_handler;
+use bindings::scalelab::guests::sql::{self, Backend, Statement, Value};
+use guest_http::Response;
+use guest_http::wasi::http::types::{IncomingRequest, Method, ResponseOutparam};
+use todo_api::{Action, Reply, cors};
+
+struct Todo;
+
+impl setup::Guest for Todo {
+    /// Creates the table, idempotently; on Postgres under an advisory lock,
+    /// since several pods may start at once.
+    fn setup() -> Result<(), String> {
+        let statements = match sql::get_backend().map_err(describe)? {
+            Backend::Sqlite => vec![statement(todo_api::sql::CREATE_SQLITE)],
+            Backend::Postgres => vec![statement(todo_api::sql::LOCK_POSTGRES), statement(todo_api::sql::CREATE_POSTGRES)],
+        };
+        sql::transaction(&statements).map(drop).map_err(describe)
+    }
+}
+
+impl incoming_handler::Guest for Todo {
+    fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
+        let origin = guest_http::header(&request, "origin");
+        let reply = serve(&request, origin.as_deref());
+        let mut response = Response { status: reply.status, headers: Vec::new(), body: reply.body };
+        for (name, value) in reply.headers.into_iter().chain(cors::headers(origin.as_deref())) {
+            response = response.header(name, value);
+        }
+        response.send(response_out);
+    }
+}
+
+fn serve(request: &IncomingRequest, origin: Option<&str>) -> Reply {
+    let method = method_name(&request.method());
+    let path_with_query = request.path_with_query().unwrap_or_default();
+    let path = path_with_query.split('?').next().unwrap_or("/");
+    let content_type = guest_http::header(request, "content-type");
+    let (asked_method, asked_headers) = (
+        guest_http::header(request, "access-control-request-method"),
+        guest_http::header(request, "access-control-request-headers"),
+    );
+    let body = if method == "POST" {
+        match guest_http::read_body(request) {
+            Ok(body) => body,
+            Err(e) => return todo_api::database_error_reply(false, &e),
+        }
+    } else {
+        Vec::new()
+    };
+    let api_request = todo_api::Request {
+        method: &method,
+        path,
+        content_type: content_type.as_deref(),
+        body: &body,
+        cors: cors::Asked { origin, method: asked_method.as_deref(), headers: asked_headers.as_deref() },
+    };
+    match todo_api::route(&api_request) {
+        Action::Reply(reply) => reply,
+        Action::List => match sql::query(todo_api::sql::SELECT_NEWEST, &[]) {
+            Ok(rows) => {
+                todo_api::list_reply(&rows.rows.into_iter().filter_map(|row| text(row.into_iter().next())).collect::<Vec<_>>())
+            }
+            Err(e) => failed(e),
+        },
+        Action::Insert(task) => match sql::execute(todo_api::sql::INSERT, &[Value::Text(task.clone())]) {
+            Ok(_) => todo_api::inserted_reply(&task),
+            Err(e) => failed(e),
+        },
+        Action::DailyPhoto => todo_api::photo_reply(std::fs::read(photo_path()).ok()),
+    }
+}
+
+/// Where the photo is: `$TODO_PHOTO_DIR/daily_pic.jpg`, else `/photos/daily_pic.jpg`.
+fn photo_path() -> String {
+    let dir = std::env::var("TODO_PHOTO_DIR").unwrap_or_else(|_| "/photos".to_string());
+    format!("{}/{}", dir.trim_end_matches('/'), todo_api::PHOTO_FILE)
+}
+
+fn failed(error: sql::Error) -> Reply {
+    let unavailable = matches!(error, sql::Error::Connection(_) | sql::Error::Timeout(_) | sql::Error::NotConfigured(_));
+    todo_api::database_error_reply(unavailable, &describe(error))
+}
+
+fn describe(error: sql::Error) -> String {
+    match error {
+        sql::Error::NotConfigured(m) => format!("no database: {m}"),
+        sql::Error::Connection(m) => format!("database unavailable: {m}"),
+        sql::Error::Constraint(m) => format!("refused by the database: {m}"),
+        sql::Error::Syntax(m) => format!("invalid statement: {m}"),
+        sql::Error::Timeout(m) => format!("database timeout: {m}"),
+        sql::Error::TooLarge(m) => format!("result too large: {m}"),
+        sql::Error::Other(m) => format!("database error: {m}"),
+    }
+}
+
+fn statement(sql: &str) -> Statement {
+    Statement { sql: sql.to_string(), params: Vec::new() }
+}
+
+fn text(value: Option<Value>) -> Option<String> {
+    match value? {
+        Value::Text(text) => Some(text),
+        _ => None,
+    }
+}
+
+fn method_name(method: &Method) -> String {
+    match method {
+        Method::Get => "GET".into(),
+        Method::Head => "HEAD".into(),
+        Method::Post => "POST".into(),
+        Method::Put => "PUT".into(),
+        Method::Delete => "DELETE".into(),
+        Method::Connect => "CONNECT".into(),
+        Method::Options => "OPTIONS".into(),
+        Method::Trace => "TRACE".into(),
+        Method::Patch => "PATCH".into(),
+        Method::Other(other) => other.clone(),
+    }
+}
+
+bindings::export!(Todo with_types_in bindings);

@@ -1,0 +1,223 @@
+//! The SQL host service (`wit/sql.wit`): a database the host holds for its
+//! guests, since a guest can open no socket or file of its own.
+//!
+//! A [`Database`] is a connection pool: embedded SQLite (`sqlite.rs`, the
+//! default, a file in the data directory) or Postgres (`postgres.rs`, through
+//! recycled connections). Every instance of every guest shares it, a guest
+//! holds no connection between calls, and it belongs to the process
+//! ([`Databases`]), so a swap to another guest and back finds the same data
+//! and the same warm connections. Each call is bounded by the deadline of the
+//! guest call it runs in and its result by a size cap; each is counted and
+//! timed (`metrics.rs`).
+
+mod metrics;
+mod postgres;
+mod sqlite;
+mod target;
+
+pub use self::metrics::SqlMetrics;
+pub use self::target::{DatabaseConfig, Target, default_data_dir};
+pub use crate::runtime::bindings::sql::{Backend, Error, Rows, Statement, Value};
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a call may wait and run when its guest call has no deadline
+/// (`--deadline off`), so that a database that does not answer never holds
+/// a request for ever.
+const NO_DEADLINE_LIMIT: Duration = Duration::from_secs(30);
+
+/// One database and its pool.
+pub struct Database {
+    pool: Pool,
+    /// The URL without its password, for logs and `GET /admin/guest`.
+    pub label: String,
+    /// Largest result a query may return, in bytes.
+    max_result: usize,
+    metrics: SqlMetrics,
+}
+
+enum Pool {
+    Sqlite(sqlite::Pool),
+    Postgres(postgres::Pool),
+}
+
+impl Database {
+    fn open(config: &DatabaseConfig, max_result: usize, metrics: SqlMetrics) -> anyhow::Result<Database> {
+        let pool = match &config.target {
+            Target::Sqlite(path) => Pool::Sqlite(sqlite::Pool::open(path, config.pool_size)?),
+            Target::Postgres(url) => {
+                Pool::Postgres(postgres::Pool::open(url, config.password_file.as_deref(), config.pool_size)?)
+            }
+            Target::Off => anyhow::bail!("no database to open (off)"),
+        };
+        tracing::info!(database = %config.label(), pool_size = config.pool_size, "database pool created (connections open on first use)");
+        Ok(Database { pool, label: config.label(), max_result, metrics })
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.pool {
+            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    fn backend_label(&self) -> &'static str {
+        match self.pool {
+            Pool::Sqlite(_) => "sqlite",
+            Pool::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Runs a statement that returns rows.
+    pub async fn query(&self, guest: &str, deadline: Option<Instant>, sql: String, params: Vec<Value>) -> Result<Rows, Error> {
+        let work = async {
+            match &self.pool {
+                Pool::Sqlite(pool) => pool.query(sql, params, self.max_result, expiry(deadline), &self.metrics).await,
+                Pool::Postgres(pool) => pool.query(&sql, &params, self.max_result, &self.metrics).await,
+            }
+        };
+        self.measured(guest, deadline, work).await
+    }
+
+    /// Runs a statement and returns the rows it changed.
+    pub async fn execute(&self, guest: &str, deadline: Option<Instant>, sql: String, params: Vec<Value>) -> Result<u64, Error> {
+        let work = async {
+            match &self.pool {
+                Pool::Sqlite(pool) => pool.execute(sql, params, expiry(deadline), &self.metrics).await,
+                Pool::Postgres(pool) => pool.execute(&sql, &params, &self.metrics).await,
+            }
+        };
+        self.measured(guest, deadline, work).await
+    }
+
+    /// Runs statements in one transaction.
+    pub async fn transaction(
+        &self,
+        guest: &str,
+        deadline: Option<Instant>,
+        statements: Vec<Statement>,
+    ) -> Result<Vec<u64>, Error> {
+        let work = async {
+            match &self.pool {
+                Pool::Sqlite(pool) => pool.transaction(statements, expiry(deadline), &self.metrics).await,
+                Pool::Postgres(pool) => pool.transaction(&statements, &self.metrics).await,
+            }
+        };
+        self.measured(guest, deadline, work).await
+    }
+
+    /// Whether the database answers `SELECT 1` within `limit`: the readiness check.
+    pub async fn ping(&self, limit: Duration) -> Result<(), Error> {
+        self.query("readiness", Some(Instant::now() + limit), "SELECT 1".into(), Vec::new()).await.map(drop)
+    }
+
+    /// Bounds `work` by the deadline, then counts and times it.
+    async fn measured<T>(
+        &self,
+        guest: &str,
+        deadline: Option<Instant>,
+        work: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        let started = Instant::now();
+        let expires = expiry(deadline);
+        let result = match tokio::time::timeout_at(expires.into(), work).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout(format!(
+                "the database did not answer within the call's deadline ({} ms)",
+                expires.saturating_duration_since(started).as_millis()
+            ))),
+        };
+        let backend = self.backend_label();
+        self.metrics.finished(guest, backend, result.as_ref().err(), started.elapsed());
+        match &self.pool {
+            Pool::Sqlite(pool) => self.metrics.pool_status(backend, pool.status()),
+            Pool::Postgres(pool) => self.metrics.pool_status(backend, pool.status()),
+        }
+        result
+    }
+}
+
+/// When a call must be over: its guest call's deadline, or a generous
+/// bound without one.
+fn expiry(deadline: Option<Instant>) -> Instant {
+    deadline.unwrap_or_else(|| Instant::now() + NO_DEADLINE_LIMIT)
+}
+
+/// The label of an error, for the `result` label of the query counter.
+pub fn error_label(error: &Error) -> &'static str {
+    match error {
+        Error::NotConfigured(_) => "not_configured",
+        Error::Connection(_) => "connection",
+        Error::Constraint(_) => "constraint",
+        Error::Syntax(_) => "syntax",
+        Error::Timeout(_) => "timeout",
+        Error::TooLarge(_) => "too_large",
+        Error::Other(_) => "other",
+    }
+}
+
+/// Counts the bytes of a result against the cap as rows are read.
+pub(crate) struct ResultBudget {
+    left: usize,
+    cap: usize,
+}
+
+impl ResultBudget {
+    pub(crate) fn new(cap: usize) -> ResultBudget {
+        ResultBudget { left: cap, cap }
+    }
+
+    pub(crate) fn spend(&mut self, value: &Value) -> Result<(), Error> {
+        let size = match value {
+            Value::Null => 1,
+            Value::Integer(_) | Value::Real(_) => 8,
+            Value::Text(text) => text.len(),
+            Value::Blob(blob) => blob.len(),
+        };
+        self.left = self.left.checked_sub(size).ok_or_else(|| {
+            Error::TooLarge(format!("the result is larger than {} bytes (--database-max-result); select fewer rows", self.cap))
+        })?;
+        Ok(())
+    }
+}
+
+/// The databases of this process, one per configuration, kept for the life
+/// of the process: a swap away and back finds the same pool.
+pub struct Databases {
+    open: Mutex<HashMap<DatabaseConfig, Arc<Database>>>,
+    max_result: usize,
+    metrics: SqlMetrics,
+}
+
+impl Databases {
+    pub fn new(registry: &prometheus::Registry, max_result: usize) -> Databases {
+        Databases { open: Mutex::default(), max_result, metrics: SqlMetrics::new(registry) }
+    }
+
+    /// The database of `config` (none for `off`), opened on first use.
+    pub fn get(&self, config: &DatabaseConfig) -> anyhow::Result<Option<Arc<Database>>> {
+        if config.target == Target::Off {
+            return Ok(None);
+        }
+        let mut open = self.open.lock().unwrap();
+        if let Some(database) = open.get(config) {
+            return Ok(Some(database.clone()));
+        }
+        let database = Arc::new(Database::open(config, self.max_result, self.metrics.clone())?);
+        open.insert(config.clone(), database.clone());
+        Ok(Some(database))
+    }
+
+    /// The error a guest gets when its host has no database (counted).
+    pub fn refuse(&self, guest: &str) -> Error {
+        let error = Error::NotConfigured(
+            "this host has no database for its guest (--database off): set --database (SCALELAB_DATABASE) \
+             or `[database] url` in the config file to `sqlite:<file>` or `postgres://...`"
+                .into(),
+        );
+        self.metrics.finished(guest, "none", Some(&error), Duration::ZERO);
+        error
+    }
+}

@@ -1,0 +1,290 @@
+//! The embedded SQLite backend: a pool of connections to one file (WAL
+//! journal, so readers do not wait for the writer), each statement run on
+//! tokio's blocking threads, never on an async worker.
+//!
+//! SQLite takes one writer at a time: writes and transactions of this
+//! process take `writer` first, so they queue here instead of spinning on
+//! `SQLITE_BUSY`; another process on the same file is waited for up to the
+//! busy timeout. A statement still running at the call's deadline is
+//! interrupted by the progress handler.
+
+use super::{Error, ResultBudget, Rows, SqlMetrics, Statement, Value};
+use deadpool_sqlite::{Hook, HookError, Runtime};
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{Connection, ErrorCode, ToSql, TransactionBehavior};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// SQLite's virtual-machine steps between two looks at the deadline.
+const PROGRESS_STEPS: i32 = 1000;
+
+/// Each connection's settings: WAL, and a wait for another process's writer.
+const PRAGMAS: &str =
+    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;";
+
+pub struct Pool {
+    pool: deadpool_sqlite::Pool,
+    path: PathBuf,
+    /// Taken by every write, so that this process's writers queue in order.
+    writer: Arc<Mutex<()>>,
+}
+
+impl Pool {
+    pub fn open(path: &Path, size: usize) -> anyhow::Result<Pool> {
+        let pool = deadpool_sqlite::Config::new(path)
+            .builder(Runtime::Tokio1)?
+            .max_size(size)
+            .post_create(Hook::sync_fn(|connection, _| {
+                let guard = connection.lock().map_err(|_| HookError::message("poisoned SQLite connection"))?;
+                guard.execute_batch(PRAGMAS).map_err(HookError::Backend)
+            }))
+            .build()?;
+        Ok(Pool { pool, path: path.to_path_buf(), writer: Arc::default() })
+    }
+
+    pub fn status(&self) -> deadpool_sqlite::Status {
+        self.pool.status()
+    }
+
+    pub async fn query(
+        &self,
+        sql: String,
+        params: Vec<Value>,
+        cap: usize,
+        expires: Instant,
+        metrics: &SqlMetrics,
+    ) -> Result<Rows, Error> {
+        self.run(expires, metrics, move |connection, writer| query(connection, Some(writer), &sql, &params, cap)).await
+    }
+
+    pub async fn execute(&self, sql: String, params: Vec<Value>, expires: Instant, metrics: &SqlMetrics) -> Result<u64, Error> {
+        self.run(expires, metrics, move |connection, writer| execute(connection, Some(writer), &sql, &params)).await
+    }
+
+    pub async fn transaction(
+        &self,
+        statements: Vec<Statement>,
+        expires: Instant,
+        metrics: &SqlMetrics,
+    ) -> Result<Vec<u64>, Error> {
+        self.run(expires, metrics, move |connection, writer| {
+            let _writing = writer.lock().unwrap_or_else(|e| e.into_inner());
+            let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(error)?;
+            let mut changed = Vec::with_capacity(statements.len());
+            for statement in &statements {
+                changed.push(execute(&transaction, None, &statement.sql, &statement.params)?);
+            }
+            transaction.commit().map_err(error)?;
+            Ok(changed)
+        })
+        .await
+    }
+
+    /// Takes a connection (creating the data directory the first time) and
+    /// runs `work` on a blocking thread, stopped by the deadline.
+    async fn run<T: Send + 'static>(
+        &self,
+        expires: Instant,
+        metrics: &SqlMetrics,
+        work: impl FnOnce(&mut Connection, &Mutex<()>) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let waited = Instant::now();
+        let connection = match self.pool.get().await {
+            Ok(connection) => connection,
+            Err(e) => return Err(self.pool_error(e)),
+        };
+        metrics.waited("sqlite", waited.elapsed());
+        let writer = self.writer.clone();
+        let outcome = connection
+            .interact(move |connection| {
+                let _ = connection.progress_handler(PROGRESS_STEPS, Some(move || Instant::now() >= expires));
+                let result = work(connection, &writer);
+                let _ = connection.progress_handler(0, None::<fn() -> bool>);
+                result
+            })
+            .await;
+        outcome.unwrap_or_else(|e| Err(Error::Other(format!("the database call failed: {e}"))))
+    }
+
+    /// A connection could not be made: most often the file's directory is
+    /// missing or not writable.
+    fn pool_error(&self, e: deadpool_sqlite::PoolError) -> Error {
+        if let Some(dir) = self.path.parent()
+            && let Err(io) = std::fs::create_dir_all(dir)
+        {
+            return Error::Connection(format!("cannot create the data directory {}: {io}", dir.display()));
+        }
+        match e {
+            deadpool_sqlite::PoolError::Timeout(_) => Error::Timeout(format!("waiting for an SQLite connection: {e}")),
+            deadpool_sqlite::PoolError::Backend(e) => error(e),
+            e => Error::Connection(format!("opening {}: {e}", self.path.display())),
+        }
+    }
+}
+
+/// Runs a statement that returns rows, within `cap` bytes.
+fn query(connection: &Connection, writer: Option<&Mutex<()>>, sql: &str, params: &[Value], cap: usize) -> Result<Rows, Error> {
+    let mut statement = connection.prepare_cached(sql).map_err(error)?;
+    bind(&mut statement, params)?;
+    let _writing = (!statement.readonly()).then(|| writer.map(|w| w.lock().unwrap_or_else(|e| e.into_inner()))).flatten();
+    let columns: Vec<String> = statement.column_names().into_iter().map(String::from).collect();
+    let mut budget = ResultBudget::new(cap);
+    let mut rows = Vec::new();
+    let mut cursor = statement.raw_query();
+    while let Some(row) = cursor.next().map_err(error)? {
+        let mut values = Vec::with_capacity(columns.len());
+        for index in 0..columns.len() {
+            let value = to_value(row.get_ref(index).map_err(error)?);
+            budget.spend(&value)?;
+            values.push(value);
+        }
+        rows.push(values);
+    }
+    Ok(Rows { columns, rows })
+}
+
+/// Runs a statement to its end; the rows it changed (a read: the rows it read).
+fn execute(connection: &Connection, writer: Option<&Mutex<()>>, sql: &str, params: &[Value]) -> Result<u64, Error> {
+    let mut statement = connection.prepare_cached(sql).map_err(error)?;
+    bind(&mut statement, params)?;
+    let read_only = statement.readonly();
+    let _writing = (!read_only).then(|| writer.map(|w| w.lock().unwrap_or_else(|e| e.into_inner()))).flatten();
+    let mut read = 0;
+    let mut cursor = statement.raw_query();
+    while cursor.next().map_err(error)?.is_some() {
+        read += 1;
+    }
+    drop(cursor);
+    Ok(if read_only { read } else { connection.changes() })
+}
+
+/// Binds `$N` (or `?N`, or a bare `?` by position) to `params[N - 1]`. As on
+/// Postgres, the parameters given must be exactly as many as the highest
+/// number used.
+fn bind(statement: &mut rusqlite::CachedStatement<'_>, params: &[Value]) -> Result<(), Error> {
+    let mut highest = 0;
+    for index in 1..=statement.parameter_count() {
+        let number = match statement.parameter_name(index) {
+            None => index,
+            Some(name) => placeholder_number(name)
+                .ok_or_else(|| Error::Syntax(format!("parameter {name} is not positional: use $1, $2, ...")))?,
+        };
+        highest = highest.max(number);
+        let Some(value) = params.get(number - 1) else { continue };
+        statement.raw_bind_parameter(index, Param(value)).map_err(error)?;
+    }
+    if params.len() != highest {
+        return Err(Error::Syntax(format!("the statement takes {highest} parameters but {} were given", params.len())));
+    }
+    Ok(())
+}
+
+/// `$3` or `?3` -> 3.
+fn placeholder_number(name: &str) -> Option<usize> {
+    name.strip_prefix(['$', '?'])?.parse().ok().filter(|n| *n >= 1)
+}
+
+struct Param<'a>(&'a Value);
+
+impl ToSql for Param<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match self.0 {
+            Value::Null => ValueRef::Null,
+            Value::Integer(i) => ValueRef::Integer(*i),
+            Value::Real(r) => ValueRef::Real(*r),
+            Value::Text(text) => ValueRef::Text(text.as_bytes()),
+            Value::Blob(blob) => ValueRef::Blob(blob),
+        }))
+    }
+}
+
+fn to_value(value: ValueRef<'_>) -> Value {
+    match value {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(i) => Value::Integer(i),
+        ValueRef::Real(r) => Value::Real(r),
+        ValueRef::Text(text) => Value::Text(String::from_utf8_lossy(text).into_owned()),
+        ValueRef::Blob(blob) => Value::Blob(blob.to_vec()),
+    }
+}
+
+/// Says what failed, in the interface's terms.
+fn error(e: rusqlite::Error) -> Error {
+    let message = e.to_string();
+    match e.sqlite_error_code() {
+        Some(ErrorCode::ConstraintViolation) => Error::Constraint(message),
+        Some(ErrorCode::OperationInterrupted) => Error::Timeout(format!("stopped at the call's deadline: {message}")),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Error::Timeout(message),
+        Some(
+            ErrorCode::CannotOpen
+            | ErrorCode::NotADatabase
+            | ErrorCode::ReadOnly
+            | ErrorCode::PermissionDenied
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::DiskFull
+            | ErrorCode::DatabaseCorrupt,
+        ) => Error::Connection(message),
+        Some(ErrorCode::Unknown) => Error::Syntax(message),
+        Some(_) => Error::Other(message),
+        None => match e {
+            // A syntax error, with the offending token (the bundled SQLite reports it so).
+            rusqlite::Error::SqlInputError { .. }
+            | rusqlite::Error::InvalidParameterCount(..)
+            | rusqlite::Error::InvalidParameterName(_)
+            | rusqlite::Error::InvalidColumnIndex(_)
+            | rusqlite::Error::MultipleStatement => Error::Syntax(message),
+            _ => Error::Other(message),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn memory() -> Connection {
+        Connection::open_in_memory().unwrap()
+    }
+
+    #[test]
+    fn dollar_placeholders_bind_by_number_in_any_order_and_repeat() {
+        let db = memory();
+        let params = [Value::Text("a".into()), Value::Integer(2)];
+        let rows = query(&db, None, "SELECT $2 AS two, $1 AS one, $2 + 1 AS three", &params, 1 << 20).unwrap();
+        assert_eq!(rows.columns, ["two", "one", "three"]);
+        assert_eq!(rows.rows, [vec![Value::Integer(2), Value::Text("a".into()), Value::Integer(3)]]);
+
+        let err = query(&db, None, "SELECT $1, $2", &[Value::Null], 1 << 20).unwrap_err();
+        assert!(matches!(&err, Error::Syntax(m) if m.contains("takes 2 parameters but 1")), "{err:?}");
+        let err = query(&db, None, "SELECT :name", &[Value::Null], 1 << 20).unwrap_err();
+        assert!(matches!(&err, Error::Syntax(m) if m.contains("not positional")), "{err:?}");
+    }
+
+    #[test]
+    fn errors_say_what_failed_and_results_respect_the_cap() {
+        let db = memory();
+        db.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL UNIQUE)").unwrap();
+        assert_eq!(execute(&db, None, "INSERT INTO t (v) VALUES ($1)", &[Value::Text("x".into())]).unwrap(), 1);
+        let err = execute(&db, None, "INSERT INTO t (v) VALUES ($1)", &[Value::Text("x".into())]).unwrap_err();
+        assert!(matches!(err, Error::Constraint(_)), "{err:?}");
+        assert!(matches!(execute(&db, None, "INSERT INTO nowhere VALUES (1)", &[]).unwrap_err(), Error::Syntax(_)));
+        assert!(matches!(execute(&db, None, "SELEC 1", &[]).unwrap_err(), Error::Syntax(_)));
+
+        for i in 0..100 {
+            execute(&db, None, "INSERT INTO t (v) VALUES ($1)", &[Value::Text(format!("{i:0>20}"))]).unwrap();
+        }
+        let err = query(&db, None, "SELECT v FROM t", &[], 1000).unwrap_err();
+        assert!(matches!(&err, Error::TooLarge(m) if m.contains("1000 bytes")), "{err:?}");
+        assert_eq!(query(&db, None, "SELECT v FROM t LIMIT 5", &[], 1000).unwrap().rows.len(), 5);
+        assert_eq!(execute(&db, None, "SELECT v FROM t", &[]).unwrap(), 101);
+    }
+
+    #[test]
+    fn every_value_type_round_trips() {
+        let db = memory();
+        let values = [Value::Null, Value::Integer(-7), Value::Real(1.5), Value::Text("héllo".into()), Value::Blob(vec![0, 255])];
+        let rows = query(&db, None, "SELECT $1, $2, $3, $4, $5", &values, 1 << 20).unwrap();
+        assert_eq!(rows.rows, [values.to_vec()]);
+    }
+}

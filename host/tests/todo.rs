@@ -1,0 +1,292 @@
+//! The `todo` guest on the host's SQL service, end to end: every route and
+//! exact string, on the embedded SQLite and on a real Postgres server the
+//! test starts itself (`support::postgres`); rows never lost under
+//! concurrency; the pool's bound on Postgres connections; a Postgres outage
+//! (fast 503s, unready, recovery without a restart); a swap away and back;
+//! read-only, confined mounts; a clear error without a database.
+
+mod support;
+
+use std::time::{Duration, Instant};
+use support::postgres::Postgres;
+use support::{ConfigMapDir, Host, PATIENCE, json, serve_command_without_guest, temp_dir, wait_metric};
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().pool_max_idle_per_host(512).build().unwrap()
+}
+
+async fn post(client: &reqwest::Client, host: &Host, task: &str) -> (u16, String) {
+    let body = serde_json::json!({ "task": task }).to_string();
+    let response = client.post(host.url("/api/todo")).header("content-type", "application/json").body(body).send().await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+async fn todos(client: &reqwest::Client, host: &Host) -> Vec<String> {
+    let response = client.get(host.url("/api/todos")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let body: serde_json::Value = response.json().await.unwrap();
+    body["todos"].as_array().unwrap().iter().map(|t| t["task"].as_str().unwrap().to_string()).collect()
+}
+
+/// Every route and exact string, the 140-byte boundary, newest-50 order,
+/// CORS and a task that looks like SQL injection; the same on both backends.
+async fn the_api_answers_as_the_original(host: &Host) {
+    let client = client();
+    let root = client.get(host.url("/")).send().await.unwrap();
+    assert_eq!((root.status().as_u16(), root.headers()["content-type"].to_str().unwrap()), (200, "text/plain; charset=utf-8"));
+    assert_eq!(root.text().await.unwrap(), "Ok");
+
+    let at_limit = "é".repeat(70);
+    assert_eq!(post(&client, host, &at_limit).await, (200, serde_json::json!({ "task": at_limit }).to_string()));
+    let over = format!("{at_limit}a");
+    assert_eq!(post(&client, host, &over).await, (400, "Todo's length: 141 is over the limit 140.".to_string()));
+    let injection = "x'); DROP TABLE todo; --";
+    assert_eq!(post(&client, host, injection).await.0, 200);
+    for i in 0..60 {
+        assert_eq!(post(&client, host, &format!("task {i}")).await.0, 200);
+    }
+    let listed = todos(&client, host).await;
+    let expected: Vec<String> = (10..60).rev().map(|i| format!("task {i}")).collect();
+    assert_eq!(listed, expected, "the newest 50, newest first");
+
+    let wrong_type = client.post(host.url("/api/todo")).header("content-type", "text/plain").body("{}").send().await.unwrap();
+    assert_eq!(wrong_type.status(), 415);
+    let malformed =
+        client.post(host.url("/api/todo")).header("content-type", "application/json").body("{\"task\":").send().await.unwrap();
+    assert_eq!(malformed.status(), 400);
+    assert!(malformed.text().await.unwrap().starts_with("The body is not valid JSON"));
+    let missing = client.post(host.url("/api/todo")).header("content-type", "application/json").body("{}").send().await.unwrap();
+    assert_eq!(missing.status(), 422);
+    assert!(missing.text().await.unwrap().contains("missing field `task`"));
+
+    let cors = client.get(host.url("/api/todos")).header("origin", "http://front.example").send().await.unwrap();
+    assert_eq!(cors.headers()["access-control-allow-origin"], "http://front.example");
+    assert_eq!(cors.headers()["access-control-allow-credentials"], "true");
+    let preflight = client
+        .request(reqwest::Method::OPTIONS, host.url("/api/todo"))
+        .header("origin", "http://front.example")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 200);
+    assert_eq!(preflight.headers()["access-control-allow-methods"], "GET, POST");
+    assert_eq!(preflight.headers()["access-control-allow-headers"], "Accept, Content-Type");
+    let photo = client.get(host.url("/api/daily_photo")).send().await.unwrap();
+    assert_eq!(photo.status(), 404, "no photo directory is mounted");
+}
+
+/// Sends `n` POSTs at once; every one must succeed.
+async fn concurrent_posts(host: &Host, n: usize, prefix: &str) {
+    let client = client();
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let (client, url) = (client.clone(), host.url("/api/todo"));
+            let body = serde_json::json!({ "task": format!("{prefix}{i}") }).to_string();
+            tokio::spawn(async move {
+                let response = client.post(url).header("content-type", "application/json").body(body).send().await.unwrap();
+                response.status().as_u16()
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), 200);
+    }
+}
+
+fn sqlite_count(file: &std::path::Path, prefix: &str) -> i64 {
+    let db = rusqlite::Connection::open(file).unwrap();
+    db.query_row("SELECT count(*) FROM todo WHERE task LIKE ?1", [format!("{prefix}%")], |row| row.get(0)).unwrap()
+}
+
+fn todo_on(database: &str, extra: &[&str]) -> Host {
+    let mut flags = vec!["--database", database, "--max-in-flight", "1024", "--tcp-listen", "off"];
+    flags.extend_from_slice(extra);
+    Host::start("todo", &flags)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_sqlite_every_route_answers_and_no_concurrent_insert_is_lost() {
+    let dir = temp_dir("todo-sqlite");
+    let file = dir.join("todo.db");
+    let host = todo_on(&format!("sqlite:{}", file.display()), &[]);
+    the_api_answers_as_the_original(&host).await;
+    concurrent_posts(&host, 1000, "burst ").await;
+    assert_eq!(sqlite_count(&file, "burst "), 1000);
+    assert_eq!(sqlite_count(&file, "x'); DROP"), 1, "the injection attempt is stored verbatim");
+    let metrics = host.metrics().await;
+    let ok = metrics.value("scalelab_sql_queries_total", &[("guest", "todo"), ("backend", "sqlite"), ("result", "ok")]).unwrap();
+    assert!(ok >= 1062.0, "{ok}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_postgres_every_route_answers_no_insert_is_lost_and_connections_stay_within_the_pool() {
+    let pg = Postgres::start("api");
+    let password = pg.password_file();
+    let host = todo_on(&pg.url(), &["--database-password-file", password.to_str().unwrap(), "--database-pool-size", "8"]);
+    the_api_answers_as_the_original(&host).await;
+    concurrent_posts(&host, 1000, "burst ").await;
+    assert_eq!(pg.psql("SELECT count(*) FROM todo WHERE task LIKE 'burst %'"), "1000");
+    assert_eq!(pg.psql("SELECT count(*) FROM todo WHERE task = 'x''); DROP TABLE todo; --'"), "1");
+
+    // 256 requests at once, several rounds, while the connections are counted.
+    let load = {
+        let url = host.url("/api/todos");
+        tokio::spawn(async move {
+            let client = client();
+            for _ in 0..4 {
+                let batch: Vec<_> = (0..256).map(|_| tokio::spawn(client.get(&url).send())).collect();
+                for request in batch {
+                    assert_eq!(request.await.unwrap().unwrap().status(), 200);
+                }
+            }
+        })
+    };
+    let mut most = 0;
+    while !load.is_finished() {
+        let open: u32 = pg.psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'scalelab'").parse().unwrap();
+        most = most.max(open);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    load.await.unwrap();
+    assert!((1..=8).contains(&most), "{most} connections from the host, pool size 8");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_postgres_outage_gives_fast_503s_and_unreadiness_and_the_pool_recovers_without_a_restart() {
+    let pg = Postgres::start("outage");
+    let password = pg.password_file();
+    let host = todo_on(&pg.url(), &["--database-password-file", password.to_str().unwrap(), "--deadline", "2s"]);
+    let client = client();
+    assert_eq!(post(&client, &host, "before").await.0, 200);
+
+    pg.stop();
+    for path in ["/api/todos", "/api/todo"] {
+        let started = Instant::now();
+        let response = if path == "/api/todos" {
+            client.get(host.url(path)).send().await.unwrap()
+        } else {
+            client
+                .post(host.url(path))
+                .header("content-type", "application/json")
+                .body("{\"task\":\"during\"}")
+                .send()
+                .await
+                .unwrap()
+        };
+        let (status, body) = json(response).await;
+        assert_eq!(status, 503, "{body}");
+        assert!(body["error"].as_str().unwrap().starts_with("database unavailable"), "{body}");
+        assert!(started.elapsed() < Duration::from_secs(2) + Duration::from_millis(500), "within the deadline");
+    }
+    let unready = Instant::now();
+    loop {
+        let readyz = client.get(host.admin_url("/readyz")).send().await.unwrap();
+        if readyz.status() == 503 {
+            assert_eq!(readyz.text().await.unwrap(), "not ready: the database cannot be reached\n");
+            break;
+        }
+        assert!(unready.elapsed() < PATIENCE, "readiness never turned false");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(client.get(host.admin_url("/healthz")).send().await.unwrap().status(), 200, "liveness is unaffected");
+
+    pg.start_server();
+    let back = Instant::now();
+    while post(&client, &host, "after").await.0 != 200 {
+        assert!(back.elapsed() < PATIENCE, "requests never succeeded again");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    while client.get(host.admin_url("/readyz")).send().await.unwrap().status() != 200 {
+        assert!(back.elapsed() < PATIENCE, "never ready again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(todos(&client, &host).await[..2], ["after".to_string(), "before".to_string()]);
+    assert_eq!(host.logs().iter().filter(|l| l["message"] == "ready to serve").count(), 1, "no restart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swap_to_prime_and_back_keeps_every_row_and_the_pool() {
+    let dir = temp_dir("todo-swap");
+    let todo_config = format!("guest = \"todo\"\n[database]\nurl = \"sqlite:{}\"\n", dir.join("swap.db").display());
+    let mut map = ConfigMapDir::new(&todo_config);
+    let host =
+        Host::start_command(serve_command_without_guest(&["--config", map.path().to_str().unwrap(), "--config-poll", "200ms"]));
+    let client = client();
+    for i in 0..5 {
+        assert_eq!(post(&client, &host, &format!("kept {i}")).await.0, 200);
+    }
+    map.update(&format!("guest = \"prime\"\n[database]\nurl = \"sqlite:{}\"\n", dir.join("swap.db").display()));
+    wait_metric(&host, "scalelab_guest_swaps_total", &[("result", "ok")], |v| v >= 1.0).await;
+    assert_eq!(client.get(host.url("/prime/1000")).send().await.unwrap().text().await.unwrap(), r#"{"n":1000,"prime":7919}"#);
+    map.update(&todo_config);
+    wait_metric(&host, "scalelab_guest_swaps_total", &[("result", "ok")], |v| v >= 2.0).await;
+    let expected: Vec<String> = (0..5).rev().map(|i| format!("kept {i}")).collect();
+    assert_eq!(todos(&client, &host).await, expected);
+    let pools = host.logs().iter().filter(|l| l["message"] == "database pool created (connections open on first use)").count();
+    assert_eq!(pools, 1, "the same pool served both times");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mounts_are_read_only_and_nothing_else_is_visible() {
+    let dir = temp_dir("mounts");
+    let photos = dir.join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    std::fs::write(photos.join("daily_pic.jpg"), b"\xff\xd8\xff\xe0 not really a jpeg").unwrap();
+    std::fs::write(dir.join("secret"), b"outside the mount").unwrap();
+    let config = format!("guest = \"fixture-http\"\n[mounts]\n\"/photos\" = \"{}\"\n", photos.display());
+    let map = ConfigMapDir::new(&config);
+    let host = Host::start_command(serve_command_without_guest(&["--config", map.path().to_str().unwrap()]));
+    let client = client();
+    let get = |path: String| {
+        let client = client.clone();
+        async move {
+            let response = client.get(path).send().await.unwrap();
+            (response.status().as_u16(), response.bytes().await.unwrap())
+        }
+    };
+    assert_eq!(get(host.url("/fs/read?/photos/daily_pic.jpg")).await, (200, b"\xff\xd8\xff\xe0 not really a jpeg"[..].into()));
+    assert_eq!(get(host.url("/fs/write?/photos/new.txt")).await.0, 403);
+    assert_eq!(get(host.url("/fs/write?/photos/daily_pic.jpg")).await.0, 403);
+    assert!(!photos.join("new.txt").exists());
+    assert_eq!(std::fs::read(photos.join("daily_pic.jpg")).unwrap(), b"\xff\xd8\xff\xe0 not really a jpeg");
+    let outside = format!("/fs/read?/photos/../{}", "secret");
+    assert_eq!(get(host.url(&outside)).await.0, 404, "no way out of the mount");
+    assert_eq!(get(host.url("/fs/read?/etc/passwd")).await.0, 404);
+    assert_eq!(get(host.url(&format!("/fs/read?{}", dir.join("secret").display()))).await.0, 404);
+    drop(host);
+
+    // The todo guest serves the photo from its mount.
+    let config = format!(
+        "guest = \"todo\"\n[mounts]\n\"/photos\" = \"{}\"\n[database]\nurl = \"sqlite:{}\"\n",
+        photos.display(),
+        dir.join("t.db").display()
+    );
+    let map = ConfigMapDir::new(&config);
+    let host = Host::start_command(serve_command_without_guest(&["--config", map.path().to_str().unwrap()]));
+    let photo = client.get(host.url("/api/daily_photo")).send().await.unwrap();
+    assert_eq!(photo.headers()["content-type"], "image/jpeg");
+    assert_eq!(&photo.bytes().await.unwrap()[..], b"\xff\xd8\xff\xe0 not really a jpeg");
+}
+
+#[test]
+fn a_missing_mount_directory_is_refused_with_the_file_and_key() {
+    let map = ConfigMapDir::new("guest = \"todo\"\n[mounts]\n\"/photos\" = \"/nonexistent/photos\"\n");
+    let output = serve_command_without_guest(&["--config", map.path().to_str().unwrap()]).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("[mounts] \\\"/photos\\\"") || stderr.contains("[mounts] \"/photos\""), "{stderr}");
+    assert!(stderr.contains("must be an absolute path to an existing directory"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_database_the_guest_is_told_how_to_configure_one_and_the_host_stays_unready() {
+    let host = Host::spawn(support::serve_command("todo", &["--database", "off", "--tcp-listen", "off"]));
+    let failed = host.wait_log(PATIENCE, |l| l["message"] == "guest setup failed").expect("the setup failure is logged");
+    let error = failed["error"].as_str().unwrap();
+    assert!(error.contains("no database") && error.contains("--database"), "{error}");
+    let readyz = reqwest::get(host.admin_url("/readyz")).await.unwrap();
+    assert_eq!(readyz.status(), 503);
+}
