@@ -163,8 +163,9 @@ async fn a_postgres_outage_gives_fast_503s_and_unreadiness_and_the_pool_recovers
     assert_eq!(post(&client, &host, "before").await.0, 200);
 
     pg.stop();
+    // The guest's own 503 (not the host's deadline error) shows that the call
+    // ended before the deadline instead of hanging until it.
     for path in ["/api/todos", "/api/todo"] {
-        let started = Instant::now();
         let response = if path == "/api/todos" {
             client.get(host.url(path)).send().await.unwrap()
         } else {
@@ -179,7 +180,6 @@ async fn a_postgres_outage_gives_fast_503s_and_unreadiness_and_the_pool_recovers
         let (status, body) = json(response).await;
         assert_eq!(status, 503, "{body}");
         assert!(body["error"].as_str().unwrap().starts_with("database unavailable"), "{body}");
-        assert!(started.elapsed() < Duration::from_secs(2) + Duration::from_millis(500), "within the deadline");
     }
     let unready = Instant::now();
     loop {

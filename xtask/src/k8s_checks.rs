@@ -449,7 +449,16 @@ fn every_container_command_parses() {
     for r in render_all() {
         for d in r.all("Deployment") {
             for c in d["spec"]["template"]["spec"]["containers"].as_array().unwrap() {
-                let args: Vec<&str> = c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+                let mounted = config_map_mounts(&r, d, c, &dir);
+                let args: Vec<String> = c["args"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|a| {
+                        let arg = a.as_str().unwrap().to_string();
+                        mounted.iter().fold(arg, |arg, (mount, local)| arg.replace(mount.as_str(), local.to_str().unwrap()))
+                    })
+                    .collect();
                 let mut child = Command::new(&scalelab)
                     .args(&args)
                     .args(if args[0] == "serve" { &serve_extra[..] } else { &[] })
@@ -467,6 +476,26 @@ fn every_container_command_parses() {
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The ConfigMaps a container mounts (other than the guest configuration,
+/// which `serve` gets from the test), written out under `dir`: each mount
+/// path with the local directory that stands for it.
+fn config_map_mounts(r: &Rendered, deployment: &Value, container: &Value, dir: &Path) -> Vec<(String, PathBuf)> {
+    let volumes = deployment["spec"]["template"]["spec"]["volumes"].as_array().cloned().unwrap_or_default();
+    let mut mounted = Vec::new();
+    for mount in container["volumeMounts"].as_array().into_iter().flatten() {
+        let Some(volume) = volumes.iter().find(|v| v["name"] == mount["name"]) else { continue };
+        let Some(name) = volume["configMap"]["name"].as_str().filter(|n| *n != cluster::DEFAULT_CONFIGMAP) else { continue };
+        let config_map = r.get("ConfigMap", name).unwrap_or_else(|| panic!("{}: no ConfigMap {name}", r.overlay));
+        let local = dir.join(name);
+        std::fs::create_dir_all(&local).unwrap();
+        for (file, text) in config_map["data"].as_object().into_iter().flatten() {
+            std::fs::write(local.join(file), text.as_str().unwrap()).unwrap();
+        }
+        mounted.push((mount["mountPath"].as_str().unwrap().to_string(), local));
+    }
+    mounted
 }
 
 // ---------------------------------------------------------------- metrics

@@ -75,11 +75,7 @@ pub async fn run(args: ServeArgs, explicit: Explicit, process_start: Instant) ->
     })?);
     let max_result = usize::try_from(args.database.database_max_result).context("--database-max-result is too large")?;
     let services = Arc::new(Services::new(&metrics, max_result));
-    let grants = Arc::new(Grants {
-        env: config.grants.env.clone(),
-        mounts: config.grants.mounts.clone(),
-        database: services.databases.get(&config.grants.database)?,
-    });
+    let grants = Arc::new(config.grants.clone().open(&services.databases)?);
     let ready = Readiness::default();
     let admin = Arc::new(Admin {
         metrics: metrics.clone(),

@@ -9,7 +9,8 @@
 //! time ([`GrantsRequest`]).
 
 use crate::cli::{DatabaseArgs, Deadline, Explicit, ServeArgs};
-use crate::runtime::sql::{DatabaseConfig, Target};
+use crate::runtime::sql::{DatabaseConfig, Databases, Target};
+use crate::runtime::state::Grants;
 use crate::serve::config::{ConfigError, DatabaseFile, GuestConfig};
 use anyhow::Result;
 use std::collections::BTreeMap;
@@ -162,6 +163,12 @@ pub struct GrantsRequest {
 }
 
 impl GrantsRequest {
+    /// The grants themselves: the database opened (or found open) in `databases`.
+    pub fn open(self, databases: &Databases) -> Result<Grants> {
+        let database = databases.get(&self.database)?;
+        Ok(Grants { env: self.env, mounts: self.mounts, database })
+    }
+
     /// Reads the grants of `config`; a mount whose directory is missing is an error.
     pub fn of(config: &GuestConfig, flags: &DatabaseArgs, path: &Path) -> Result<GrantsRequest, ConfigError> {
         let error = |message: String| ConfigError { path: path.into(), line: 0, message };

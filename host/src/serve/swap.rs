@@ -16,7 +16,7 @@ use crate::runtime::call::Limits;
 use crate::runtime::guest::{self, Guest};
 use crate::runtime::live::LiveGuest;
 use crate::runtime::services::Services;
-use crate::runtime::state::{Grants, GuestState};
+use crate::runtime::state::GuestState;
 use crate::serve::settings::GrantsRequest;
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
@@ -176,9 +176,7 @@ impl Swapper {
             }
         };
         let grants = match request.grants {
-            Some(asked) => {
-                Arc::new(Grants { env: asked.env, mounts: asked.mounts, database: self.services.databases.get(&asked.database)? })
-            }
+            Some(asked) => Arc::new(asked.open(&self.services.databases)?),
             None => current.grants.clone(),
         };
         let guest = Guest::load(&self.engine, &self.linker, &self.cache, &path, max_memory, &grants, &self.services).await?;

@@ -11,9 +11,10 @@
 use super::{Error, ResultBudget, Rows, SqlMetrics, Statement, Value};
 use deadpool_sqlite::{Hook, HookError, Runtime};
 use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::{Connection, ErrorCode, ToSql, TransactionBehavior};
+use rusqlite::{CachedStatement, Connection, ErrorCode, ToSql, TransactionBehavior};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 /// SQLite's virtual-machine steps between two looks at the deadline.
@@ -28,6 +29,9 @@ pub struct Pool {
     path: PathBuf,
     /// Taken by every write, so that this process's writers queue in order.
     writer: Arc<Mutex<()>>,
+    /// Set once the file's directory exists: made before the first connection,
+    /// not at start-up, so a host whose guest never uses SQL writes nothing.
+    dir_ready: AtomicBool,
 }
 
 impl Pool {
@@ -40,7 +44,7 @@ impl Pool {
                 guard.execute_batch(PRAGMAS).map_err(HookError::Backend)
             }))
             .build()?;
-        Ok(Pool { pool, path: path.to_path_buf(), writer: Arc::default() })
+        Ok(Pool { pool, path: path.to_path_buf(), writer: Arc::default(), dir_ready: AtomicBool::new(false) })
     }
 
     pub fn status(&self) -> deadpool_sqlite::Status {
@@ -89,11 +93,9 @@ impl Pool {
         metrics: &SqlMetrics,
         work: impl FnOnce(&mut Connection, &Mutex<()>) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
+        self.ensure_dir()?;
         let waited = Instant::now();
-        let connection = match self.pool.get().await {
-            Ok(connection) => connection,
-            Err(e) => return Err(self.pool_error(e)),
-        };
+        let connection = self.pool.get().await.map_err(|e| self.pool_error(e))?;
         metrics.waited("sqlite", waited.elapsed());
         let writer = self.writer.clone();
         let outcome = connection
@@ -107,14 +109,21 @@ impl Pool {
         outcome.unwrap_or_else(|e| Err(Error::Other(format!("the database call failed: {e}"))))
     }
 
-    /// A connection could not be made: most often the file's directory is
-    /// missing or not writable.
-    fn pool_error(&self, e: deadpool_sqlite::PoolError) -> Error {
-        if let Some(dir) = self.path.parent()
-            && let Err(io) = std::fs::create_dir_all(dir)
-        {
-            return Error::Connection(format!("cannot create the data directory {}: {io}", dir.display()));
+    /// Creates the database file's directory, once.
+    fn ensure_dir(&self) -> Result<(), Error> {
+        if self.dir_ready.load(Ordering::Relaxed) {
+            return Ok(());
         }
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::Connection(format!("cannot create the data directory {}: {e}", dir.display())))?;
+        }
+        self.dir_ready.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// A connection could not be made.
+    fn pool_error(&self, e: deadpool_sqlite::PoolError) -> Error {
         match e {
             deadpool_sqlite::PoolError::Timeout(_) => Error::Timeout(format!("waiting for an SQLite connection: {e}")),
             deadpool_sqlite::PoolError::Backend(e) => error(e),
@@ -123,11 +132,23 @@ impl Pool {
     }
 }
 
-/// Runs a statement that returns rows, within `cap` bytes.
-fn query(connection: &Connection, writer: Option<&Mutex<()>>, sql: &str, params: &[Value], cap: usize) -> Result<Rows, Error> {
+/// Prepares and binds a statement; one that writes also takes `writer`
+/// (when given), held until the statement is done.
+fn prepare<'c, 'w>(
+    connection: &'c Connection,
+    writer: Option<&'w Mutex<()>>,
+    sql: &str,
+    params: &[Value],
+) -> Result<(CachedStatement<'c>, Option<MutexGuard<'w, ()>>), Error> {
     let mut statement = connection.prepare_cached(sql).map_err(error)?;
     bind(&mut statement, params)?;
-    let _writing = (!statement.readonly()).then(|| writer.map(|w| w.lock().unwrap_or_else(|e| e.into_inner()))).flatten();
+    let writing = if statement.readonly() { None } else { writer.map(|w| w.lock().unwrap_or_else(|e| e.into_inner())) };
+    Ok((statement, writing))
+}
+
+/// Runs a statement that returns rows, within `cap` bytes.
+fn query(connection: &Connection, writer: Option<&Mutex<()>>, sql: &str, params: &[Value], cap: usize) -> Result<Rows, Error> {
+    let (mut statement, _writing) = prepare(connection, writer, sql, params)?;
     let columns: Vec<String> = statement.column_names().into_iter().map(String::from).collect();
     let mut budget = ResultBudget::new(cap);
     let mut rows = Vec::new();
@@ -146,10 +167,8 @@ fn query(connection: &Connection, writer: Option<&Mutex<()>>, sql: &str, params:
 
 /// Runs a statement to its end; the rows it changed (a read: the rows it read).
 fn execute(connection: &Connection, writer: Option<&Mutex<()>>, sql: &str, params: &[Value]) -> Result<u64, Error> {
-    let mut statement = connection.prepare_cached(sql).map_err(error)?;
-    bind(&mut statement, params)?;
+    let (mut statement, _writing) = prepare(connection, writer, sql, params)?;
     let read_only = statement.readonly();
-    let _writing = (!read_only).then(|| writer.map(|w| w.lock().unwrap_or_else(|e| e.into_inner()))).flatten();
     let mut read = 0;
     let mut cursor = statement.raw_query();
     while cursor.next().map_err(error)?.is_some() {
@@ -162,7 +181,7 @@ fn execute(connection: &Connection, writer: Option<&Mutex<()>>, sql: &str, param
 /// Binds `$N` (or `?N`, or a bare `?` by position) to `params[N - 1]`. As on
 /// Postgres, the parameters given must be exactly as many as the highest
 /// number used.
-fn bind(statement: &mut rusqlite::CachedStatement<'_>, params: &[Value]) -> Result<(), Error> {
+fn bind(statement: &mut CachedStatement<'_>, params: &[Value]) -> Result<(), Error> {
     let mut highest = 0;
     for index in 1..=statement.parameter_count() {
         let number = match statement.parameter_name(index) {
