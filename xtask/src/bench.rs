@@ -37,7 +37,7 @@ struct Settings {
 
 /// A server under test, running for the whole benchmark (killed when dropped).
 pub struct Contender {
-    name: &'static str,
+    pub name: &'static str,
     child: Child,
     /// The traffic URL, without a trailing slash.
     pub url: String,
@@ -309,7 +309,7 @@ fn swap_latency(scalelab: &Path, guests_dir: &Path, bench_dir: &Path, rounds: us
     })
 }
 
-fn median(values: impl Iterator<Item = f64>) -> f64 {
+pub fn median(values: impl Iterator<Item = f64>) -> f64 {
     let mut v: Vec<f64> = values.collect();
     if v.is_empty() {
         return 0.0;
@@ -422,16 +422,21 @@ fn startup_ms(contender: &Contender) -> Result<f64> {
 }
 
 fn start_native(native: &Path) -> Result<Contender> {
+    start_native_with("native", native, &["127.0.0.1:0"])
+}
+
+/// Starts a native reference server that prints `listening on ADDR` once bound.
+pub fn start_native_with(name: &'static str, native: &Path, args: &[&str]) -> Result<Contender> {
     let mut child = Command::new(native)
-        .arg("127.0.0.1:0")
+        .args(args)
         .env_remove("RUST_BACKTRACE")
         .stdout(Stdio::piped())
         .spawn()
         .with_context(|| format!("starting {}", native.display()))?;
     let lines = line_channel(child.stdout.take().unwrap());
-    let line = lines.recv_timeout(Duration::from_secs(10)).context("prime-native did not start")?;
-    let addr = line.strip_prefix("listening on ").context("unexpected prime-native output")?;
-    Ok(Contender { name: "native", url: format!("http://{addr}"), child, admin: None, startup_ms: None, tcp: None })
+    let line = lines.recv_timeout(Duration::from_secs(30)).with_context(|| format!("{name} did not start"))?;
+    let addr = line.strip_prefix("listening on ").with_context(|| format!("unexpected output of {name}: {line}"))?;
+    Ok(Contender { name, url: format!("http://{addr}"), child, admin: None, startup_ms: None, tcp: None })
 }
 
 /// Lines of a child's output, read on a thread.
@@ -447,18 +452,26 @@ fn line_channel(stream: impl std::io::Read + Send + 'static) -> mpsc::Receiver<S
     receiver
 }
 
-/// One `scalelab load` run; its JSON report.
+/// One `scalelab load` run at [`CONCURRENCY`]; its JSON report.
 fn load(scalelab: &Path, url: &str, duration: Duration) -> Result<Value> {
+    load_with(scalelab, &[url], CONCURRENCY, duration)
+}
+
+/// One `scalelab load` run with `target` (URLs, or `--scenario FILE`) in
+/// the closed model; its JSON report.
+pub fn load_with(scalelab: &Path, target: &[&str], concurrency: u32, duration: Duration) -> Result<Value> {
     let out = Command::new(scalelab)
-        .args(["load", url, "--concurrency", &CONCURRENCY.to_string(), "--duration"])
-        .arg(format!("{}s", duration.as_secs()))
+        .arg("load")
+        .args(target)
+        .args(["--concurrency", &concurrency.to_string(), "--duration"])
+        .arg(format!("{}ms", duration.as_millis()))
         .args(["--output", "json"])
         .env_remove("RUST_BACKTRACE")
         .stdin(Stdio::null())
         .output()
         .context("running scalelab load")?;
     if !out.status.success() {
-        bail!("scalelab load {url} failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!("scalelab load {target:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     serde_json::from_slice(&out.stdout).context("parsing the scalelab load report")
 }

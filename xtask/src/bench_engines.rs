@@ -140,7 +140,8 @@ fn rss_bytes(pid: u32) -> Result<u64> {
 }
 
 /// User + system CPU seconds of a process.
-fn cpu_seconds(pid: u32) -> Result<f64> {
+/// CPU time (user + system) a process has used, in seconds.
+pub fn cpu_seconds(pid: u32) -> Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let fields: Vec<&str> = stat.rsplit_once(')').context("bad stat")?.1.split_whitespace().collect();
     let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;

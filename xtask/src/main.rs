@@ -7,6 +7,8 @@
 //! - `bench [--quick]`: the side-by-side benchmark (see `bench.rs`);
 //! - `bench-engines`: engines one broker process holds (see `bench_engines.rs`);
 //! - `bench-sockets`: socket.io clients the tracker holds at 95 ticks/s (see `bench_sockets.rs`);
+//! - `bench-todo [--quick]`: the todo guest on SQLite and Postgres against its
+//!   native reference (see `bench_todo.rs`);
 //! - `swap <guest> [--url URL]`: swap the guest of a Deployment (ConfigMap
 //!   patch, then wait for every pod) or of one host (see `swap.rs`);
 //! - `image [--layout-only]`: the container image, or the same layout as a
@@ -18,6 +20,7 @@
 mod bench;
 mod bench_engines;
 mod bench_sockets;
+mod bench_todo;
 mod clients;
 mod cluster;
 mod deploy;
@@ -80,6 +83,15 @@ enum Task {
         /// Seconds each probe holds its clients.
         #[arg(long, default_value_t = 6)]
         hold: u64,
+    },
+    /// The todo guest's locust mix on SQLite and on Postgres against todo-native on the same Postgres.
+    BenchTodo {
+        /// Fewer, shorter rounds: finishes in about two minutes.
+        #[arg(long)]
+        quick: bool,
+        /// Requests in flight at once (one connection each).
+        #[arg(long, default_value_t = 32)]
+        concurrency: u32,
     },
     /// Swap the guest of a Deployment (patch its ConfigMap in the current kube context, wait for
     /// every ready pod) or, with --url, of one running host through its admin API.
@@ -176,6 +188,7 @@ fn run(task: Task) -> Result<()> {
         }
         Task::Bench { quick } => bench::run(&ws, quick)?,
         Task::BenchSockets { hold } => bench_sockets::run(&ws, std::time::Duration::from_secs(hold))?,
+        Task::BenchTodo { quick, concurrency } => bench_todo::run(&ws, quick, concurrency)?,
         Task::BenchEngines { engines, hold } => bench_engines::run(&ws, engines, std::time::Duration::from_secs(hold))?,
         Task::Swap { guest, url: Some(url), token_file, dry_run, .. } => {
             swap::run(&swap::SwapArgs { guest, url, token_file, dry_run })?

@@ -55,6 +55,12 @@ impl GuestState {
     /// State of a new instance, given what its guest was granted.
     pub fn new(max_memory: usize, grants: Arc<Grants>, services: Arc<Services>, guest: Arc<str>) -> GuestState {
         let mut wasi = WasiCtxBuilder::new();
+        // Mounts are read-only local directories (ConfigMaps, volumes): their
+        // file operations take microseconds on the calling thread, where a
+        // round trip through tokio's blocking pool for each one cost most of
+        // the time of a route that reads a small file. Set before the
+        // preopens: each directory takes the setting when it is added.
+        wasi.allow_blocking_current_thread(true);
         for (name, value) in &grants.env {
             wasi.env(name, value);
         }

@@ -1,0 +1,295 @@
+//! `cargo xtask bench-todo [--quick]`: the todo guest against its native
+//! reference.
+//!
+//! Starts a private Postgres (`local-postgres`) and three contenders on
+//! loopback: `scalelab serve --guest todo` on the embedded SQLite, the same
+//! on Postgres, and `todo-native` (the same routing crate on hyper and
+//! deadpool-postgres) on the same Postgres, with the same pool size. Each is
+//! loaded in alternation with the locust scenario of the `todo` overlay
+//! (`k8s/overlays/todo/scenario.toml`, its host rewritten), at a fixed
+//! concurrency. While a run lasts, `pg_stat_activity` is sampled for the
+//! connections the contender holds. Prints a table of medians and the ratio
+//! to native, and writes the result as JSON to `target/bench/`.
+
+use crate::bench::{Contender, Prepared, load_with, median, prepare, spawn_host, start_native_with};
+use crate::bench_engines::cpu_seconds;
+use crate::workspace::Workspace;
+use anyhow::{Context, Result};
+use local_postgres::Postgres;
+use serde_json::{Value, json};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Connections each contender may open to Postgres (the host's default).
+const POOL_SIZE: u32 = 10;
+
+/// The host name the overlay's scenario addresses (the Service).
+const SCENARIO_HOST: &str = "http://scalelab:8080";
+
+/// How one contender reaches Postgres, for counting its connections.
+#[derive(Clone, Copy, PartialEq)]
+enum Database {
+    Sqlite,
+    /// Connections carry this `application_name`.
+    Postgres(&'static str),
+}
+
+struct Settings {
+    rounds: usize,
+    round: Duration,
+}
+
+pub fn run(ws: &Workspace, quick: bool, concurrency: u32) -> Result<()> {
+    let settings = if quick {
+        Settings { rounds: 3, round: Duration::from_secs(4) }
+    } else {
+        Settings { rounds: 5, round: Duration::from_secs(10) }
+    };
+    let Prepared { guests_dir, release, bench_dir } = prepare(ws, &["todo-native"])?;
+    let scalelab = release.join("scalelab");
+    let dir = bench_dir.join("todo");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("photos"))?;
+    let overlay = ws.root.join("k8s/overlays/todo");
+    std::fs::copy(overlay.join("daily_pic.jpg"), dir.join("photos/daily_pic.jpg")).context("copying the daily photo")?;
+    let scenario = std::fs::read_to_string(overlay.join("scenario.toml")).context("reading the overlay's scenario")?;
+
+    println!("starting a private Postgres");
+    let pg = Postgres::start(&dir, "postgres")?;
+    // The guest's mount of the photo directory, as the overlay's guest.toml grants it.
+    let config = dir.join("guest.toml");
+    std::fs::write(&config, format!("guest = \"todo\"\n\n[mounts]\n\"/photos\" = {:?}\n", dir.join("photos")))?;
+    let cache = bench_dir.join("cache");
+    let wasm = |name: &'static str, database: &str, extra: &[&str]| -> Result<Contender> {
+        let mut args = vec!["--config".into(), config.clone().into_os_string(), "--database".into(), database.into()];
+        args.extend(["--database-pool-size".into(), POOL_SIZE.to_string().into(), "--data-dir".into(), dir.clone().into()]);
+        args.extend(extra.iter().map(Into::into));
+        let (contender, lines) = spawn_host(name, &scalelab, &guests_dir, &cache, &args, false)?;
+        std::thread::spawn(move || for _ in lines {});
+        Ok(contender)
+    };
+    let password_file = pg.password_file();
+    let contenders = [
+        (wasm("todo, SQLite", "sqlite:bench.db", &[])?, Database::Sqlite),
+        (
+            wasm("todo, Postgres", &pg.url(), &["--database-password-file", &password_file.to_string_lossy()])?,
+            Database::Postgres("scalelab"),
+        ),
+        (
+            start_native_with(
+                "todo-native, Postgres",
+                &release.join("todo-native"),
+                &[
+                    "127.0.0.1:0",
+                    &pg.url_with_password("todo-native"),
+                    &POOL_SIZE.to_string(),
+                    &dir.join("photos").to_string_lossy(),
+                ],
+            )?,
+            Database::Postgres("todo-native"),
+        ),
+    ];
+    let scenarios = contenders
+        .iter()
+        .enumerate()
+        .map(|(i, (contender, _))| {
+            let file = dir.join(format!("scenario-{i}.toml"));
+            std::fs::write(&file, scenario.replace(SCENARIO_HOST, &contender.url))?;
+            Ok(file)
+        })
+        .collect::<Result<Vec<_>>>()?;
+
+    println!(
+        "loading {} contenders x {} rounds of {} s, {} connections, the overlay's scenario (4 requests, equal weights)",
+        contenders.len(),
+        settings.rounds,
+        settings.round.as_secs(),
+        concurrency
+    );
+    for (file, (contender, _)) in scenarios.iter().zip(&contenders) {
+        let warm_up = load_with(&scalelab, &scenario_args(file), concurrency, Duration::from_secs(1))?;
+        anyhow::ensure!(
+            warm_up["status"]["200"].as_u64().unwrap_or(0) > 0,
+            "{} answered no request with 200 while warming up: {warm_up}",
+            contender.name
+        );
+    }
+    let mut runs: Vec<Vec<Run>> = vec![Vec::new(); contenders.len()];
+    for _ in 0..settings.rounds {
+        for (c, (file, (contender, database))) in scenarios.iter().zip(&contenders).enumerate() {
+            let cpu_before = cpu_seconds(contender.pid())?;
+            let (report, connections) = with_connection_sampling(&pg, *database, || {
+                load_with(&scalelab, &scenario_args(file), concurrency, settings.round)
+            })?;
+            let cpu = cpu_seconds(contender.pid())? - cpu_before;
+            runs[c].push(Run { report, connections, cpu });
+        }
+    }
+    let rows: Vec<Row> =
+        contenders.iter().zip(&runs).map(|((contender, database), runs)| Row::of(contender.name, *database, runs)).collect();
+    let native = rows[2].requests_per_second;
+    let mut out = format!(
+        "{:<24} {:>9} {:>9} {:>9} {:>13} {:>8} {:>9} {:>10}\n",
+        "contender", "req/s", "p50 ms", "p99 ms", "CPU us/req", "non-2xx", "pg conns", "vs native"
+    );
+    for row in &rows {
+        let conns = row.connections.map_or("-".to_string(), |n| format!("{n} of {POOL_SIZE}"));
+        out.push_str(&format!(
+            "{:<24} {:>9.0} {:>9.2} {:>9.2} {:>13.1} {:>8} {:>9} {:>9.2}x\n",
+            row.name,
+            row.requests_per_second,
+            row.p50_ms,
+            row.p99_ms,
+            row.cpu_us_per_request,
+            row.non_2xx,
+            conns,
+            row.requests_per_second / native.max(f64::MIN_POSITIVE)
+        ));
+    }
+    out.push_str("(CPU us/req: the server process's own CPU, user + system, per request answered)\n");
+    let ratio = rows[1].requests_per_second / native.max(f64::MIN_POSITIVE);
+    out.push_str(&format!(
+        "\ngoal\n  {:<42} {ratio:.2}x  {}\n",
+        "todo on Postgres: wasm >= 0.8x native",
+        if ratio >= 0.8 { "met" } else { "NOT met" }
+    ));
+    out.push_str(&format!("rows in Postgres after the run: {}\n", pg.psql("SELECT count(*) FROM todo")?));
+    print!("\n{out}");
+
+    let command = format!("cargo xtask bench-todo{} --concurrency {concurrency}", if quick { " --quick" } else { "" });
+    let report = json!({
+        "command": command,
+        "unix_time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs(),
+        "concurrency": concurrency, "rounds": settings.rounds, "round_seconds": settings.round.as_secs(),
+        "pool_size": POOL_SIZE,
+        "rows": rows.iter().map(Row::to_json).collect::<Vec<_>>(),
+        "ratio_postgres_wasm_to_native": ratio,
+        "table": out,
+    });
+    let file = bench_dir.join(format!("todo-{}.json", report["unix_time"]));
+    std::fs::write(&file, serde_json::to_string_pretty(&report)?)?;
+    std::fs::write(bench_dir.join("todo-latest.json"), serde_json::to_string_pretty(&report)?)?;
+    println!("\nwritten to {}", file.strip_prefix(&ws.root).unwrap_or(&file).display());
+    Ok(())
+}
+
+fn scenario_args(file: &Path) -> [&str; 2] {
+    ["--scenario", file.to_str().expect("the bench directory's path is UTF-8")]
+}
+
+/// Runs `load` while a thread samples the connections `database` holds in
+/// Postgres every 100 ms; returns its report and the most connections seen.
+fn with_connection_sampling(pg: &Postgres, database: Database, load: impl FnOnce() -> Result<Value>) -> Result<(Value, u64)> {
+    let Database::Postgres(application) = database else {
+        return Ok((load()?, 0));
+    };
+    let done = AtomicBool::new(false);
+    let sql = format!("SELECT count(*) FROM pg_stat_activity WHERE application_name = '{application}'");
+    std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| {
+            let mut most = 0u64;
+            while !done.load(Ordering::Relaxed) {
+                if let Ok(n) = pg.psql(&sql).map(|n| n.parse().unwrap_or(0)) {
+                    most = most.max(n);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            most
+        });
+        let report = load();
+        done.store(true, Ordering::Relaxed);
+        let most = sampler.join().expect("the sampler panicked");
+        Ok((report?, most))
+    })
+}
+
+/// One load run of one contender.
+#[derive(Clone)]
+struct Run {
+    report: Value,
+    /// The most Postgres connections the contender held during the run.
+    connections: u64,
+    /// CPU seconds the contender's process used during the run.
+    cpu: f64,
+}
+
+/// One contender's medians over its rounds.
+struct Row {
+    name: &'static str,
+    requests_per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    /// The server's CPU per request: what the wasm path costs beside native
+    /// regardless of how the shared machine's cores were split.
+    cpu_us_per_request: f64,
+    /// Responses other than 2xx, and transport errors, over all rounds.
+    non_2xx: u64,
+    /// The most Postgres connections seen in any round (None on SQLite).
+    connections: Option<u64>,
+    rounds: Vec<f64>,
+}
+
+impl Row {
+    fn of(name: &'static str, database: Database, runs: &[Run]) -> Row {
+        let field = |f: &dyn Fn(&Value) -> Option<f64>| median(runs.iter().map(|r| f(&r.report).unwrap_or(0.0)));
+        let requests = |r: &Run| r.report["requests"].as_u64().unwrap_or(0);
+        let non_2xx = runs.iter().map(|r| requests(r).saturating_sub(successes(&r.report))).sum();
+        let most = runs.iter().map(|r| r.connections).max().unwrap_or(0);
+        Row {
+            name,
+            requests_per_second: field(&|r| r["requests_per_second"].as_f64()),
+            p50_ms: field(&|r| r["latency_ms"]["p50"].as_f64()),
+            p99_ms: field(&|r| r["latency_ms"]["p99"].as_f64()),
+            cpu_us_per_request: median(runs.iter().map(|r| r.cpu * 1e6 / requests(r).max(1) as f64)),
+            non_2xx,
+            connections: (database != Database::Sqlite).then_some(most),
+            rounds: runs.iter().map(|r| r.report["requests_per_second"].as_f64().unwrap_or(0.0)).collect(),
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "contender": self.name, "requests_per_second": self.requests_per_second,
+            "p50_ms": self.p50_ms, "p99_ms": self.p99_ms, "cpu_us_per_request": self.cpu_us_per_request, "non_2xx": self.non_2xx,
+            "postgres_connections": self.connections, "rounds": self.rounds,
+        })
+    }
+}
+
+/// Responses with a 2xx status in a load report.
+fn successes(report: &Value) -> u64 {
+    report["status"]
+        .as_object()
+        .map(|by_status| by_status.iter().filter(|(code, _)| code.starts_with('2')).filter_map(|(_, n)| n.as_u64()).sum())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_row_takes_medians_and_counts_what_was_not_2xx() {
+        let run = |rps: f64, p99: f64, requests: u64, ok: u64, connections: u64| Run {
+            report: json!({"requests_per_second": rps, "latency_ms": {"p50": 1.0, "p99": p99}, "requests": requests,
+                           "status": {"200": ok, "201": 0, "503": requests - ok}}),
+            connections,
+            cpu: requests as f64 * 50e-6,
+        };
+        let postgres = Database::Postgres("scalelab");
+        let row = Row::of("wasm", postgres, &[run(100.0, 9.0, 10, 10, 4), run(300.0, 3.0, 10, 8, 10), run(200.0, 5.0, 10, 9, 7)]);
+        assert_eq!((row.requests_per_second, row.p99_ms, row.non_2xx, row.connections), (200.0, 5.0, 3, Some(10)));
+        assert!((row.cpu_us_per_request - 50.0).abs() < 1e-9, "{}", row.cpu_us_per_request);
+        assert_eq!(Row::of("wasm", Database::Sqlite, &[run(1.0, 1.0, 1, 1, 0)]).connections, None);
+    }
+
+    #[test]
+    fn the_overlay_scenario_addresses_the_host_the_bench_rewrites() {
+        let ws = Workspace::locate().unwrap();
+        let scenario = std::fs::read_to_string(ws.root.join("k8s/overlays/todo/scenario.toml")).unwrap();
+        let urls = scenario.lines().filter(|l| l.starts_with("url = ")).collect::<Vec<_>>();
+        assert_eq!(urls.len(), 4, "{scenario}");
+        assert!(urls.iter().all(|l| l.contains(SCENARIO_HOST)), "{urls:?}");
+    }
+}
