@@ -102,8 +102,17 @@ impl Response {
         let response = OutgoingResponse::new(fields);
         response.set_status_code(self.status).expect("a valid status code");
         let body = response.body().expect("the body is taken once");
-        ResponseOutparam::set(out, Ok(response));
         let stream = body.write().expect("the stream is taken once");
+        // A body the stream takes at once is written and finished before the
+        // head is handed over, so the host sends head and body together.
+        let fits = stream.check_write().is_ok_and(|room| room >= self.body.len() as u64);
+        if fits && (self.body.is_empty() || stream.write(&self.body).is_ok()) {
+            drop(stream);
+            let _ = OutgoingBody::finish(body, None);
+            ResponseOutparam::set(out, Ok(response));
+            return;
+        }
+        ResponseOutparam::set(out, Ok(response));
         for chunk in chunks(&self.body) {
             if stream.blocking_write_and_flush(chunk).is_err() {
                 return;
@@ -114,10 +123,11 @@ impl Response {
     }
 }
 
-/// The first value of a request header, as text (`None` when absent or not UTF-8).
-pub fn header(request: &IncomingRequest, name: &str) -> Option<String> {
-    let values = request.headers().get(name);
-    values.into_iter().next().and_then(|value| String::from_utf8(value).ok())
+/// The first value of a header, as text (`None` when absent or not UTF-8).
+/// Take a request's headers once (`request.headers()`) for several lookups:
+/// each call of `headers` is a host call that makes a new resource.
+pub fn header(headers: &Fields, name: &str) -> Option<String> {
+    headers.get(name).into_iter().next().and_then(|value| String::from_utf8(value).ok())
 }
 
 /// Reads the whole request body (the host has capped its size already,

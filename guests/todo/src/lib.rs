@@ -17,7 +17,7 @@ use bindings::exports::scalelab::guests::setup;
 use bindings::exports::wasi::http::incoming_handler;
 use bindings::scalelab::guests::sql::{self, Backend, Statement, Value};
 use guest_http::Response;
-use guest_http::wasi::http::types::{IncomingRequest, Method, ResponseOutparam};
+use guest_http::wasi::http::types::{Fields, IncomingRequest, Method, ResponseOutparam};
 use todo_api::{Action, Reply, cors};
 
 struct Todo;
@@ -36,8 +36,9 @@ impl setup::Guest for Todo {
 
 impl incoming_handler::Guest for Todo {
     fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
-        let origin = guest_http::header(&request, "origin");
-        let reply = serve(&request, origin.as_deref());
+        let headers = request.headers();
+        let origin = guest_http::header(&headers, "origin");
+        let reply = serve(&request, &headers, origin.as_deref());
         let mut response = Response { status: reply.status, headers: Vec::new(), body: reply.body };
         for (name, value) in reply.headers.into_iter().chain(cors::headers(origin.as_deref())) {
             response = response.header(name, value);
@@ -46,14 +47,14 @@ impl incoming_handler::Guest for Todo {
     }
 }
 
-fn serve(request: &IncomingRequest, origin: Option<&str>) -> Reply {
+fn serve(request: &IncomingRequest, headers: &Fields, origin: Option<&str>) -> Reply {
     let method = method_name(&request.method());
     let path_with_query = request.path_with_query().unwrap_or_default();
     let path = path_with_query.split('?').next().unwrap_or("/");
-    let content_type = guest_http::header(request, "content-type");
+    let content_type = guest_http::header(headers, "content-type");
     let (asked_method, asked_headers) = (
-        guest_http::header(request, "access-control-request-method"),
-        guest_http::header(request, "access-control-request-headers"),
+        guest_http::header(headers, "access-control-request-method"),
+        guest_http::header(headers, "access-control-request-headers"),
     );
     let body = if method == "POST" {
         match guest_http::read_body(request) {

@@ -16,7 +16,7 @@ use crate::runtime::live::LiveGuest;
 use crate::serve::respond::{Body, json_error};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::header::{CONTENT_LENGTH, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use std::sync::Arc;
@@ -162,6 +162,10 @@ impl Handler {
             return Err(too_large());
         }
         let (parts, body) = request.into_parts();
+        // Most requests (GETs) have no body: nothing to wait for.
+        if body.is_end_stream() {
+            return Ok(Request::from_parts(parts, Full::new(Bytes::new())));
+        }
         let limit = usize::try_from(max).unwrap_or(usize::MAX);
         match Limited::new(body, limit).collect().await {
             Ok(collected) => Ok(Request::from_parts(parts, Full::new(collected.to_bytes()))),
