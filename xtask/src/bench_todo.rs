@@ -9,7 +9,8 @@
 //! (`k8s/overlays/todo/scenario.toml`, its host rewritten), at a fixed
 //! concurrency. While a run lasts, `pg_stat_activity` is sampled for the
 //! connections the contender holds. Prints a table of medians and the ratio
-//! to native, and writes the result as JSON to `target/bench/`.
+//! to native, then the server's CPU per request of each route alone on the
+//! two Postgres contenders, and writes the result as JSON to `target/bench/`.
 
 use crate::bench::{Contender, Prepared, load_with, median, prepare, spawn_host, start_native_with};
 use crate::bench_engines::cpu_seconds;
@@ -154,8 +155,14 @@ pub fn run(ws: &Workspace, quick: bool, concurrency: u32) -> Result<()> {
         "todo on Postgres: wasm >= 0.8x native",
         if ratio >= 0.8 { "met" } else { "NOT met" }
     ));
-    out.push_str(&format!("rows in Postgres after the run: {}\n", pg.psql("SELECT count(*) FROM todo")?));
     print!("\n{out}");
+    let by_route = cost_by_route(&scalelab, &scenario, &[&contenders[1].0, &contenders[2].0], &dir, concurrency)?;
+    let by_route_table = by_route_table(&by_route, &[contenders[1].0.name, contenders[2].0.name]);
+    print!("\n{by_route_table}");
+    out.push('\n');
+    out.push_str(&by_route_table);
+    let rows_left = pg.psql("SELECT count(*) FROM todo")?;
+    println!("rows in Postgres after the run: {rows_left}");
 
     let command = format!("cargo xtask bench-todo{} --concurrency {concurrency}", if quick { " --quick" } else { "" });
     let report = json!({
@@ -165,6 +172,7 @@ pub fn run(ws: &Workspace, quick: bool, concurrency: u32) -> Result<()> {
         "pool_size": POOL_SIZE,
         "rows": rows.iter().map(Row::to_json).collect::<Vec<_>>(),
         "ratio_postgres_wasm_to_native": ratio,
+        "cpu_us_per_request_by_route": by_route.iter().map(|r| json!({"route": r.route, "cpu_us_per_request": r.cpu_us})).collect::<Vec<_>>(),
         "table": out,
     });
     let file = bench_dir.join(format!("todo-{}.json", report["unix_time"]));
@@ -172,6 +180,90 @@ pub fn run(ws: &Workspace, quick: bool, concurrency: u32) -> Result<()> {
     std::fs::write(bench_dir.join("todo-latest.json"), serde_json::to_string_pretty(&report)?)?;
     println!("\nwritten to {}", file.strip_prefix(&ws.root).unwrap_or(&file).display());
     Ok(())
+}
+
+/// Rounds and length of the runs that measure each route alone.
+const ROUTE_ROUNDS: usize = 3;
+const ROUTE_RUN: Duration = Duration::from_secs(2);
+
+/// One route's CPU per request on each contender measured.
+struct RouteCost {
+    route: String,
+    /// Median CPU µs per request, in the order of the contenders.
+    cpu_us: Vec<f64>,
+}
+
+/// Each request of the scenario alone, on each of `contenders` in
+/// alternation: the server's CPU per request by route, which shows which
+/// routes cost the wasm path more than native and by how much.
+fn cost_by_route(
+    scalelab: &Path,
+    scenario: &str,
+    contenders: &[&Contender],
+    dir: &Path,
+    concurrency: u32,
+) -> Result<Vec<RouteCost>> {
+    let routes = split_scenario(scenario)?;
+    let mut costs = Vec::new();
+    for (r, (route, text)) in routes.iter().enumerate() {
+        let files = contenders
+            .iter()
+            .enumerate()
+            .map(|(c, contender)| {
+                let file = dir.join(format!("route-{r}-{c}.toml"));
+                std::fs::write(&file, text.replace(SCENARIO_HOST, &contender.url))?;
+                Ok(file)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut samples = vec![Vec::new(); contenders.len()];
+        for _ in 0..ROUTE_ROUNDS {
+            for (c, (contender, file)) in contenders.iter().zip(&files).enumerate() {
+                let before = cpu_seconds(contender.pid())?;
+                let report = load_with(scalelab, &scenario_args(file), concurrency, ROUTE_RUN)?;
+                let cpu = cpu_seconds(contender.pid())? - before;
+                samples[c].push(cpu * 1e6 / report["requests"].as_u64().unwrap_or(0).max(1) as f64);
+            }
+        }
+        costs.push(RouteCost { route: route.clone(), cpu_us: samples.into_iter().map(|s| median(s.into_iter())).collect() });
+    }
+    Ok(costs)
+}
+
+/// The scenario's requests, each as a scenario of its own, named `METHOD /path`.
+fn split_scenario(scenario: &str) -> Result<Vec<(String, String)>> {
+    let doc: toml_edit::DocumentMut = scenario.parse().context("the overlay's scenario is not valid TOML")?;
+    let requests = doc["request"].as_array_of_tables().context("the scenario has no [[request]]")?;
+    requests
+        .iter()
+        .map(|request| {
+            let url = request.get("url").and_then(|u| u.as_str()).context("a [[request]] without url")?;
+            let method = request.get("method").and_then(|m| m.as_str()).unwrap_or("GET");
+            let mut one = toml_edit::DocumentMut::new();
+            let mut list = toml_edit::ArrayOfTables::new();
+            list.push(request.clone());
+            one.insert("request", toml_edit::Item::ArrayOfTables(list));
+            Ok((format!("{method} {}", url.trim_start_matches(SCENARIO_HOST)), one.to_string()))
+        })
+        .collect()
+}
+
+fn by_route_table(costs: &[RouteCost], names: &[&str]) -> String {
+    let mut out =
+        format!("server CPU us per request, each route alone ({ROUTE_ROUNDS} alternating runs of {} s)\n", ROUTE_RUN.as_secs());
+    out.push_str(&format!("{:<22}", "route"));
+    for name in names {
+        out.push_str(&format!(" {name:>22}"));
+    }
+    out.push_str(&format!(" {:>12}\n", "difference"));
+    for cost in costs {
+        out.push_str(&format!("{:<22}", cost.route));
+        for us in &cost.cpu_us {
+            out.push_str(&format!(" {us:>22.1}"));
+        }
+        let difference = cost.cpu_us.first().unwrap_or(&0.0) - cost.cpu_us.last().unwrap_or(&0.0);
+        out.push_str(&format!(" {difference:>+12.1}\n"));
+    }
+    out
 }
 
 fn scenario_args(file: &Path) -> [&str; 2] {
@@ -282,6 +374,17 @@ mod tests {
         assert_eq!((row.requests_per_second, row.p99_ms, row.non_2xx, row.connections), (200.0, 5.0, 3, Some(10)));
         assert!((row.cpu_us_per_request - 50.0).abs() < 1e-9, "{}", row.cpu_us_per_request);
         assert_eq!(Row::of("wasm", Database::Sqlite, &[run(1.0, 1.0, 1, 1, 0)]).connections, None);
+    }
+
+    #[test]
+    fn a_scenario_splits_into_one_per_request_named_by_method_and_path() {
+        let scenario = "# c\n[[request]]\nurl = \"http://scalelab:8080/\"\n\n[[request]]\nurl = \"http://scalelab:8080/api/todo\"\nmethod = \"POST\"\nbody = '{\"task\":\"{{letters:10}}\"}'\n";
+        let parts = split_scenario(scenario).unwrap();
+        assert_eq!(parts.iter().map(|(r, _)| r.as_str()).collect::<Vec<_>>(), ["GET /", "POST /api/todo"]);
+        let post: toml_edit::DocumentMut = parts[1].1.parse().unwrap();
+        let requests = post["request"].as_array_of_tables().unwrap();
+        assert_eq!(requests.len(), 1);
+        assert_eq!(requests.get(0).unwrap()["body"].as_str(), Some("{\"task\":\"{{letters:10}}\"}"));
     }
 
     #[test]
