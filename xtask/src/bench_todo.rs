@@ -18,7 +18,7 @@ use crate::workspace::Workspace;
 use anyhow::{Context, Result};
 use local_postgres::Postgres;
 use serde_json::{Value, json};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -47,8 +47,9 @@ pub fn run(ws: &Workspace, quick: bool, concurrency: u32) -> Result<()> {
     } else {
         Settings { rounds: 5, round: Duration::from_secs(10) }
     };
-    let Prepared { guests_dir, release, bench_dir } = prepare(ws, &["todo-native"])?;
-    let scalelab = release.join("scalelab");
+    let prepared = prepare(ws, &["todo-native"])?;
+    let scalelab = prepared.release.join("scalelab");
+    let bench_dir = &prepared.bench_dir;
     let dir = bench_dir.join("todo");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("photos"))?;
@@ -58,39 +59,7 @@ pub fn run(ws: &Workspace, quick: bool, concurrency: u32) -> Result<()> {
 
     println!("starting a private Postgres");
     let pg = Postgres::start(&dir, "postgres")?;
-    // The guest's mount of the photo directory, as the overlay's guest.toml grants it.
-    let config = dir.join("guest.toml");
-    std::fs::write(&config, format!("guest = \"todo\"\n\n[mounts]\n\"/photos\" = {:?}\n", dir.join("photos")))?;
-    let cache = bench_dir.join("cache");
-    let wasm = |name: &'static str, database: &str, extra: &[&str]| -> Result<Contender> {
-        let mut args = vec!["--config".into(), config.clone().into_os_string(), "--database".into(), database.into()];
-        args.extend(["--database-pool-size".into(), POOL_SIZE.to_string().into(), "--data-dir".into(), dir.clone().into()]);
-        args.extend(extra.iter().map(Into::into));
-        let (contender, lines) = spawn_host(name, &scalelab, &guests_dir, &cache, &args, false)?;
-        std::thread::spawn(move || for _ in lines {});
-        Ok(contender)
-    };
-    let password_file = pg.password_file();
-    let contenders = [
-        (wasm("todo, SQLite", "sqlite:bench.db", &[])?, Database::Sqlite),
-        (
-            wasm("todo, Postgres", &pg.url(), &["--database-password-file", &password_file.to_string_lossy()])?,
-            Database::Postgres("scalelab"),
-        ),
-        (
-            start_native_with(
-                "todo-native, Postgres",
-                &release.join("todo-native"),
-                &[
-                    "127.0.0.1:0",
-                    &pg.url_with_password("todo-native"),
-                    &POOL_SIZE.to_string(),
-                    &dir.join("photos").to_string_lossy(),
-                ],
-            )?,
-            Database::Postgres("todo-native"),
-        ),
-    ];
+    let contenders = start_contenders(&prepared, &dir, &pg)?;
     let scenarios = contenders
         .iter()
         .enumerate()
@@ -108,53 +77,10 @@ pub fn run(ws: &Workspace, quick: bool, concurrency: u32) -> Result<()> {
         settings.round.as_secs(),
         concurrency
     );
-    for (file, (contender, _)) in scenarios.iter().zip(&contenders) {
-        let warm_up = load_with(&scalelab, &scenario_args(file), concurrency, Duration::from_secs(1))?;
-        anyhow::ensure!(
-            warm_up["status"]["200"].as_u64().unwrap_or(0) > 0,
-            "{} answered no request with 200 while warming up: {warm_up}",
-            contender.name
-        );
-    }
-    let mut runs: Vec<Vec<Run>> = vec![Vec::new(); contenders.len()];
-    for _ in 0..settings.rounds {
-        for (c, (file, (contender, database))) in scenarios.iter().zip(&contenders).enumerate() {
-            let cpu_before = cpu_seconds(contender.pid())?;
-            let (report, connections) = with_connection_sampling(&pg, *database, || {
-                load_with(&scalelab, &scenario_args(file), concurrency, settings.round)
-            })?;
-            let cpu = cpu_seconds(contender.pid())? - cpu_before;
-            runs[c].push(Run { report, connections, cpu });
-        }
-    }
+    let runs = measure_mix(&scalelab, &pg, &contenders, &scenarios, &settings, concurrency)?;
     let rows: Vec<Row> =
         contenders.iter().zip(&runs).map(|((contender, database), runs)| Row::of(contender.name, *database, runs)).collect();
-    let native = rows[2].requests_per_second;
-    let mut out = format!(
-        "{:<24} {:>9} {:>9} {:>9} {:>13} {:>8} {:>9} {:>10}\n",
-        "contender", "req/s", "p50 ms", "p99 ms", "CPU us/req", "non-2xx", "pg conns", "vs native"
-    );
-    for row in &rows {
-        let conns = row.connections.map_or("-".to_string(), |n| format!("{n} of {POOL_SIZE}"));
-        out.push_str(&format!(
-            "{:<24} {:>9.0} {:>9.2} {:>9.2} {:>13.1} {:>8} {:>9} {:>9.2}x\n",
-            row.name,
-            row.requests_per_second,
-            row.p50_ms,
-            row.p99_ms,
-            row.cpu_us_per_request,
-            row.non_2xx,
-            conns,
-            row.requests_per_second / native.max(f64::MIN_POSITIVE)
-        ));
-    }
-    out.push_str("(CPU us/req: the server process's own CPU, user + system, per request answered)\n");
-    let ratio = rows[1].requests_per_second / native.max(f64::MIN_POSITIVE);
-    out.push_str(&format!(
-        "\ngoal\n  {:<42} {ratio:.2}x  {}\n",
-        "todo on Postgres: wasm >= 0.8x native",
-        if ratio >= 0.8 { "met" } else { "NOT met" }
-    ));
+    let (mut out, ratio) = mix_table(&rows);
     print!("\n{out}");
     let by_route = cost_by_route(&scalelab, &scenario, &[&contenders[1].0, &contenders[2].0], &dir, concurrency)?;
     let by_route_table = by_route_table(&by_route, &[contenders[1].0.name, contenders[2].0.name]);
@@ -180,6 +106,110 @@ pub fn run(ws: &Workspace, quick: bool, concurrency: u32) -> Result<()> {
     std::fs::write(bench_dir.join("todo-latest.json"), serde_json::to_string_pretty(&report)?)?;
     println!("\nwritten to {}", file.strip_prefix(&ws.root).unwrap_or(&file).display());
     Ok(())
+}
+
+/// The three contenders, started and ready: the guest on SQLite, the guest
+/// on `pg`, and todo-native on `pg`, each with a pool of [`POOL_SIZE`].
+fn start_contenders(prepared: &Prepared, dir: &Path, pg: &Postgres) -> Result<[(Contender, Database); 3]> {
+    let Prepared { guests_dir, release, bench_dir } = prepared;
+    let scalelab = release.join("scalelab");
+    // The guest's mount of the photo directory, as the overlay's guest.toml grants it.
+    let config = dir.join("guest.toml");
+    std::fs::write(&config, format!("guest = \"todo\"\n\n[mounts]\n\"/photos\" = {:?}\n", dir.join("photos")))?;
+    let cache = bench_dir.join("cache");
+    let wasm = |name: &'static str, database: &str, extra: &[&str]| -> Result<Contender> {
+        let mut args = vec!["--config".into(), config.clone().into_os_string(), "--database".into(), database.into()];
+        args.extend(["--database-pool-size".into(), POOL_SIZE.to_string().into(), "--data-dir".into(), dir.into()]);
+        args.extend(extra.iter().map(Into::into));
+        let (contender, lines) = spawn_host(name, &scalelab, guests_dir, &cache, &args, false)?;
+        std::thread::spawn(move || for _ in lines {});
+        Ok(contender)
+    };
+    let password_file = pg.password_file();
+    Ok([
+        (wasm("todo, SQLite", "sqlite:bench.db", &[])?, Database::Sqlite),
+        (
+            wasm("todo, Postgres", &pg.url(), &["--database-password-file", &password_file.to_string_lossy()])?,
+            Database::Postgres("scalelab"),
+        ),
+        (
+            start_native_with(
+                "todo-native, Postgres",
+                &release.join("todo-native"),
+                &[
+                    "127.0.0.1:0",
+                    &pg.url_with_password("todo-native"),
+                    &POOL_SIZE.to_string(),
+                    &dir.join("photos").to_string_lossy(),
+                ],
+            )?,
+            Database::Postgres("todo-native"),
+        ),
+    ])
+}
+
+/// Warms every contender up, then loads them in alternation with their
+/// scenario file: `runs[contender]` holds one [`Run`] per round.
+fn measure_mix(
+    scalelab: &Path,
+    pg: &Postgres,
+    contenders: &[(Contender, Database)],
+    scenarios: &[PathBuf],
+    settings: &Settings,
+    concurrency: u32,
+) -> Result<Vec<Vec<Run>>> {
+    for (file, (contender, _)) in scenarios.iter().zip(contenders) {
+        let warm_up = load_with(scalelab, &scenario_args(file), concurrency, Duration::from_secs(1))?;
+        anyhow::ensure!(
+            warm_up["status"]["200"].as_u64().unwrap_or(0) > 0,
+            "{} answered no request with 200 while warming up: {warm_up}",
+            contender.name
+        );
+    }
+    let mut runs: Vec<Vec<Run>> = vec![Vec::new(); contenders.len()];
+    for _ in 0..settings.rounds {
+        for (c, (file, (contender, database))) in scenarios.iter().zip(contenders).enumerate() {
+            let cpu_before = cpu_seconds(contender.pid())?;
+            let (report, connections) = with_connection_sampling(pg, *database, || {
+                load_with(scalelab, &scenario_args(file), concurrency, settings.round)
+            })?;
+            let cpu = cpu_seconds(contender.pid())? - cpu_before;
+            runs[c].push(Run { report, connections, cpu });
+        }
+    }
+    Ok(runs)
+}
+
+/// The mix's table (the last row is native) and the ratio of wasm on
+/// Postgres (the second row) to native, with the goal line.
+fn mix_table(rows: &[Row]) -> (String, f64) {
+    let native = rows.last().map_or(0.0, |row| row.requests_per_second).max(f64::MIN_POSITIVE);
+    let mut out = format!(
+        "{:<24} {:>9} {:>9} {:>9} {:>13} {:>8} {:>9} {:>10}\n",
+        "contender", "req/s", "p50 ms", "p99 ms", "CPU us/req", "non-2xx", "pg conns", "vs native"
+    );
+    for row in rows {
+        let conns = row.connections.map_or("-".to_string(), |n| format!("{n} of {POOL_SIZE}"));
+        out.push_str(&format!(
+            "{:<24} {:>9.0} {:>9.2} {:>9.2} {:>13.1} {:>8} {:>9} {:>9.2}x\n",
+            row.name,
+            row.requests_per_second,
+            row.p50_ms,
+            row.p99_ms,
+            row.cpu_us_per_request,
+            row.non_2xx,
+            conns,
+            row.requests_per_second / native
+        ));
+    }
+    out.push_str("(CPU us/req: the server process's own CPU, user + system, per request answered)\n");
+    let ratio = rows.get(1).map_or(0.0, |row| row.requests_per_second) / native;
+    out.push_str(&format!(
+        "\ngoal\n  {:<42} {ratio:.2}x  {}\n",
+        "todo on Postgres: wasm >= 0.8x native",
+        if ratio >= 0.8 { "met" } else { "NOT met" }
+    ));
+    (out, ratio)
 }
 
 /// Rounds and length of the runs that measure each route alone.
