@@ -210,9 +210,16 @@ pub fn run(ws: &Workspace, quick: bool) -> Result<()> {
         "swap_ms": { "cached": swap.cached_ms, "uncached": swap.uncached_ms, "compile": swap.compile_ms, "failed_requests": swap.failed_requests },
         "table": out,
     });
-    let file = bench_dir.join(format!("bench-{}.json", report["unix_time"]));
-    std::fs::write(&file, serde_json::to_string_pretty(&report)?)?;
-    std::fs::write(bench_dir.join("latest.json"), serde_json::to_string_pretty(&report)?)?;
+    save_report(ws, &bench_dir, "bench", "latest.json", &report)
+}
+
+/// Writes a benchmark's JSON result to `bench_dir` as `<stem>-<unix_time>.json`
+/// and as `latest`, and says where.
+pub fn save_report(ws: &Workspace, bench_dir: &Path, stem: &str, latest: &str, report: &Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(report)?;
+    let file = bench_dir.join(format!("{stem}-{}.json", report["unix_time"]));
+    std::fs::write(&file, &text)?;
+    std::fs::write(bench_dir.join(latest), &text)?;
     println!("\nwritten to {}", file.strip_prefix(&ws.root).unwrap_or(&file).display());
     Ok(())
 }

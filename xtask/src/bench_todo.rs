@@ -12,7 +12,7 @@
 //! to native, then the server's CPU per request of each route alone on the
 //! two Postgres contenders, and writes the result as JSON to `target/bench/`.
 
-use crate::bench::{Contender, Prepared, load_with, median, prepare, spawn_host, start_native_with};
+use crate::bench::{Contender, Prepared, load_with, median, prepare, save_report, spawn_host, start_native_with};
 use crate::bench_engines::cpu_seconds;
 use crate::workspace::Workspace;
 use anyhow::{Context, Result};
@@ -101,11 +101,7 @@ pub fn run(ws: &Workspace, quick: bool, concurrency: u32) -> Result<()> {
         "cpu_us_per_request_by_route": by_route.iter().map(|r| json!({"route": r.route, "cpu_us_per_request": r.cpu_us})).collect::<Vec<_>>(),
         "table": out,
     });
-    let file = bench_dir.join(format!("todo-{}.json", report["unix_time"]));
-    std::fs::write(&file, serde_json::to_string_pretty(&report)?)?;
-    std::fs::write(bench_dir.join("todo-latest.json"), serde_json::to_string_pretty(&report)?)?;
-    println!("\nwritten to {}", file.strip_prefix(&ws.root).unwrap_or(&file).display());
-    Ok(())
+    save_report(ws, bench_dir, "todo", "todo-latest.json", &report)
 }
 
 /// The three contenders, started and ready: the guest on SQLite, the guest

@@ -3,7 +3,7 @@
 //! their duration, the pool's connections, and the time spent waiting for one.
 
 use super::{Error, error_label};
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use std::time::Duration;
 
 /// From 100 µs (an SQLite read) to 10 s (a deadline).
@@ -62,23 +62,54 @@ impl SqlMetrics {
         SqlMetrics { queries, duration, connections, wait }
     }
 
+    /// The series of one backend, looked up once (when its database opens)
+    /// rather than on every call.
+    pub fn for_backend(&self, backend: &'static str) -> BackendMetrics {
+        BackendMetrics {
+            backend,
+            queries: self.queries.clone(),
+            duration: self.duration.with_label_values(&[backend]),
+            wait: self.wait.with_label_values(&[backend]),
+            idle: self.connections.with_label_values(&[backend, "idle"]),
+            in_use: self.connections.with_label_values(&[backend, "in_use"]),
+        }
+    }
+
+    /// Counts a call refused because the host has no database.
+    pub fn refused(&self, guest: &str, error: &Error) {
+        self.queries.with_label_values(&[guest, "none", error_label(error)]).inc();
+    }
+}
+
+/// One database's metrics: a call only looks up its guest's counter.
+#[derive(Clone)]
+pub struct BackendMetrics {
+    /// The `backend` label: sqlite or postgres.
+    pub backend: &'static str,
+    queries: IntCounterVec,
+    duration: Histogram,
+    wait: Histogram,
+    idle: IntGauge,
+    in_use: IntGauge,
+}
+
+impl BackendMetrics {
     /// Counts and times one call.
-    pub fn finished(&self, guest: &str, backend: &str, error: Option<&Error>, took: Duration) {
+    pub fn finished(&self, guest: &str, error: Option<&Error>, took: Duration) {
         let result = error.map_or("ok", error_label);
-        self.queries.with_label_values(&[guest, backend, result]).inc();
-        self.duration.with_label_values(&[backend]).observe(took.as_secs_f64());
+        self.queries.with_label_values(&[guest, self.backend, result]).inc();
+        self.duration.observe(took.as_secs_f64());
     }
 
     /// Records how long a call waited for a connection.
-    pub fn waited(&self, backend: &str, took: Duration) {
-        self.wait.with_label_values(&[backend]).observe(took.as_secs_f64());
+    pub fn waited(&self, took: Duration) {
+        self.wait.observe(took.as_secs_f64());
     }
 
     /// Sets the pool gauges from the pool's own count.
-    pub fn pool_status(&self, backend: &str, status: deadpool_sqlite::Status) {
+    pub fn pool_status(&self, status: deadpool_sqlite::Status) {
         let idle = status.available;
-        let in_use = status.size.saturating_sub(idle);
-        self.connections.with_label_values(&[backend, "idle"]).set(idle as i64);
-        self.connections.with_label_values(&[backend, "in_use"]).set(in_use as i64);
+        self.idle.set(idle as i64);
+        self.in_use.set(status.size.saturating_sub(idle) as i64);
     }
 }

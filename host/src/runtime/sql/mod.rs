@@ -15,7 +15,7 @@ mod postgres;
 mod sqlite;
 mod target;
 
-pub use self::metrics::SqlMetrics;
+pub use self::metrics::{BackendMetrics, SqlMetrics};
 pub use self::target::{DatabaseConfig, Target, default_data_dir};
 pub use crate::runtime::bindings::sql::{Backend, Error, Rows, Statement, Value};
 
@@ -35,7 +35,8 @@ pub struct Database {
     pub label: String,
     /// Largest result a query may return, in bytes.
     max_result: usize,
-    metrics: SqlMetrics,
+    /// This backend's series (the per-call path looks up only its guest's).
+    metrics: BackendMetrics,
 }
 
 enum Pool {
@@ -44,7 +45,7 @@ enum Pool {
 }
 
 impl Database {
-    fn open(config: &DatabaseConfig, max_result: usize, metrics: SqlMetrics) -> anyhow::Result<Database> {
+    fn open(config: &DatabaseConfig, max_result: usize, metrics: &SqlMetrics) -> anyhow::Result<Database> {
         let pool = match &config.target {
             Target::Sqlite(path) => Pool::Sqlite(sqlite::Pool::open(path, config.pool_size)?),
             Target::Postgres(url) => {
@@ -53,6 +54,10 @@ impl Database {
             Target::Off => anyhow::bail!("no database to open (off)"),
         };
         tracing::info!(database = %config.label(), pool_size = config.pool_size, "database pool created (connections open on first use)");
+        let metrics = metrics.for_backend(match pool {
+            Pool::Sqlite(_) => "sqlite",
+            Pool::Postgres(_) => "postgres",
+        });
         Ok(Database { pool, label: config.label(), max_result, metrics })
     }
 
@@ -60,13 +65,6 @@ impl Database {
         match self.pool {
             Pool::Sqlite(_) => Backend::Sqlite,
             Pool::Postgres(_) => Backend::Postgres,
-        }
-    }
-
-    fn backend_label(&self) -> &'static str {
-        match self.pool {
-            Pool::Sqlite(_) => "sqlite",
-            Pool::Postgres(_) => "postgres",
         }
     }
 
@@ -129,11 +127,10 @@ impl Database {
                 expires.saturating_duration_since(started).as_millis()
             ))),
         };
-        let backend = self.backend_label();
-        self.metrics.finished(guest, backend, result.as_ref().err(), started.elapsed());
+        self.metrics.finished(guest, result.as_ref().err(), started.elapsed());
         match &self.pool {
-            Pool::Sqlite(pool) => self.metrics.pool_status(backend, pool.status()),
-            Pool::Postgres(pool) => self.metrics.pool_status(backend, pool.status()),
+            Pool::Sqlite(pool) => self.metrics.pool_status(pool.status()),
+            Pool::Postgres(pool) => self.metrics.pool_status(pool.status()),
         }
         result
     }
@@ -205,7 +202,7 @@ impl Databases {
         if let Some(database) = open.get(config) {
             return Ok(Some(database.clone()));
         }
-        let database = Arc::new(Database::open(config, self.max_result, self.metrics.clone())?);
+        let database = Arc::new(Database::open(config, self.max_result, &self.metrics)?);
         open.insert(config.clone(), database.clone());
         Ok(Some(database))
     }
@@ -217,7 +214,7 @@ impl Databases {
              or `[database] url` in the config file to `sqlite:<file>` or `postgres://...`"
                 .into(),
         );
-        self.metrics.finished(guest, "none", Some(&error), Duration::ZERO);
+        self.metrics.refused(guest, &error);
         error
     }
 }

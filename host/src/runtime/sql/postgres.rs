@@ -6,7 +6,7 @@
 //! the type the server inferred for its placeholder, and each column of a
 //! result is read by its type; other types must be cast in SQL.
 
-use super::{Error, ResultBudget, Rows, SqlMetrics, Statement, Value};
+use super::{BackendMetrics, Error, ResultBudget, Rows, Statement, Value};
 use anyhow::Context;
 use bytes::BytesMut;
 use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod, Runtime};
@@ -43,14 +43,14 @@ impl Pool {
         self.pool.status()
     }
 
-    async fn client(&self, metrics: &SqlMetrics) -> Result<deadpool_postgres::Object, Error> {
+    async fn client(&self, metrics: &BackendMetrics) -> Result<deadpool_postgres::Object, Error> {
         let waited = Instant::now();
         let client = self.pool.get().await.map_err(pool_error)?;
-        metrics.waited("postgres", waited.elapsed());
+        metrics.waited(waited.elapsed());
         Ok(client)
     }
 
-    pub async fn query(&self, sql: &str, params: &[Value], cap: usize, metrics: &SqlMetrics) -> Result<Rows, Error> {
+    pub async fn query(&self, sql: &str, params: &[Value], cap: usize, metrics: &BackendMetrics) -> Result<Rows, Error> {
         let client = self.client(metrics).await?;
         let statement = client.prepare_cached(sql).await.map_err(error)?;
         let rows = client.query(&statement, &to_params(params)).await.map_err(error)?;
@@ -63,13 +63,13 @@ impl Pool {
         Ok(Rows { columns, rows: values })
     }
 
-    pub async fn execute(&self, sql: &str, params: &[Value], metrics: &SqlMetrics) -> Result<u64, Error> {
+    pub async fn execute(&self, sql: &str, params: &[Value], metrics: &BackendMetrics) -> Result<u64, Error> {
         let client = self.client(metrics).await?;
         let statement = client.prepare_cached(sql).await.map_err(error)?;
         client.execute(&statement, &to_params(params)).await.map_err(error)
     }
 
-    pub async fn transaction(&self, statements: &[Statement], metrics: &SqlMetrics) -> Result<Vec<u64>, Error> {
+    pub async fn transaction(&self, statements: &[Statement], metrics: &BackendMetrics) -> Result<Vec<u64>, Error> {
         let mut client = self.client(metrics).await?;
         let transaction = client.transaction().await.map_err(error)?;
         let mut changed = Vec::with_capacity(statements.len());

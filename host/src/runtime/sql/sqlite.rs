@@ -8,7 +8,7 @@
 //! busy timeout. A statement still running at the call's deadline is
 //! interrupted by the progress handler.
 
-use super::{Error, ResultBudget, Rows, SqlMetrics, Statement, Value};
+use super::{BackendMetrics, Error, ResultBudget, Rows, Statement, Value};
 use deadpool_sqlite::{Hook, HookError, Runtime};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{CachedStatement, Connection, ErrorCode, ToSql, TransactionBehavior};
@@ -57,12 +57,18 @@ impl Pool {
         params: Vec<Value>,
         cap: usize,
         expires: Instant,
-        metrics: &SqlMetrics,
+        metrics: &BackendMetrics,
     ) -> Result<Rows, Error> {
         self.run(expires, metrics, move |connection, writer| query(connection, Some(writer), &sql, &params, cap)).await
     }
 
-    pub async fn execute(&self, sql: String, params: Vec<Value>, expires: Instant, metrics: &SqlMetrics) -> Result<u64, Error> {
+    pub async fn execute(
+        &self,
+        sql: String,
+        params: Vec<Value>,
+        expires: Instant,
+        metrics: &BackendMetrics,
+    ) -> Result<u64, Error> {
         self.run(expires, metrics, move |connection, writer| execute(connection, Some(writer), &sql, &params)).await
     }
 
@@ -70,7 +76,7 @@ impl Pool {
         &self,
         statements: Vec<Statement>,
         expires: Instant,
-        metrics: &SqlMetrics,
+        metrics: &BackendMetrics,
     ) -> Result<Vec<u64>, Error> {
         self.run(expires, metrics, move |connection, writer| {
             let _writing = writer.lock().unwrap_or_else(|e| e.into_inner());
@@ -90,13 +96,13 @@ impl Pool {
     async fn run<T: Send + 'static>(
         &self,
         expires: Instant,
-        metrics: &SqlMetrics,
+        metrics: &BackendMetrics,
         work: impl FnOnce(&mut Connection, &Mutex<()>) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
         self.ensure_dir()?;
         let waited = Instant::now();
         let connection = self.pool.get().await.map_err(|e| self.pool_error(e))?;
-        metrics.waited("sqlite", waited.elapsed());
+        metrics.waited(waited.elapsed());
         let writer = self.writer.clone();
         let outcome = connection
             .interact(move |connection| {
