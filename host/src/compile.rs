@@ -12,7 +12,7 @@ use wasmtime::Engine;
 pub async fn run(args: CompileArgs) -> Result<()> {
     let spec = args.guest.guest.as_deref().context("give the guest to compile with --guest (or SCALELAB_GUEST)")?;
     let path = guest::resolve(spec, args.guest.guests_dir.as_deref())?;
-    let engine = engine::build(&args.engine.engine_settings(1))?;
+    let (engine, _) = engine::build(&args.engine.engine_settings(1))?;
     let started = Instant::now();
     match &args.output {
         Some(output) => {

@@ -63,6 +63,43 @@ async fn a_guest_over_the_memory_cap_gets_500_and_the_next_request_is_served() {
     assert_eq!(metrics.value("scalelab_limit_memory_bytes", &[]), Some(8.0 * 1024.0 * 1024.0));
 }
 
+/// The memory reservation the engine took, from its start-up log line.
+fn reservation(host: &Host) -> String {
+    let line = host.logs().into_iter().find(|l| l["step"] == "engine").expect("the engine is logged");
+    line["memory_reservation"].as_str().expect("the reservation is logged").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn memories_are_guarded_by_default_and_bounds_checked_when_the_address_space_is_limited() {
+    let client = reqwest::Client::new();
+    let guarded = Host::start("prime", &["--max-in-flight", "4"]);
+    assert_eq!(reservation(&guarded), "guarded");
+
+    // 48 GiB of address space: room for the bounds-checked pool (a few GiB),
+    // not for 4 GiB per memory slot (hundreds of GiB).
+    let mut cmd = support::serve_command("prime", &["--max-in-flight", "4", "--max-memory", "8MiB"]);
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            let limit = libc::rlimit { rlim_cur: 48 << 30, rlim_max: 48 << 30 };
+            if libc::setrlimit(libc::RLIMIT_AS, &limit) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+        });
+    }
+    let checked = Host::start_command(cmd);
+    assert_eq!(reservation(&checked), "checked");
+    let warning = checked
+        .logs()
+        .into_iter()
+        .find(|l| l["level"] == "WARN" && l["message"].as_str().is_some_and(|m| m.contains("bounds checks")));
+    assert!(warning.is_some(), "the fallback is logged: {:#?}", checked.logs());
+    // Both serve, and the memory cap holds on both.
+    for host in [&guarded, &checked] {
+        let (status, body) = json(client.get(host.url("/prime/10000?algo=sieve")).send().await.unwrap()).await;
+        assert_eq!((status, body["prime"].as_u64()), (200, Some(104729)));
+    }
+    let (status, body) = json(client.get(checked.url("/prime/1000000?algo=sieve")).send().await.unwrap()).await;
+    assert_eq!((status, body["kind"].as_str()), (500, Some("memory")), "{body}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_third_party_wstd_component_is_served_and_its_panic_is_a_500() {
     let host = Host::start("fixture-wstd", &[]);

@@ -24,7 +24,7 @@ async fn broker() -> (Active, Arc<Services>, Arc<Metrics>) {
     let limits = LimitValues { deadline: DEADLINE, max_memory: MAX_MEMORY, max_body: 1 << 20, max_in_flight: 4 };
     let metrics = Arc::new(Metrics::new(&limits).unwrap());
     let services = Arc::new(Services::new(&metrics, 1 << 20));
-    let engine = engine::build(&EngineSettings { epoch_interruption: true, max_memory: MAX_MEMORY, pool_slots: 8 }).unwrap();
+    let (engine, _) = engine::build(&EngineSettings { epoch_interruption: true, max_memory: MAX_MEMORY, pool_slots: 8 }).unwrap();
     engine::spawn_epoch_ticker(&engine).unwrap();
     let linker = guest::linker(&engine).unwrap();
     let path = support::guests_dir().join("broker.wasm");

@@ -19,10 +19,8 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 pub struct EngineSettings {
     /// Whether compiled code checks the epoch (needed for deadlines).
     pub epoch_interruption: bool,
-    /// Largest linear memory of one instance, in bytes. Also the virtual
-    /// address space reserved per memory slot, instead of wasmtime's default
-    /// 4 GiB plus guard: hundreds of slots stay at tens of GiB of (unbacked)
-    /// address space, at the price of explicit bounds checks.
+    /// Largest linear memory of one instance, in bytes (the pool's limit;
+    /// the store's limiter enforces it too, whatever the reservation).
     pub max_memory: u64,
     /// Instances that can exist at once: one per request in flight.
     pub pool_slots: u32,
@@ -36,7 +34,50 @@ const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
 const TABLES_PER_COMPONENT: u32 = 8;
 const MEMORIES_PER_COMPONENT: u32 = 2;
 
-pub fn build(settings: &EngineSettings) -> Result<Engine> {
+/// How the pool reserves address space for each linear memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reservation {
+    /// 4 GiB plus a guard region per memory: every 32-bit address a guest can
+    /// form lands in the reservation or its guard, so compiled code needs no
+    /// bounds checks (an out-of-bounds access faults and traps). Costs about
+    /// 4 GiB of unbacked address space per pool slot: terabytes for a pool
+    /// of hundreds, which a 64-bit process normally has.
+    Guarded,
+    /// Only `--max-memory` per memory: every load and store carries an
+    /// explicit bounds check. The fallback when the guarded pool cannot be
+    /// reserved (an address-space limit such as `ulimit -v`).
+    Checked,
+}
+
+impl Reservation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reservation::Guarded => "guarded",
+            Reservation::Checked => "checked",
+        }
+    }
+}
+
+/// The guarded reservation: the whole 32-bit address space of a memory.
+const GUARDED_RESERVATION: u64 = 1 << 32;
+
+/// Builds the engine with the guarded reservation, or with the checked one
+/// (logged) when the address space for the guarded pool is not available.
+pub fn build(settings: &EngineSettings) -> Result<(Engine, Reservation)> {
+    if settings.max_memory <= GUARDED_RESERVATION {
+        match build_with(settings, Reservation::Guarded) {
+            Ok(engine) => return Ok((engine, Reservation::Guarded)),
+            Err(e) => tracing::warn!(
+                error = %format!("{e:#}"),
+                pool_slots = settings.pool_slots,
+                "no address space for 4 GiB per memory slot: guest memory accesses get explicit bounds checks"
+            ),
+        }
+    }
+    Ok((build_with(settings, Reservation::Checked)?, Reservation::Checked))
+}
+
+fn build_with(settings: &EngineSettings, reservation: Reservation) -> Result<Engine> {
     let max_memory = usize::try_from(settings.max_memory).context("--max-memory is too large")?;
     let slots = settings.pool_slots;
 
@@ -57,9 +98,13 @@ pub fn build(settings: &EngineSettings) -> Result<Engine> {
         .epoch_interruption(settings.epoch_interruption)
         // Copy-on-write initialisation of linear memory from the compiled image.
         .memory_init_cow(true)
-        .memory_reservation(settings.max_memory)
         .memory_reservation_for_growth(0)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    match reservation {
+        // wasmtime's default guard region (32 MiB) follows each reservation.
+        Reservation::Guarded => config.memory_reservation(GUARDED_RESERVATION),
+        Reservation::Checked => config.memory_reservation(settings.max_memory),
+    };
     Engine::new(&config).map_err(anyhow::Error::from).context("configuring the wasmtime engine")
 }
 

@@ -7,6 +7,11 @@
 //! when the host refuses it (413, 503 at the in-flight limit), and a failure
 //! inside the guest never leaves the client without a response unless the
 //! guest had already sent its response head (then the body is cut short).
+//!
+//! The guest call runs inside the connection's request future until it sets
+//! its response; only a call still running after that (streaming its body)
+//! moves to a task of its own. So a client that goes away before its response
+//! head cancels the call, and the instance it ran on is dropped, not reused.
 
 use crate::metrics::{FailureReason, Metrics, RejectReason};
 use crate::runtime::active::Active;
@@ -15,10 +20,12 @@ use crate::runtime::instances::Warm;
 use crate::runtime::live::LiveGuest;
 use crate::serve::respond::{Body, json_error};
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Body as _, Incoming};
 use hyper::header::{CONTENT_LENGTH, HeaderValue};
 use hyper::{Request, Response, StatusCode};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -44,6 +51,8 @@ enum Outcome {
     Done,
     /// Failed; the message says how, for the client.
     Failed(FailureReason, String),
+    /// The host panicked while running the call (a bug, logged).
+    Panicked,
 }
 
 impl Handler {
@@ -99,10 +108,13 @@ impl Handler {
             Err(response) => return response,
         };
 
-        // The guest runs in its own task: it may keep streaming the body
-        // after the response head has been returned to hyper.
+        // The guest runs inside this request's future until it has set its
+        // response. A guest that returns at once (most do) costs no task of
+        // its own; one still running after setting its response (streaming
+        // the body, waiting on a host call) moves to a task, since hyper
+        // needs the response head before the body is complete.
         let (sender, receiver) = oneshot::channel();
-        let task = tokio::spawn(async move {
+        let call = async move {
             let deadline = active.limits.deadline;
             let result = active.instances.call(deadline, move |warm| Box::pin(call_guest(warm, request, sender))).await;
             // A failed instance was dropped in `call`, before the slot is released here.
@@ -115,30 +127,41 @@ impl Handler {
                     Outcome::Failed(reason, message)
                 }
             }
-        });
-
-        match receiver.await {
-            Ok(Ok(response)) => response,
-            Ok(Err(code)) => json_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "guest_error",
-                &format!("the guest answered with an error: {code:?}"),
-            ),
-            // The guest never set a response: its task ended (or is ending)
-            // without one. Its outcome says why.
-            Err(_) => match task.await {
-                Ok(Outcome::Failed(reason, message)) => {
+        };
+        let mut call = Box::pin(AssertUnwindSafe(call).catch_unwind().map(move |outcome| {
+            outcome.unwrap_or_else(|_| {
+                tracing::error!(request_id = id, "the host panicked running the guest call");
+                Outcome::Panicked
+            })
+        }));
+        let mut receiver = std::pin::pin!(receiver);
+        let (answer, outcome) = tokio::select! {
+            biased;
+            outcome = &mut call => (receiver.await, outcome),
+            answer = &mut receiver => match answer {
+                Ok(response) => {
+                    // Streaming (or waiting) after its head: finish in a task.
+                    tokio::spawn(call);
+                    return response_or_error(response);
+                }
+                // Dropped unset: the call's outcome says why.
+                Err(closed) => (Err(closed), call.await),
+            },
+        };
+        match answer {
+            Ok(response) => response_or_error(response),
+            Err(_) => match outcome {
+                Outcome::Failed(reason, message) => {
                     let status = match reason {
                         FailureReason::Deadline => StatusCode::SERVICE_UNAVAILABLE,
                         FailureReason::Memory | FailureReason::Trap => StatusCode::INTERNAL_SERVER_ERROR,
                     };
                     json_error(status, reason.as_str(), &message)
                 }
-                Ok(Outcome::Done) => {
+                Outcome::Done => {
                     json_error(StatusCode::INTERNAL_SERVER_ERROR, "no_response", "the guest returned without setting a response")
                 }
-                Err(join_error) => {
-                    tracing::error!(request_id = id, error = %join_error, "guest task panicked");
+                Outcome::Panicked => {
                     json_error(StatusCode::INTERNAL_SERVER_ERROR, "host_error", "the host failed to run the guest")
                 }
             },
@@ -177,6 +200,16 @@ impl Handler {
                 self.metrics.reject(RejectReason::BadBody);
                 Err(json_error(StatusCode::BAD_REQUEST, "bad_body", &format!("could not read the request body: {e}")))
             }
+        }
+    }
+}
+
+/// The response the guest set, or a 500 for the error code it set instead.
+fn response_or_error(set: Result<Response<Body>, ErrorCode>) -> Response<Body> {
+    match set {
+        Ok(response) => response,
+        Err(code) => {
+            json_error(StatusCode::INTERNAL_SERVER_ERROR, "guest_error", &format!("the guest answered with an error: {code:?}"))
         }
     }
 }

@@ -259,7 +259,7 @@ async fn load_first_guest(
     let started = Instant::now();
     let engine_settings =
         EngineSettings { epoch_interruption: limits.deadline.is_some(), max_memory: settings.max_memory, pool_slots };
-    let engine = engine::build(&engine_settings)?;
+    let (engine, reservation) = engine::build(&engine_settings)?;
     if limits.deadline.is_some() {
         engine::spawn_epoch_ticker(&engine)?;
     }
@@ -269,6 +269,7 @@ async fn load_first_guest(
         pool_slots,
         deadline = ?limits.deadline,
         max_memory = settings.max_memory,
+        memory_reservation = reservation.as_str(),
         duration_ms = started.elapsed().as_secs_f64() * 1e3,
         "engine configured"
     );
