@@ -100,7 +100,10 @@ impl Response {
     pub fn send(self, out: ResponseOutparam) {
         let fields = Fields::from_list(&self.headers).expect("valid header names and values");
         let response = OutgoingResponse::new(fields);
-        response.set_status_code(self.status).expect("a valid status code");
+        // A new response is a 200: one host call fewer for most responses.
+        if self.status != 200 {
+            response.set_status_code(self.status).expect("a valid status code");
+        }
         let body = response.body().expect("the body is taken once");
         let stream = body.write().expect("the stream is taken once");
         // A body the stream takes at once is written and finished before the
@@ -128,6 +131,19 @@ impl Response {
 /// each call of `headers` is a host call that makes a new resource.
 pub fn header(headers: &Fields, name: &str) -> Option<String> {
     headers.get(name).into_iter().next().and_then(|value| String::from_utf8(value).ok())
+}
+
+/// The first value of each of `names` (lower case), as text, from one host
+/// call (`entries`) rather than one `get` per name.
+pub fn headers<const N: usize>(headers: &Fields, names: [&str; N]) -> [Option<String>; N] {
+    let mut found: [Option<String>; N] = std::array::from_fn(|_| None);
+    for (name, value) in headers.entries() {
+        let Some(i) = names.iter().position(|wanted| name.eq_ignore_ascii_case(wanted)) else { continue };
+        if found[i].is_none() {
+            found[i] = String::from_utf8(value).ok();
+        }
+    }
+    found
 }
 
 /// Reads the whole request body (the host has capped its size already,

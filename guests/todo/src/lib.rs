@@ -17,7 +17,7 @@ use bindings::exports::scalelab::guests::setup;
 use bindings::exports::wasi::http::incoming_handler;
 use bindings::scalelab::guests::sql::{self, Backend, Statement, Value};
 use guest_http::Response;
-use guest_http::wasi::http::types::{Fields, IncomingRequest, Method, ResponseOutparam};
+use guest_http::wasi::http::types::{IncomingRequest, Method, ResponseOutparam};
 use todo_api::{Action, Reply, cors};
 
 struct Todo;
@@ -36,9 +36,12 @@ impl setup::Guest for Todo {
 
 impl incoming_handler::Guest for Todo {
     fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
-        let headers = request.headers();
-        let origin = guest_http::header(&headers, "origin");
-        let reply = serve(&request, &headers, origin.as_deref());
+        let [origin, content_type, asked_method, asked_headers] = guest_http::headers(
+            &request.headers(),
+            ["origin", "content-type", "access-control-request-method", "access-control-request-headers"],
+        );
+        let asked = cors::Asked { origin: origin.as_deref(), method: asked_method.as_deref(), headers: asked_headers.as_deref() };
+        let reply = serve(&request, content_type.as_deref(), asked);
         let mut response = Response { status: reply.status, headers: Vec::new(), body: reply.body };
         for (name, value) in reply.headers.into_iter().chain(cors::headers(origin.as_deref())) {
             response = response.header(name, value);
@@ -47,15 +50,10 @@ impl incoming_handler::Guest for Todo {
     }
 }
 
-fn serve(request: &IncomingRequest, headers: &Fields, origin: Option<&str>) -> Reply {
+fn serve(request: &IncomingRequest, content_type: Option<&str>, cors: cors::Asked<'_>) -> Reply {
     let method = method_name(&request.method());
     let path_with_query = request.path_with_query().unwrap_or_default();
     let path = path_with_query.split('?').next().unwrap_or("/");
-    let content_type = guest_http::header(headers, "content-type");
-    let (asked_method, asked_headers) = (
-        guest_http::header(headers, "access-control-request-method"),
-        guest_http::header(headers, "access-control-request-headers"),
-    );
     let body = if method == "POST" {
         match guest_http::read_body(request) {
             Ok(body) => body,
@@ -64,13 +62,7 @@ fn serve(request: &IncomingRequest, headers: &Fields, origin: Option<&str>) -> R
     } else {
         Vec::new()
     };
-    let api_request = todo_api::Request {
-        method: &method,
-        path,
-        content_type: content_type.as_deref(),
-        body: &body,
-        cors: cors::Asked { origin, method: asked_method.as_deref(), headers: asked_headers.as_deref() },
-    };
+    let api_request = todo_api::Request { method: &method, path, content_type, body: &body, cors };
     match todo_api::route(&api_request) {
         Action::Reply(reply) => reply,
         Action::List => match sql::query(todo_api::sql::SELECT_NEWEST, &[]) {
