@@ -126,15 +126,9 @@ impl Response {
     }
 }
 
-/// The first value of a header, as text (`None` when absent or not UTF-8).
-/// Take a request's headers once (`request.headers()`) for several lookups:
-/// each call of `headers` is a host call that makes a new resource.
-pub fn header(headers: &Fields, name: &str) -> Option<String> {
-    headers.get(name).into_iter().next().and_then(|value| String::from_utf8(value).ok())
-}
-
-/// The first value of each of `names` (lower case), as text, from one host
-/// call (`entries`) rather than one `get` per name.
+/// The first value of each of `names` (any case), as text (`None` when absent
+/// or not UTF-8), from one host call (`entries`) rather than one `get` per
+/// name: each host call costs, and `request.headers()` makes a new resource.
 pub fn headers<const N: usize>(headers: &Fields, names: [&str; N]) -> [Option<String>; N] {
     let mut found: [Option<String>; N] = std::array::from_fn(|_| None);
     for (name, value) in headers.entries() {

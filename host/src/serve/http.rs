@@ -108,64 +108,7 @@ impl Handler {
             Err(response) => return response,
         };
 
-        // The guest runs inside this request's future until it has set its
-        // response. A guest that returns at once (most do) costs no task of
-        // its own; one still running after setting its response (streaming
-        // the body, waiting on a host call) moves to a task, since hyper
-        // needs the response head before the body is complete.
-        let (sender, receiver) = oneshot::channel();
-        let call = async move {
-            let deadline = active.limits.deadline;
-            let result = active.instances.call(deadline, move |warm| Box::pin(call_guest(warm, request, sender))).await;
-            // A failed instance was dropped in `call`, before the slot is released here.
-            drop(in_flight);
-            match result {
-                Ok(()) => Outcome::Done,
-                Err(Failure { reason, message, detail }) => {
-                    active.metrics.failed(reason);
-                    tracing::warn!(request_id = id, reason = reason.as_str(), error = %message, %detail, "guest call failed");
-                    Outcome::Failed(reason, message)
-                }
-            }
-        };
-        let mut call = Box::pin(AssertUnwindSafe(call).catch_unwind().map(move |outcome| {
-            outcome.unwrap_or_else(|_| {
-                tracing::error!(request_id = id, "the host panicked running the guest call");
-                Outcome::Panicked
-            })
-        }));
-        let mut receiver = std::pin::pin!(receiver);
-        let (answer, outcome) = tokio::select! {
-            biased;
-            outcome = &mut call => (receiver.await, outcome),
-            answer = &mut receiver => match answer {
-                Ok(response) => {
-                    // Streaming (or waiting) after its head: finish in a task.
-                    tokio::spawn(call);
-                    return response_or_error(response);
-                }
-                // Dropped unset: the call's outcome says why.
-                Err(closed) => (Err(closed), call.await),
-            },
-        };
-        match answer {
-            Ok(response) => response_or_error(response),
-            Err(_) => match outcome {
-                Outcome::Failed(reason, message) => {
-                    let status = match reason {
-                        FailureReason::Deadline => StatusCode::SERVICE_UNAVAILABLE,
-                        FailureReason::Memory | FailureReason::Trap => StatusCode::INTERNAL_SERVER_ERROR,
-                    };
-                    json_error(status, reason.as_str(), &message)
-                }
-                Outcome::Done => {
-                    json_error(StatusCode::INTERNAL_SERVER_ERROR, "no_response", "the guest returned without setting a response")
-                }
-                Outcome::Panicked => {
-                    json_error(StatusCode::INTERNAL_SERVER_ERROR, "host_error", "the host failed to run the guest")
-                }
-            },
-        }
+        run_call(id, active, request, in_flight).await
     }
 
     /// Reads the whole body within `--max-body`, so an oversized request is
@@ -201,6 +144,68 @@ impl Handler {
                 Err(json_error(StatusCode::BAD_REQUEST, "bad_body", &format!("could not read the request body: {e}")))
             }
         }
+    }
+}
+
+/// Runs the guest call inside this request's future until it has set its
+/// response. A call that returns at once (most do) costs no task of its own;
+/// one still running after setting its response (streaming the body, waiting
+/// on a host call) moves to a task, since hyper needs the response head
+/// before the body is complete.
+async fn run_call(id: u64, active: Arc<Active>, request: Request<Full<Bytes>>, in_flight: InFlight) -> Response<Body> {
+    let (sender, receiver) = oneshot::channel();
+    let call = async move {
+        let deadline = active.limits.deadline;
+        let result = active.instances.call(deadline, move |warm| Box::pin(call_guest(warm, request, sender))).await;
+        // A failed instance was dropped in `call`, before the slot is released here.
+        drop(in_flight);
+        match result {
+            Ok(()) => Outcome::Done,
+            Err(Failure { reason, message, detail }) => {
+                active.metrics.failed(reason);
+                tracing::warn!(request_id = id, reason = reason.as_str(), error = %message, %detail, "guest call failed");
+                Outcome::Failed(reason, message)
+            }
+        }
+    };
+    let mut call = Box::pin(AssertUnwindSafe(call).catch_unwind().map(move |outcome| {
+        outcome.unwrap_or_else(|_| {
+            tracing::error!(request_id = id, "the host panicked running the guest call");
+            Outcome::Panicked
+        })
+    }));
+    let mut receiver = std::pin::pin!(receiver);
+    tokio::select! {
+        biased;
+        outcome = &mut call => match receiver.await {
+            Ok(set) => response_or_error(set),
+            Err(_) => unanswered(outcome),
+        },
+        answer = &mut receiver => match answer {
+            Ok(set) => {
+                tokio::spawn(call);
+                response_or_error(set)
+            }
+            // Dropped unset: the call's outcome says why.
+            Err(_) => unanswered(call.await),
+        },
+    }
+}
+
+/// The error response of a call that set no response, from how it ended.
+fn unanswered(outcome: Outcome) -> Response<Body> {
+    match outcome {
+        Outcome::Failed(reason, message) => {
+            let status = match reason {
+                FailureReason::Deadline => StatusCode::SERVICE_UNAVAILABLE,
+                FailureReason::Memory | FailureReason::Trap => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            json_error(status, reason.as_str(), &message)
+        }
+        Outcome::Done => {
+            json_error(StatusCode::INTERNAL_SERVER_ERROR, "no_response", "the guest returned without setting a response")
+        }
+        Outcome::Panicked => json_error(StatusCode::INTERNAL_SERVER_ERROR, "host_error", "the host failed to run the guest"),
     }
 }
 
