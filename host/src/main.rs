@@ -8,6 +8,12 @@ use scalelab::{backtrace, cli, compile, fd_limit, logging, serve, workers};
 use std::process::ExitCode;
 use std::time::Instant;
 
+/// mimalloc rather than the C library's allocator: a guest call allocates and
+/// frees many small host objects (resources, rows, header maps) on every worker
+/// thread, which glibc's and above all musl's allocators serve slowly.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let process_start = Instant::now();
     let user_lib_backtrace = backtrace::disable_library_captures();

@@ -196,6 +196,29 @@ async fn warm_instances_are_reused_up_to_the_limit_and_never_after_a_failure() {
     assert_eq!(reuse_counts(&host).await, (2.0, 2.0));
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fresh_instance_sees_nothing_an_earlier_request_left_in_memory() {
+    // `/leftover` counts requests in a data-segment and a zeroed static, grows
+    // memory and fills the new pages: a pool slot used again must come back
+    // as the module's image, with grown pages zero.
+    let client = reqwest::Client::new();
+    let leftover = |host: &Host| client.get(host.url("/leftover")).send();
+    let strict = Host::start("fixture-wstd", &["--instance-reuse", "1"]);
+    for _ in 0..6 {
+        assert_eq!(leftover(&strict).await.unwrap().text().await.unwrap(), "data 1001 bss 1 dirty 0\n");
+    }
+    // A reused instance keeps its memory: the counters do count.
+    let reused = Host::start("fixture-wstd", &["--instance-reuse", "3"]);
+    let mut bodies = Vec::new();
+    for _ in 0..4 {
+        bodies.push(leftover(&reused).await.unwrap().text().await.unwrap());
+    }
+    assert_eq!(
+        bodies,
+        ["data 1001 bss 1 dirty 0\n", "data 1002 bss 2 dirty 0\n", "data 1003 bss 3 dirty 0\n", "data 1001 bss 1 dirty 0\n"]
+    );
+}
+
 /// (instances created, requests served by a warm instance) of the fixture.
 async fn reuse_counts(host: &Host) -> (f64, f64) {
     let metrics = host.metrics().await;
