@@ -168,7 +168,7 @@ fn bad_guests_stop_start_up_with_a_clear_error() {
     // The smallest core module: a module, not a component.
     std::fs::write(dir.join("core.wasm"), b"\0asm\x01\0\0\0").unwrap();
     let cases = [
-        ("nosuch".to_string(), "available: broker, fixture-http, fixture-wstd, prime, todo, tracker"),
+        ("nosuch".to_string(), "available: broker, fixture-http, fixture-wstd, httpbin, prime, todo, tracker"),
         (dir.join("text.wasm").display().to_string(), "not a WebAssembly file"),
         (dir.join("core.wasm").display().to_string(), "components"),
         (dir.join("missing.wasm").display().to_string(), "does not exist"),

@@ -428,7 +428,7 @@ mod tests {
         dry.dry_run = true;
         assert!(run(&ws, &dry).unwrap().applied.is_empty());
         let err = run(&ws, &args("nosuch", PathBuf::from("/nonexistent"))).unwrap_err().to_string();
-        assert!(err.contains("no overlay \"nosuch\"") && err.contains("broker, prime, todo, tracker"), "{err}");
+        assert!(err.contains("no overlay \"nosuch\"") && err.contains("broker, httpbin, prime, todo, tracker"), "{err}");
     }
 
     #[test]

@@ -49,7 +49,7 @@ fn temp_dir(name: &str) -> PathBuf {
 fn render_all() -> Vec<Rendered> {
     let ws = ws();
     let overlays = manifests::overlays(&ws).unwrap();
-    assert_eq!(overlays, ["broker", "prime", "todo", "tracker"], "one overlay per guest");
+    assert_eq!(overlays, ["broker", "httpbin", "prime", "todo", "tracker"], "one overlay per guest");
     overlays.iter().map(|o| manifests::render(&ws, o).unwrap()).collect()
 }
 
@@ -408,6 +408,28 @@ fn each_overlay_scales_its_guest_as_intended() {
     assert!(pool * hpa["spec"]["maxReplicas"].as_i64().unwrap() < 100, "every pod's pool fits Postgres' 100 connections");
     let load = container(todo.get("Deployment", "load").unwrap(), "load");
     assert_eq!(load["args"][1], "--scenario=/etc/scalelab-load/scenario.toml");
+
+    let httpbin = overlay("httpbin");
+    assert_eq!(httpbin.guest().unwrap(), "httpbin");
+    let hpa = httpbin.get("HorizontalPodAutoscaler", "scalelab").unwrap();
+    assert!(targets_host(hpa) && hpa["apiVersion"] == "autoscaling/v2");
+    assert_eq!((hpa["spec"]["minReplicas"].as_i64(), hpa["spec"]["maxReplicas"].as_i64()), (Some(1), Some(4)));
+    let targets: Vec<(&str, i64)> = hpa["spec"]["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["resource"]["name"].as_str().unwrap(), m["resource"]["target"]["averageUtilization"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(targets, [("cpu", 50), ("memory", 70)]);
+    let host = container(httpbin.get("Deployment", "scalelab").unwrap(), "scalelab");
+    assert!(host["resources"]["requests"]["memory"].is_string(), "memory utilisation needs a memory request");
+    // /delay/{n} waits up to 10 s: the guest's deadline must allow it.
+    let config: toml_edit::DocumentMut = httpbin.guest_config().unwrap().parse().unwrap();
+    let deadline = config["deadline"].as_str().unwrap();
+    assert!(deadline.strip_suffix('s').and_then(|s| s.parse::<u64>().ok()).is_some_and(|s| s > 10), "deadline {deadline}");
+    let load = container(httpbin.get("Deployment", "load").unwrap(), "load");
+    let args: Vec<&str> = load["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert_eq!(args, ["load", "--rate=100", "--duration=1h", "http://scalelab:8080/uuid"], "/uuid every 10 ms");
 
     let tracker = overlay("tracker");
     assert_eq!(tracker.guest().unwrap(), "tracker");

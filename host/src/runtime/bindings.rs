@@ -1,5 +1,5 @@
 //! Host side of our own WIT (`wit/session.wit`, `wit/host-services.wit`,
-//! `wit/sql.wit`, `wit/setup.wit`): the generated bindings, and the host
+//! `wit/sql.wit`, `wit/client.wit`, `wit/setup.wit`): the generated bindings, and the host
 //! services behind each import, implemented on [`GuestState`] over the
 //! process-wide [`Services`].
 //!
@@ -30,7 +30,7 @@ pub mod setup {
 }
 
 pub use self::scalelab::guests::sql;
-use self::scalelab::guests::{log, metrics, session_types, sessions, state};
+use self::scalelab::guests::{client, log, metrics, session_types, sessions, state};
 /// The session export's bindings, by the name of the world guests target.
 pub use HostWorld as SessionGuest;
 pub use HostWorldIndices as SessionGuestIndices;
@@ -116,6 +116,12 @@ impl log::Host for GuestState {
             log::Level::Warn => tracing::warn!(target: "scalelab::guest", guest, "{message}"),
             log::Level::Error => tracing::error!(target: "scalelab::guest", guest, "{message}"),
         }
+    }
+}
+
+impl client::Host for GuestState {
+    fn address(&mut self) -> Option<String> {
+        self.client.map(|ip| ip.to_string())
     }
 }
 

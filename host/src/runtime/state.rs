@@ -12,6 +12,7 @@
 use crate::runtime::services::Services;
 use crate::runtime::sql::Database;
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -42,6 +43,9 @@ pub struct GuestState {
     /// When the current call must end (`call::arm`), so that host calls that
     /// wait (SQL) stop in time; `None` without a deadline.
     pub deadline: Option<Instant>,
+    /// The client of the HTTP request being answered (`wit/client.wit`),
+    /// set for each request: wasi:http does not tell a guest who sent it.
+    pub client: Option<IpAddr>,
     wasi: WasiCtx,
     http: WasiHttpCtx,
     /// Resources (requests, streams, fields) handed to the guest.
@@ -77,6 +81,7 @@ impl GuestState {
             guest,
             grants,
             deadline: None,
+            client: None,
             wasi,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
@@ -110,9 +115,23 @@ impl WasiHttpView for GuestState {
 }
 
 /// Guests get no network: every outgoing wasi:http request is denied.
+/// Header rules are wasmtime's but for `Proxy-Authenticate`, which a guest
+/// answering 407 must send (httpbin's `/status/407`).
 struct DenyOutgoing;
 
+/// wasmtime's forbidden headers, less `Proxy-Authenticate`: one filter for
+/// the process, since wasmtime asks for it with every header map.
+static FORBIDDEN_HEADERS: std::sync::LazyLock<wasmtime_wasi_http::ForbiddenHeaderFilter> = std::sync::LazyLock::new(|| {
+    std::sync::Arc::new(|name: &http::HeaderName| {
+        *name != http::header::PROXY_AUTHENTICATE && wasmtime_wasi_http::DEFAULT_FORBIDDEN_HEADERS.contains(name)
+    })
+});
+
 impl WasiHttpHooks for DenyOutgoing {
+    fn forbidden_header_filter(&mut self) -> wasmtime_wasi_http::ForbiddenHeaderFilter {
+        FORBIDDEN_HEADERS.clone()
+    }
+
     fn send_request(
         &mut self,
         _request: http::Request<wasmtime_wasi_http::WasiBody>,

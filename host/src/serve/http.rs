@@ -25,6 +25,7 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Body as _, Incoming};
 use hyper::header::{CONTENT_LENGTH, HeaderValue};
 use hyper::{Request, Response, StatusCode};
+use std::net::IpAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -60,15 +61,15 @@ impl Handler {
         Handler { live, metrics, max_body, next_id: AtomicU64::new(1) }
     }
 
-    /// Serves one request. Never fails: every error becomes a response.
-    pub async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
+    /// Serves one request from `client`. Never fails: every error becomes a response.
+    pub async fn handle(&self, request: Request<Incoming>, client: IpAddr) -> Response<Body> {
         let arrived = Instant::now();
         // The whole request runs on the guest current at its arrival.
         let active = self.live.active();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         // Copy what the log line needs only when it will be written.
         let logged = tracing::enabled!(tracing::Level::DEBUG).then(|| (request.method().clone(), request.uri().clone()));
-        let mut response = self.respond(id, request, active.clone()).await;
+        let mut response = self.respond(id, request, client, active.clone()).await;
         response.headers_mut().insert(REQUEST_ID, HeaderValue::from(id));
         let took = arrived.elapsed();
         active.metrics.answered(response.status().as_u16(), took);
@@ -85,7 +86,7 @@ impl Handler {
         response
     }
 
-    async fn respond(&self, id: u64, request: Request<Incoming>, active: Arc<Active>) -> Response<Body> {
+    async fn respond(&self, id: u64, request: Request<Incoming>, client: IpAddr, active: Arc<Active>) -> Response<Body> {
         if active.guest.http.is_none() {
             return json_error(
                 StatusCode::NOT_IMPLEMENTED,
@@ -108,7 +109,7 @@ impl Handler {
             Err(response) => return response,
         };
 
-        run_call(id, active, request, in_flight).await
+        run_call(id, active, request, client, in_flight).await
     }
 
     /// Reads the whole body within `--max-body`, so an oversized request is
@@ -152,11 +153,17 @@ impl Handler {
 /// one still running after setting its response (streaming the body, waiting
 /// on a host call) moves to a task, since hyper needs the response head
 /// before the body is complete.
-async fn run_call(id: u64, active: Arc<Active>, request: Request<Full<Bytes>>, in_flight: InFlight) -> Response<Body> {
+async fn run_call(
+    id: u64,
+    active: Arc<Active>,
+    request: Request<Full<Bytes>>,
+    client: IpAddr,
+    in_flight: InFlight,
+) -> Response<Body> {
     let (sender, receiver) = oneshot::channel();
     let call = async move {
         let deadline = active.limits.deadline;
-        let result = active.instances.call(deadline, move |warm| Box::pin(call_guest(warm, request, sender))).await;
+        let result = active.instances.call(deadline, move |warm| Box::pin(call_guest(warm, request, client, sender))).await;
         // A failed instance was dropped in `call`, before the slot is released here.
         drop(in_flight);
         match result {
@@ -219,20 +226,26 @@ fn response_or_error(set: Result<Response<Body>, ErrorCode>) -> Response<Body> {
     }
 }
 
-/// Hands one request to the guest's `incoming-handler`.
+/// Hands one request to the guest's `incoming-handler`, telling the
+/// instance who the client is for the call (`wit/client.wit`).
 async fn call_guest(
     warm: &mut Warm,
     request: Request<Full<Bytes>>,
+    client: IpAddr,
     sender: oneshot::Sender<Result<Response<Body>, ErrorCode>>,
 ) -> wasmtime::Result<()> {
     let store = &mut warm.store;
+    store.data_mut().client = Some(client.to_canonical());
     // In a block: the view borrows the store, and must not live across the call.
     let (guest_request, out) = {
         let mut http = wasmtime_wasi_http::WasiHttpView::http(store.data_mut());
         (http.new_incoming_request(Scheme::Http, request)?, http.new_response_outparam(sender)?)
     };
     let proxy = warm.proxy.as_ref().expect("only HTTP guests get requests");
-    proxy.wasi_http_incoming_handler().call_handle(&mut *store, guest_request, out).await
+    let result = proxy.wasi_http_incoming_handler().call_handle(&mut *store, guest_request, out).await;
+    // The instance may serve other calls next; none of them is this client's.
+    store.data_mut().client = None;
+    result
 }
 
 /// An admitted request: counted in the in-flight gauge until dropped.

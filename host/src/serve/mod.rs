@@ -313,7 +313,7 @@ async fn accept_traffic(
                 if request.uri().path().starts_with(socketio::PATH) {
                     return Ok::<_, Infallible>(socketio::accept(request, session_host, peer, heartbeat));
                 }
-                Ok::<_, Infallible>(handler.handle(request).await)
+                Ok::<_, Infallible>(handler.handle(request, peer.ip()).await)
             }
         });
         let connection = graceful.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned());

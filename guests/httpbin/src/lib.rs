@@ -1,0 +1,60 @@
+//! The `httpbin` guest: httpbin 0.9.2's request and response service, for
+//! the httpbin scaling scenario and for pointing HTTP tools at.
+//!
+//! Everything httpbin decides lives in `crates/httpbin-api`; this file
+//! reads the wasi:http request into it, asks the host who the client is
+//! (`wit/client.wit`, for `origin`), and carries out its answer: a reply,
+//! a reply after a delay (a WASI clock wait, so the instance holds no
+//! worker thread), or a stream written line by line.
+
+mod bindings {
+    // Shares guest-http's wasi:http bindings (see crates/guest-http).
+    guest_http::generate!("scalelab:guests/client-http-guest");
+}
+
+use bindings::exports::wasi::http::incoming_handler;
+use bindings::scalelab::guests::client;
+use bindings::wasi::random::random;
+use guest_http::Response;
+use guest_http::wasi::clocks::monotonic_clock;
+use guest_http::wasi::http::types::{IncomingRequest, ResponseOutparam};
+use httpbin_api::{Action, Context, Reply, Request};
+
+struct Httpbin;
+
+impl incoming_handler::Guest for Httpbin {
+    fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
+        let method = guest_http::method_name(&request.method());
+        let path_with_query = request.path_with_query().unwrap_or_else(|| "/".to_string());
+        // The host keeps the Host header to itself (wasi:http gives it as the
+        // authority); httpbin shows it first, where clients send it.
+        let mut headers: Vec<(String, Vec<u8>)> =
+            request.authority().map(|a| ("host".to_string(), a.into_bytes())).into_iter().collect();
+        headers.extend(request.headers().entries());
+        let body = match guest_http::read_body(&request) {
+            Ok(body) => body,
+            Err(e) => return Response::json_error(400, &e).send(response_out),
+        };
+        let peer = client::address();
+        let request =
+            Request { method: &method, path_with_query: &path_with_query, headers: &headers, body: &body, peer: peer.as_deref() };
+        let mut random = random::get_random_u64;
+        let mut context = Context { random: &mut random, now: std::time::SystemTime::now() };
+        match httpbin_api::route(&request, &mut context) {
+            Action::Reply(reply) => response(reply).send(response_out),
+            Action::Delay(delay, reply) => {
+                let nanos = u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX);
+                monotonic_clock::subscribe_duration(nanos).block();
+                response(reply).send(response_out);
+            }
+            Action::Stream(head, lines) => response(head).stream(lines, response_out),
+        }
+    }
+}
+
+fn response(reply: Reply) -> Response {
+    let headers = reply.headers.into_iter().map(|(name, value)| (name, value.into_bytes())).collect();
+    Response { status: reply.status, headers, body: reply.body }
+}
+
+bindings::export!(Httpbin with_types_in bindings);
