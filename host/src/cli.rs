@@ -311,6 +311,12 @@ pub struct ServeArgs {
     #[arg(long, env = "SCALELAB_SESSION_DRAIN", default_value = "30s", value_parser = parse_duration)]
     pub session_drain: Duration,
 
+    /// Most bytes waiting to be written to one session (a peer that stops
+    /// reading while the guest keeps sending); a session over it is closed
+    /// as a slow consumer.
+    #[arg(long, env = "SCALELAB_SESSION_MAX_OUTGOING", default_value = "1MiB", value_parser = parse_bytes)]
+    pub session_max_outgoing: u64,
+
     /// socket.io clients (at /socket.io/ on the traffic port) are pinged this often.
     #[arg(long, env = "SCALELAB_SOCKETIO_PING_INTERVAL", default_value = "25s", value_parser = parse_duration)]
     pub socketio_ping_interval: Duration,
@@ -322,6 +328,19 @@ pub struct ServeArgs {
     /// Address of the admin listener: /healthz, /readyz, /metrics.
     #[arg(long, env = "SCALELAB_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
     pub admin_listen: SocketAddr,
+
+    /// A client must send a request's whole head (request line and headers)
+    /// within this long, on the traffic and the admin port; a connection that
+    /// does not (a slowloris, an idle keep-alive connection) is closed.
+    #[arg(long, env = "SCALELAB_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// Most connections open at once on the traffic port (idle keep-alive
+    /// ones included); a connection beyond it gets a 503 and is closed.
+    /// socket.io sessions count here only until their upgrade (then
+    /// `--max-sessions` applies).
+    #[arg(long, env = "SCALELAB_MAX_CONNECTIONS", default_value_t = 25_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
 
     /// Largest request body accepted; larger ones get 413.
     #[arg(long, env = "SCALELAB_MAX_BODY", default_value = "1MiB", value_parser = parse_bytes)]

@@ -44,6 +44,8 @@ pub enum RejectReason {
     BodyTooLarge,
     InFlightLimit,
     BadBody,
+    /// A connection refused at `--max-connections`.
+    ConnectionLimit,
 }
 
 impl RejectReason {
@@ -52,6 +54,7 @@ impl RejectReason {
             RejectReason::BodyTooLarge => "body_too_large",
             RejectReason::InFlightLimit => "in_flight_limit",
             RejectReason::BadBody => "bad_body",
+            RejectReason::ConnectionLimit => "connection_limit",
         }
     }
 }
@@ -69,11 +72,19 @@ pub enum CloseReason {
     Swapped,
     /// The host is shutting down.
     Shutdown,
+    /// The peer read too slowly: more than `--session-max-outgoing` bytes waited for it.
+    SlowConsumer,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 5] =
-        [CloseReason::Peer, CloseReason::Error, CloseReason::Guest, CloseReason::Swapped, CloseReason::Shutdown];
+    pub const ALL: [CloseReason; 6] = [
+        CloseReason::Peer,
+        CloseReason::Error,
+        CloseReason::Guest,
+        CloseReason::Swapped,
+        CloseReason::Shutdown,
+        CloseReason::SlowConsumer,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -82,6 +93,7 @@ impl CloseReason {
             CloseReason::Guest => "guest",
             CloseReason::Swapped => "swapped",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::SlowConsumer => "slow_consumer",
         }
     }
 }
@@ -175,7 +187,7 @@ impl Metrics {
         let rejections = IntCounterVec::new(
             Opts::new(
                 "scalelab_http_rejections_total",
-                "Requests refused before reaching the guest, by reason (body_too_large, in_flight_limit, bad_body)",
+                "Requests (or connections) refused before reaching the guest, by reason (body_too_large, in_flight_limit, bad_body, connection_limit)",
             ),
             &["reason"],
         )?;
@@ -203,7 +215,10 @@ impl Metrics {
         let sessions_opened =
             IntCounterVec::new(Opts::new("scalelab_sessions_opened_total", "Sessions opened, by transport"), &["transport"])?;
         let sessions_closed = IntCounterVec::new(
-            Opts::new("scalelab_sessions_closed_total", "Sessions closed, by reason (peer, error, guest, swapped, shutdown)"),
+            Opts::new(
+                "scalelab_sessions_closed_total",
+                "Sessions closed, by reason (peer, error, guest, swapped, shutdown, slow_consumer)",
+            ),
             &["reason"],
         )?;
         let sessions_refused = IntCounterVec::new(
@@ -257,7 +272,9 @@ impl Metrics {
         registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
 
         // Make the label sets that exist before any traffic visible at once.
-        for reason in [RejectReason::BodyTooLarge, RejectReason::InFlightLimit, RejectReason::BadBody] {
+        for reason in
+            [RejectReason::BodyTooLarge, RejectReason::InFlightLimit, RejectReason::BadBody, RejectReason::ConnectionLimit]
+        {
             rejections.with_label_values(&[reason.as_str()]);
         }
         for result in ["ok", "rejected"] {

@@ -307,3 +307,36 @@ fn the_swarm_works_against_an_existing_broker_that_sends_no_delimiters() {
     assert_eq!(summary["killed"], 1, "{summary:#}");
     assert_eq!(summary["errors"], 0, "{summary:#}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_peer_that_stops_reading_is_closed_as_a_slow_consumer_while_others_are_served() {
+    let host = broker("", &["--session-max-outgoing", "16KiB"]);
+    // One engine reads everything it is sent; the other never reads again.
+    let reader = Engine::register(host.tcp(), "reader");
+    let _silent = Engine::register(host.tcp(), "silent");
+    let mut reading = reader.0.try_clone().unwrap();
+    reading.set_read_timeout(None).unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 64 * 1024];
+        while reading.read(&mut buf).is_ok_and(|n| n > 0) {}
+    });
+    // Broadcast (with the load client) until the silent engine's queue,
+    // behind the kernel's socket buffers (megabytes), overflows: the host
+    // must close it, not buffer for ever.
+    let mut load = support::scalelab()
+        .args(["load", &host.url("/dowork?time=18446744073709551615"), "--concurrency", "16", "--duration", "2m"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let closed = wait_metric(&host, "scalelab_sessions_closed_total", &[("reason", "slow_consumer")], |v| v >= 1.0).await;
+    interrupt(&load);
+    load.wait().unwrap();
+    assert_eq!(closed, 1.0);
+    assert!(host.wait_log(PATIENCE, |l| l["message"] == "slow consumer: session closed").is_some());
+    // The reader is still connected and served.
+    wait_metric(&host, "broker_active_connections", &[], |v| v == 1.0).await;
+    let text = reqwest::get(host.url("/dowork?time=1")).await.unwrap().text().await.unwrap();
+    assert_eq!(text, "Broker, sent to 1 engines 'DOWORK:1");
+    drop(reader);
+}

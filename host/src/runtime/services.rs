@@ -17,12 +17,13 @@ pub struct Services {
 }
 
 impl Services {
-    /// `max_result`: the largest SQL result, in bytes.
-    pub fn new(metrics: &Metrics, max_result: usize) -> Services {
+    /// `max_result`: the largest SQL result, in bytes; `max_outgoing`: the
+    /// most bytes queued for one session.
+    pub fn new(metrics: &Metrics, max_result: usize, max_outgoing: usize) -> Services {
         Services {
             state: SharedState::new(metrics.state_keys.clone()),
             metrics: DeclaredMetrics::new(metrics.registry()),
-            sessions: SessionTable::default(),
+            sessions: SessionTable::new(max_outgoing),
             databases: Databases::new(&metrics.registry(), max_result),
         }
     }

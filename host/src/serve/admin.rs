@@ -21,8 +21,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::header::{AUTHORIZATION, HeaderValue, WWW_AUTHENTICATE};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -81,8 +80,8 @@ pub struct Admin {
 }
 
 /// Serves the admin routes until the process exits.
-pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
-    let builder = auto::Builder::new(TokioExecutor::new());
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>, header_read_timeout: std::time::Duration) {
+    let builder = crate::serve::connection::builder(header_read_timeout);
     loop {
         let (stream, _) = accept::next(&listener, "admin").await;
         let admin = admin.clone();

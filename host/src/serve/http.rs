@@ -61,6 +61,11 @@ impl Handler {
         Handler { live, metrics, max_body, next_id: AtomicU64::new(1) }
     }
 
+    /// The host's metrics, for refusals made before a request exists.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// Serves one request from `client`. Never fails: every error becomes a response.
     pub async fn handle(&self, request: Request<Incoming>, client: IpAddr) -> Response<Body> {
         let arrived = Instant::now();

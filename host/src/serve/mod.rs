@@ -16,6 +16,7 @@
 pub mod accept;
 pub mod admin;
 pub mod config;
+pub mod connection;
 pub mod database_check;
 pub mod http;
 pub mod respond;
@@ -27,7 +28,7 @@ pub mod tcp;
 pub mod watch;
 
 use crate::cli::{Explicit, ServeArgs};
-use crate::metrics::{LimitValues, Metrics};
+use crate::metrics::{LimitValues, Metrics, RejectReason};
 use crate::runtime::active::{Active, ActiveParts};
 use crate::runtime::cache::CompileCache;
 use crate::runtime::call::Limits;
@@ -42,8 +43,7 @@ use anyhow::{Context, Result, bail};
 use config::{ConfigError, GuestConfig};
 use http::Handler;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use session::SessionHost;
 use settings::{GrantsRequest, Settings, Source};
@@ -74,7 +74,8 @@ pub async fn run(args: ServeArgs, explicit: Explicit, process_start: Instant) ->
         max_in_flight: args.max_in_flight,
     })?);
     let max_result = usize::try_from(args.database.database_max_result).context("--database-max-result is too large")?;
-    let services = Arc::new(Services::new(&metrics, max_result));
+    let max_outgoing = usize::try_from(args.session_max_outgoing).context("--session-max-outgoing is too large")?;
+    let services = Arc::new(Services::new(&metrics, max_result, max_outgoing));
     let grants = Arc::new(config.grants.clone().open(&services.databases)?);
     let ready = Readiness::default();
     let admin = Arc::new(Admin {
@@ -83,7 +84,7 @@ pub async fn run(args: ServeArgs, explicit: Explicit, process_start: Instant) ->
         swapper: OnceLock::new(),
         token: admin_token(args.admin_token_file.as_deref())?,
     });
-    tokio::spawn(admin::serve(listeners.admin, admin.clone()));
+    tokio::spawn(admin::serve(listeners.admin, admin.clone(), args.header_read_timeout));
 
     let loaded = tokio::select! {
         loaded = load_first_guest(&args, &config, &limits, &grants, &services) => loaded?,
@@ -139,7 +140,7 @@ pub async fn run(args: ServeArgs, explicit: Explicit, process_start: Instant) ->
     let heartbeat = socketio::Heartbeat { ping_interval: args.socketio_ping_interval, ping_timeout: args.socketio_ping_timeout };
     let graceful = GracefulShutdown::new();
     let signal = tokio::select! {
-        never = accept_traffic(&listeners.traffic, &handler, &session_host, heartbeat, &graceful) => match never {},
+        never = accept_traffic(&listeners.traffic, &handler, &session_host, heartbeat, &graceful, &args) => match never {},
         signal = shutdown.recv() => signal,
     };
 
@@ -293,18 +294,27 @@ async fn set_up(guest: &Guest, engine: &wasmtime::Engine, limits: &Limits, grant
 /// Pause between two attempts at a guest's `setup` during start-up.
 const SETUP_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Accepts traffic connections for ever: HTTP/1.1 and h2c to the handler,
-/// socket.io upgrades to sessions. Every connection is watched by `graceful`.
+/// Accepts traffic connections for ever, at most `--max-connections` at
+/// once: HTTP/1.1 and h2c to the handler, socket.io upgrades to sessions.
+/// Every connection is watched by `graceful`.
 async fn accept_traffic(
     traffic: &TcpListener,
     handler: &Arc<Handler>,
     session_host: &Arc<SessionHost>,
     heartbeat: socketio::Heartbeat,
     graceful: &GracefulShutdown,
+    args: &ServeArgs,
 ) -> std::convert::Infallible {
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let builder = connection::builder(args.header_read_timeout);
+    let limit = Arc::new(tokio::sync::Semaphore::new(args.max_connections as usize));
     loop {
         let (stream, peer) = accept::next(traffic, "traffic").await;
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            handler.metrics().reject(RejectReason::ConnectionLimit);
+            tracing::debug!(%peer, "connection refused: --max-connections reached");
+            tokio::spawn(connection::refuse(stream));
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let (handler, session_host) = (handler.clone(), session_host.clone());
         let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
@@ -318,6 +328,8 @@ async fn accept_traffic(
         });
         let connection = graceful.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned());
         tokio::spawn(async move {
+            // Held until the connection ends (or is upgraded to a session).
+            let _permit = permit;
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }

@@ -24,7 +24,7 @@ use crate::runtime::call::Failure;
 use crate::runtime::instances::Warm;
 use crate::runtime::live::LiveGuest;
 use crate::runtime::services::Services;
-use crate::runtime::session_table::{Outgoing, SessionId};
+use crate::runtime::session_table::{Mailbox, Outgoing, Overflow, SessionId};
 use bytes::Bytes;
 use prometheus::IntCounter;
 use std::io;
@@ -48,6 +48,10 @@ pub trait Transport: Send {
     /// Closes the connection, telling the peer `reason` where the transport can.
     fn close(self, reason: &str) -> impl Future<Output = ()> + Send;
 }
+
+/// How long closing a connection may take (a WebSocket close frame to a
+/// peer that does not read would wait for ever); then it is dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How an I/O failure counts: the peer going away (reset, broken pipe,
 /// already closed) is the peer closing; anything else is an error.
@@ -168,7 +172,8 @@ impl SessionHost {
         }
         let mut swaps = self.live.swaps();
         let mut shutdown = self.shutdown.clone();
-        let (registration, mut outgoing) = self.services.sessions.open();
+        let (registration, mut mailbox) = self.services.sessions.open();
+        let overflow = mailbox.overflow();
         let id = registration.id;
         self.metrics.session_opened(T::KIND);
         tracing::debug!(session = id, %peer, transport = T::KIND, guest = %active.guest.name, "session opened");
@@ -192,36 +197,20 @@ impl SessionHost {
             }
             tokio::select! {
                 biased;
-                out = outgoing.recv() => match out {
+                _ = overflow.wait() => break self.slow_consumer(id, &overflow),
+                out = mailbox.recv() => match out {
                     Some(Outgoing::Data(data)) => {
-                        // Everything queued goes out with one flush (a tick's events, a burst of broadcasts).
-                        let mut next = Some(Outgoing::Data(data));
-                        let mut close = None;
-                        let mut written = Ok(());
-                        while let Some(item) = next.take() {
-                            match item {
-                                Outgoing::Data(data) => {
-                                    written = transport.send(data).await;
-                                    if written.is_err() {
-                                        break;
-                                    }
-                                    self.sent.inc();
-                                }
-                                Outgoing::Close(reason) => {
-                                    close = Some(reason);
-                                    break;
-                                }
-                            }
-                            next = outgoing.try_recv().ok();
-                        }
-                        if let Err(e) = match written {
-                            Ok(()) => transport.flush().await,
-                            failed => failed,
-                        } {
-                            break (failure_reason(&e), format!("write failed: {e}"));
-                        }
-                        if let Some(reason) = close {
-                            break (CloseReason::Guest, reason);
+                        // A write blocked on a peer that does not read ends
+                        // when the queue behind it overflows.
+                        let written = tokio::select! {
+                            biased;
+                            _ = overflow.wait() => break self.slow_consumer(id, &overflow),
+                            written = self.write_queued(&mut transport, data, &mut mailbox) => written,
+                        };
+                        match written {
+                            Err(e) => break (failure_reason(&e), format!("write failed: {e}")),
+                            Ok(Some(reason)) => break (CloseReason::Guest, reason),
+                            Ok(None) => {}
                         }
                     }
                     Some(Outgoing::Close(reason)) => break (CloseReason::Guest, reason),
@@ -254,11 +243,46 @@ impl SessionHost {
 
         // Gone from the table first: what `closed` broadcasts skips this session.
         drop(registration);
-        transport.close(&message).await;
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, transport.close(&message)).await;
         let effects = Box::pin(self.call(&active, id, Call::Closed(message.clone()))).await;
         self.apply(effects);
         self.metrics.session_closed(T::KIND, reason);
         tracing::debug!(session = id, reason = reason.as_str(), cause = %message, "session closed");
+    }
+
+    /// Writes `first` and everything queued behind it with one flush (a
+    /// tick's events, a burst of broadcasts). `Some(reason)` when a close
+    /// was queued among them.
+    async fn write_queued<T: Transport>(
+        &self,
+        transport: &mut T,
+        first: Bytes,
+        mailbox: &mut Mailbox,
+    ) -> io::Result<Option<String>> {
+        let mut next = Some(Outgoing::Data(first));
+        let mut close = None;
+        while let Some(item) = next.take() {
+            match item {
+                Outgoing::Data(data) => {
+                    transport.send(data).await?;
+                    self.sent.inc();
+                }
+                Outgoing::Close(reason) => {
+                    close = Some(reason);
+                    break;
+                }
+            }
+            next = mailbox.try_recv();
+        }
+        transport.flush().await?;
+        Ok(close)
+    }
+
+    /// The close of a session whose peer stopped reading, logged.
+    fn slow_consumer(&self, id: SessionId, overflow: &Overflow) -> (CloseReason, String) {
+        let max = self.services.sessions.max_outgoing();
+        tracing::warn!(session = id, queued_bytes = overflow.queued(), max_bytes = max, "slow consumer: session closed");
+        (CloseReason::SlowConsumer, format!("slow consumer: more than {max} bytes waited to be written (--session-max-outgoing)"))
     }
 
     /// Calls the session guest's `tick` at the interval it asked for (or the

@@ -1,0 +1,135 @@
+//! Clients that misbehave on purpose, against the real host on loopback:
+//! each attack is bounded in count and time, and each test checks both that
+//! the attacker is dealt with and that a well-behaved client is still served.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+use support::{Host, PATIENCE};
+
+/// A raw connection and everything the server sent until it closed it (or
+/// `PATIENCE` passed, which fails the test).
+fn until_closed(mut stream: TcpStream) -> Vec<u8> {
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut received = Vec::new();
+    match stream.read_to_end(&mut received) {
+        Ok(_) => received,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => received,
+        Err(e) => panic!("the server kept the connection open: {e}"),
+    }
+}
+
+/// A request a well-behaved client makes, answered with `status`.
+fn served(addr: SocketAddr, path: &str, status: u16) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+    let answer = String::from_utf8_lossy(&until_closed(stream)).into_owned();
+    assert!(answer.starts_with(&format!("HTTP/1.1 {status} ")), "{answer}");
+}
+
+/// Starts sending a request head one byte at a time, every `pace`, on a
+/// thread, until the server closes the connection; returns when it did
+/// and how many bytes got through.
+fn slowloris(addr: SocketAddr, pace: Duration) -> std::thread::JoinHandle<(Duration, usize)> {
+    std::thread::spawn(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        let started = Instant::now();
+        let head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Padding: ".iter().chain(std::iter::repeat(&b'a'));
+        let mut sent = 0;
+        for byte in head {
+            if stream.write_all(&[*byte]).is_err() {
+                break;
+            }
+            sent += 1;
+            // A closed connection shows on the next write, or as EOF here.
+            stream.set_read_timeout(Some(pace)).unwrap();
+            let mut buf = [0u8; 512];
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => {} // a 408 or other answer before the close
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(_) => break,
+            }
+            assert!(started.elapsed() < PATIENCE, "the server never closed a connection trickling its headers");
+        }
+        (started.elapsed(), sent)
+    })
+}
+
+#[test]
+fn a_slowloris_is_cut_off_after_the_header_read_timeout_on_both_ports_while_others_are_served() {
+    let host = Host::start("prime", &["--header-read-timeout", "2s"]);
+    let attacks = [slowloris(host.traffic, Duration::from_millis(200)), slowloris(host.admin, Duration::from_millis(200))];
+    // While the attack runs, normal clients get their answers.
+    for _ in 0..3 {
+        served(host.traffic, "/prime/10", 200);
+        served(host.admin, "/healthz", 200);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    for attack in attacks {
+        let (took, sent) = attack.join().unwrap();
+        // Cut off by the timeout (2 s), not by a size limit: about 10 bytes got through.
+        assert!(took >= Duration::from_secs(2), "closed after {took:?}");
+        assert!(sent < 200, "{sent} bytes trickled in before the close");
+    }
+}
+
+#[test]
+fn oversized_and_malformed_heads_are_refused_before_the_guest() {
+    let host = Host::start("prime", &[]);
+    // More header fields than hyper accepts (100): 431. (A head larger than
+    // its buffer gets 431 too, but the server then closes with the rest of
+    // the head unread, and the reset can overtake the answer.)
+    let mut stream = TcpStream::connect(host.traffic).unwrap();
+    let fields: String = (0..200).map(|i| format!("X-Field-{i}: {i}\r\n")).collect();
+    stream.write_all(format!("GET /prime/1 HTTP/1.1\r\nHost: x\r\n{fields}\r\n").as_bytes()).unwrap();
+    let answer = String::from_utf8_lossy(&until_closed(stream)).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+    // Garbage instead of a request line: 400.
+    let mut stream = TcpStream::connect(host.traffic).unwrap();
+    stream.write_all(b"\x01\x02NOT HTTP AT ALL\r\n\r\n").unwrap();
+    let answer = String::from_utf8_lossy(&until_closed(stream)).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    // Neither reached the guest, and the host still serves.
+    served(host.traffic, "/prime/10", 200);
+}
+
+#[test]
+fn connections_beyond_the_cap_are_refused_clearly_and_served_again_once_others_close() {
+    let host = Host::start("prime", &["--max-connections", "50", "--header-read-timeout", "10m"]);
+    // 50 idle connections fill the traffic port.
+    let mut idle: Vec<TcpStream> = (0..50).map(|_| TcpStream::connect(host.traffic).unwrap()).collect();
+    // The host has taken them all (each holds its slot once accepted).
+    let give_up = Instant::now() + PATIENCE;
+    let refused = loop {
+        let mut stream = TcpStream::connect(host.traffic).unwrap();
+        let _ = stream.write_all(b"GET /prime/10 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let answer = String::from_utf8_lossy(&until_closed(stream)).into_owned();
+        if answer.starts_with("HTTP/1.1 503 ") {
+            break answer;
+        }
+        assert!(Instant::now() < give_up, "never refused: {answer}");
+    };
+    assert!(refused.contains("\"kind\":\"connection_limit\"") && refused.contains("--max-connections"), "{refused}");
+    // The admin port is not limited: probes still answer.
+    served(host.admin, "/healthz", 200);
+    let metrics = support::Metrics(reqwest::blocking::get(host.admin_url("/metrics")).unwrap().text().unwrap());
+    let rejected = metrics.value("scalelab_http_rejections_total", &[("reason", "connection_limit")]).unwrap();
+    assert!(rejected >= 1.0);
+    // Ten idle clients leave: new ones are served again.
+    idle.truncate(40);
+    let give_up = Instant::now() + PATIENCE;
+    loop {
+        let mut stream = TcpStream::connect(host.traffic).unwrap();
+        let _ = stream.write_all(b"GET /prime/10 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let answer = String::from_utf8_lossy(&until_closed(stream)).into_owned();
+        if answer.starts_with("HTTP/1.1 200 ") {
+            break;
+        }
+        assert!(Instant::now() < give_up, "not served after connections closed: {answer}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(idle);
+}
