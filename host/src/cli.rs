@@ -331,9 +331,10 @@ pub struct ServeArgs {
 
     /// A client must send a request's whole head (request line and headers)
     /// within this long, on the traffic and the admin port; a connection that
-    /// does not (a slowloris, an idle keep-alive connection) is closed.
-    #[arg(long, env = "SCALELAB_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
-    pub header_read_timeout: Duration,
+    /// does not (a slowloris, an idle keep-alive connection) is closed;
+    /// `off` waits for ever.
+    #[arg(long, env = "SCALELAB_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_deadline)]
+    pub header_read_timeout: Deadline,
 
     /// Most connections open at once on the traffic port (idle keep-alive
     /// ones included); a connection beyond it gets a 503 and is closed.

@@ -80,7 +80,7 @@ pub struct Admin {
 }
 
 /// Serves the admin routes until the process exits.
-pub async fn serve(listener: TcpListener, admin: Arc<Admin>, header_read_timeout: std::time::Duration) {
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>, header_read_timeout: Option<std::time::Duration>) {
     let builder = crate::serve::connection::builder(header_read_timeout);
     loop {
         let (stream, _) = accept::next(&listener, "admin").await;

@@ -25,11 +25,19 @@ const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: appli
 /// How long a refused connection may take to be told.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The connection builder every listener uses.
-pub fn builder(header_read_timeout: Duration) -> auto::Builder<TokioExecutor> {
+/// The connection builder every listener uses; `None`: no header-read
+/// timeout (and no timer: hyper's default timeout needs one).
+pub fn builder(header_read_timeout: Option<Duration>) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
+    match header_read_timeout {
+        Some(timeout) => {
+            builder.http1().timer(TokioTimer::new()).header_read_timeout(timeout);
+            builder.http2().timer(TokioTimer::new());
+        }
+        None => {
+            builder.http1().header_read_timeout(None);
+        }
+    }
     builder
 }
 

@@ -84,7 +84,7 @@ pub async fn run(args: ServeArgs, explicit: Explicit, process_start: Instant) ->
         swapper: OnceLock::new(),
         token: admin_token(args.admin_token_file.as_deref())?,
     });
-    tokio::spawn(admin::serve(listeners.admin, admin.clone(), args.header_read_timeout));
+    tokio::spawn(admin::serve(listeners.admin, admin.clone(), args.header_read_timeout.0));
 
     let loaded = tokio::select! {
         loaded = load_first_guest(&args, &config, &limits, &grants, &services) => loaded?,
@@ -305,7 +305,7 @@ async fn accept_traffic(
     graceful: &GracefulShutdown,
     args: &ServeArgs,
 ) -> std::convert::Infallible {
-    let builder = connection::builder(args.header_read_timeout);
+    let builder = connection::builder(args.header_read_timeout.0);
     let limit = Arc::new(tokio::sync::Semaphore::new(args.max_connections as usize));
     loop {
         let (stream, peer) = accept::next(traffic, "traffic").await;
