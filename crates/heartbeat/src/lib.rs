@@ -58,14 +58,28 @@ pub struct Split<M> {
 }
 
 /// Splits engine -> broker data (a pending tail from the last read, then the
-/// new read).
+/// new read). `delimits`: this peer has been seen ending its messages with
+/// `\n` (see [`delimits`]).
 ///
-/// An unterminated tail that parses as a whole message is complete: existing
-/// engines send no delimiter, and some send one only sometimes. A tail that
-/// could still become a message (`HeartBe`, `HeartBeat:e1:`) waits in
-/// [`Split::rest`] for the next read.
-pub fn split(data: &[u8]) -> Split<EngineMessage> {
-    split_with(data, &ENGINE_KEYWORDS, parse_engine)
+/// From a peer not known to delimit, an unterminated tail that parses as a
+/// whole message is complete: existing engines send no delimiter. From a
+/// peer that delimits, an unterminated tail waits for its `\n` (or the next
+/// message): a read may end inside a number (`HeartBeat:e1:12` of
+/// `HeartBeat:e1:123\n`), and taking it as complete would be a wrong count.
+/// An engine that delimits only sometimes has its undelimited messages
+/// handled one read late, except a count of 0 (its registration), which no
+/// further digit can follow.
+/// A tail that could still become a message (`HeartBe`, `HeartBeat:e1:`)
+/// waits in [`Split::rest`] for the next read.
+pub fn split(data: &[u8], delimits: bool) -> Split<EngineMessage> {
+    split_with(data, &ENGINE_KEYWORDS, parse_engine, delimits)
+}
+
+/// Whether `data` shows its sender ends messages with `\n`. The first
+/// message of an engine (`NewEngine:<id>:0`) ends in a one-digit count, so
+/// no read can cut it ambiguously before the sender is known.
+pub fn delimits(data: &[u8]) -> bool {
+    data.contains(&b'\n')
 }
 
 /// Where the data after an oversized message starts: after the first `\n`
@@ -80,12 +94,12 @@ pub fn resume_point(data: &[u8]) -> Option<usize> {
     }
 }
 
-/// Splits broker -> engine data, as [`split`].
+/// Splits broker -> engine data, as [`split`] (brokers send no delimiter).
 pub fn split_replies(data: &[u8]) -> Split<BrokerMessage> {
-    split_with(data, &BROKER_KEYWORDS, parse_broker)
+    split_with(data, &BROKER_KEYWORDS, parse_broker, false)
 }
 
-fn split_with<M>(data: &[u8], keywords: &[&str], parse: fn(&str) -> Option<M>) -> Split<M> {
+fn split_with<M>(data: &[u8], keywords: &[&str], parse: fn(&str) -> Option<M>, delimits: bool) -> Split<M> {
     let mut out = Split { messages: Vec::new(), malformed: Vec::new(), merged: 0, rest: Vec::new(), discarding: false };
     let mut lines: Vec<&[u8]> = data.split(|&b| b == b'\n').collect();
     // The piece after the last `\n` (or all of it without one) is unterminated.
@@ -108,7 +122,10 @@ fn split_with<M>(data: &[u8], keywords: &[&str], parse: fn(&str) -> Option<M>) -
     // still become a message.
     let pieces = pieces(tail, keywords);
     let (last, whole) = pieces.split_last().expect("a non-empty tail has a piece");
-    let last_complete = std::str::from_utf8(last).ok().and_then(parse).is_some();
+    // From a peer that delimits, only a count of 0 (`NewEngine:<id>:0`, which
+    // an engine sends before it waits for the reply) cannot be cut short.
+    let unambiguous = !delimits || last.ends_with(b":0");
+    let last_complete = unambiguous && std::str::from_utf8(last).ok().and_then(parse).is_some();
     if last_complete {
         split_line(tail, keywords, parse, &mut out);
     } else if could_become_message(last, keywords) {
@@ -253,61 +270,81 @@ mod tests {
 
     #[test]
     fn one_undelimited_read_is_one_message() {
-        let s = split(b"NewEngine:e1:0");
+        let s = split(b"NewEngine:e1:0", false);
         assert_eq!(s.messages, vec![EngineMessage::NewEngine { id: "e1".into(), n: 0 }]);
         assert!(s.malformed.is_empty() && s.rest.is_empty() && s.merged == 0);
     }
 
     #[test]
     fn merged_messages_are_split_and_counted() {
-        let s = split(b"HeartBeat:e1:3HeartBeat:e1:4");
+        let s = split(b"HeartBeat:e1:3HeartBeat:e1:4", false);
         assert_eq!(s.messages, vec![hb("e1", 3), hb("e1", 4)]);
         assert_eq!(s.merged, 1);
-        let s = split(b"HeartBeat:e1:3HeartBeat:e1:4HeartBeat:e1:5\n");
+        let s = split(b"HeartBeat:e1:3HeartBeat:e1:4HeartBeat:e1:5\n", false);
         assert_eq!(s.messages, vec![hb("e1", 3), hb("e1", 4), hb("e1", 5)]);
         assert_eq!(s.merged, 2);
     }
 
     #[test]
     fn newline_terminated_messages_split_without_counting_as_merged() {
-        let s = split(b"HeartBeat:a:1\nHeartBeat:a:2\r\n");
+        let s = split(b"HeartBeat:a:1\nHeartBeat:a:2\r\n", false);
         assert_eq!(s.messages, vec![hb("a", 1), hb("a", 2)]);
         assert_eq!(s.merged, 0);
     }
 
     #[test]
+    fn from_a_peer_that_delimits_a_tail_waits_for_its_newline() {
+        // A read that ends inside a count must not be taken as a message.
+        let s = split(b"HeartBeat:a:1\nHeartBeat:a:12", true);
+        assert_eq!(s.messages, vec![hb("a", 1)]);
+        assert_eq!(s.rest, b"HeartBeat:a:12");
+        let mut next = s.rest.clone();
+        next.extend_from_slice(b"3\n");
+        assert_eq!(split(&next, true).messages, vec![hb("a", 123)]);
+        assert!(delimits(b"NewEngine:a:0\n") && !delimits(b"NewEngine:a:0"));
+        // A registration (count 0) cannot be cut short: it is complete as it is.
+        assert_eq!(split(b"NewEngine:b:0", true).messages, vec![EngineMessage::NewEngine { id: "b".into(), n: 0 }]);
+        // An undelimited heartbeat is handled with the next message.
+        let s = split(b"HeartBeat:a:5", true);
+        assert!(s.messages.is_empty());
+        let mut next = s.rest;
+        next.extend_from_slice(b"HeartBeat:a:6");
+        assert_eq!(split(&next, true).messages, vec![hb("a", 5)]);
+    }
+
+    #[test]
     fn a_half_sent_message_waits_for_the_rest() {
-        let s = split(b"HeartBeat:a:1\nHeartBe");
+        let s = split(b"HeartBeat:a:1\nHeartBe", false);
         assert_eq!(s.messages, vec![hb("a", 1)]);
         assert_eq!(s.rest, b"HeartBe");
         let mut next = s.rest.clone();
         next.extend_from_slice(b"at:a:2\n");
-        assert_eq!(split(&next).messages, vec![hb("a", 2)]);
-        // A tail that parses is complete, with or without earlier newlines.
-        assert_eq!(split(b"HeartBeat:a:1\nHeartBeat:a:2").messages, vec![hb("a", 1), hb("a", 2)]);
+        assert_eq!(split(&next, false).messages, vec![hb("a", 2)]);
+        // From a peer not known to delimit, a tail that parses is complete.
+        assert_eq!(split(b"HeartBeat:a:1\nHeartBeat:a:2", false).messages, vec![hb("a", 1), hb("a", 2)]);
         // A merged complete message before an incomplete one is delivered.
-        let s = split(b"HeartBeat:a:1HeartBeat:a");
+        let s = split(b"HeartBeat:a:1HeartBeat:a", false);
         assert_eq!((s.messages, s.rest, s.merged), (vec![hb("a", 1)], b"HeartBeat:a".to_vec(), 1));
     }
 
     #[test]
     fn garbage_and_oversized_data_are_malformed() {
-        let s = split(b"hello\nHeartBeat:a:x\nHeartBeat::1\nHeartBeat:a:1\n");
+        let s = split(b"hello\nHeartBeat:a:x\nHeartBeat::1\nHeartBeat:a:1\n", false);
         assert_eq!(s.messages, vec![hb("a", 1)]);
         assert_eq!(s.malformed, vec!["hello", "HeartBeat:a:x", "HeartBeat::1"]);
         let big = vec![b'x'; MAX_MESSAGE + 1];
-        let s = split(&big);
+        let s = split(&big, false);
         assert_eq!(s.malformed.len(), 1);
         assert!(s.malformed[0].ends_with("(257 bytes)"), "{:?}", s.malformed);
         assert!(s.rest.is_empty());
         let mut long = b"HeartBeat:".to_vec();
         long.extend(vec![b'a'; MAX_MESSAGE]);
-        assert!(split(&long).rest.is_empty());
-        let s = split(b"junkHeartBeat:a:1");
+        assert!(split(&long, false).rest.is_empty());
+        let s = split(b"junkHeartBeat:a:1", false);
         assert_eq!((s.messages, s.malformed), (vec![hb("a", 1)], vec!["junk".to_string()]));
-        assert!(split(b"\xff\xfe").malformed.len() == 1);
+        assert!(split(b"\xff\xfe", false).malformed.len() == 1);
         // The rest of an oversized message, in later reads, is skipped.
-        assert!(split(&big).discarding);
+        assert!(split(&big, false).discarding);
         assert_eq!(resume_point(b"xxxx"), None);
         assert_eq!(resume_point(b"xx\nHeartBeat:a:1"), Some(3));
         assert_eq!(resume_point(b"xxHeartBeat:a:1"), Some(2));

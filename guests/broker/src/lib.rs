@@ -98,7 +98,8 @@ impl Guest for Broker {
         }
         let mut buffered = session.take_pending();
         buffered.extend_from_slice(data);
-        let split = heartbeat::split(&buffered);
+        session.delimits |= heartbeat::delimits(data);
+        let split = heartbeat::split(&buffered, session.delimits);
 
         let mut effects = Vec::new();
         for message in split.messages {

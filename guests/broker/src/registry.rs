@@ -125,6 +125,9 @@ pub struct Session {
     pub engine: Option<String>,
     /// Inside an oversized message: skip until its end.
     pub discarding: bool,
+    /// The engine ends its messages with `\n` (seen once, kept): an
+    /// unterminated tail from it is never complete.
+    pub delimits: bool,
     pending: Option<Vec<u8>>,
     had_pending: bool,
     /// The record as loaded, to skip writing it back unchanged.
@@ -147,6 +150,7 @@ impl Session {
             id,
             engine: (!engine.is_empty()).then(|| engine.to_string()),
             discarding: flags.contains('x'),
+            delimits: flags.contains('d'),
             pending: None,
             had_pending: flags.contains('p'),
             loaded,
@@ -177,7 +181,7 @@ impl Session {
             state::delete(&Session::pending_key(self.id));
         }
         let mut flags = String::new();
-        for (set, flag) in [(!pending.is_empty(), 'p'), (self.discarding, 'x')] {
+        for (set, flag) in [(!pending.is_empty(), 'p'), (self.discarding, 'x'), (self.delimits, 'd')] {
             if set {
                 flags.push(flag);
             }

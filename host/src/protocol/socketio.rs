@@ -126,4 +126,23 @@ mod tests {
         assert!(open("sid", 25000, 20000).starts_with("0{\"sid\":\"sid\",\"upgrades\":[],\"pingInterval\":25000,"));
         assert_eq!(new_sid().len(), 20);
     }
+
+    proptest::proptest! {
+        /// Any text frame parses or is refused with a reason; never a panic.
+        #[test]
+        fn any_frame_parses_or_is_refused(text in "\\PC{0,64}", prefix in "[0-6]{0,2}") {
+            let frame = format!("{prefix}{text}");
+            if let Err(reason) = parse(&frame) {
+                proptest::prop_assert!(!reason.is_empty());
+            }
+        }
+
+        /// What `event` frames, `parse` reads back.
+        #[test]
+        fn events_round_trip(name in "[a-z]{1,8}", value in proptest::num::i64::ANY) {
+            let data = format!("[\"{name}\",{value}]");
+            let frame = event(&data);
+            proptest::prop_assert_eq!(parse(&frame), Ok(Packet::Event { ack: None, data: &data }));
+        }
+    }
 }

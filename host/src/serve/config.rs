@@ -225,4 +225,28 @@ mod tests {
         assert_eq!(err.line, 1);
         assert!(parse("guest = \"prime\"\n[env]\nA = 1\n").unwrap_err().line == 3);
     }
+
+    proptest::proptest! {
+        /// Any text is a configuration or an error naming the file; never a panic.
+        #[test]
+        fn any_text_parses_or_is_refused_with_the_file_named(
+            lines in proptest::collection::vec(
+                proptest::prop_oneof![
+                    "guest = \"[a-z]{0,8}\"",
+                    "deadline = \"[0-9a-z ]{0,6}\"",
+                    "max_memory = \"[0-9A-Za-z]{0,6}\"",
+                    "tick_interval = \"[0-9a-z]{0,5}\"",
+                    "\\[(env|mounts|database)\\]",
+                    "[a-z_]{1,10} = [0-9\"a-z]{0,6}",
+                    "\\PC{0,20}",
+                ],
+                0..8,
+            )
+        ) {
+            let text = lines.join("\n");
+            if let Err(e) = parse(&text) {
+                proptest::prop_assert!(e.to_string().contains("guest.toml"), "{}", e);
+            }
+        }
+    }
 }

@@ -1,0 +1,71 @@
+//! httpbin's router over arbitrary requests (proptest): it never panics, and
+//! every JSON it writes reads back; Python-style floats read back exactly.
+
+use httpbin_api::json::{self, Json};
+use httpbin_api::{Action, Context, Request};
+use proptest::prelude::*;
+
+fn method() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("GET".to_string()),
+        Just("POST".to_string()),
+        Just("PUT".to_string()),
+        Just("OPTIONS".to_string()),
+        Just("HEAD".to_string()),
+        "[A-Z]{1,8}",
+    ]
+}
+
+fn path() -> impl Strategy<Value = String> {
+    let route = prop_oneof![
+        Just("/get"),
+        Just("/anything/x"),
+        Just("/post"),
+        Just("/status/"),
+        Just("/bytes/"),
+        Just("/stream/"),
+        Just("/base64/"),
+        Just("/delay/"),
+        Just("/redirect/"),
+        Just("/cookies/set"),
+        Just("/response-headers"),
+        Just("/basic-auth/a/"),
+        Just("/etag/"),
+        Just("/cache/"),
+        Just("/"),
+    ];
+    (route, "[ -~%]{0,20}", "[ -~]{0,30}").prop_map(|(route, tail, query)| format!("{route}{tail}?{query}"))
+}
+
+proptest! {
+    #[test]
+    fn any_request_gets_an_answer(
+        method in method(),
+        path in path(),
+        headers in proptest::collection::vec(("[a-zA-Z-]{1,16}", proptest::collection::vec(any::<u8>(), 0..24)), 0..6),
+        content_type in prop_oneof![Just("application/json"), Just("application/x-www-form-urlencoded"), Just("multipart/form-data; boundary=b"), Just("text/plain")],
+        body in proptest::collection::vec(any::<u8>(), 0..200),
+        seed in any::<u64>(),
+    ) {
+        let mut headers: Vec<(String, Vec<u8>)> = headers;
+        headers.push(("content-type".into(), content_type.as_bytes().to_vec()));
+        let request = Request { method: &method, path_with_query: &path, headers: &headers, body: &body, peer: Some("127.0.0.1") };
+        let mut state = seed;
+        let mut random = || { state = state.wrapping_mul(6364136223846793005).wrapping_add(1); state };
+        let mut context = Context { random: &mut random, now: std::time::UNIX_EPOCH };
+        let (Action::Reply(reply) | Action::Delay(_, reply) | Action::Stream(reply, _)) = httpbin_api::route(&request, &mut context);
+        prop_assert!((200..=999).contains(&reply.status));
+        let json = reply.headers.iter().any(|(n, v)| n == "Content-Type" && v == "application/json")
+            && !reply.headers.iter().any(|(n, _)| n == "Content-Encoding");
+        if json && !reply.body.is_empty() {
+            prop_assert!(serde_json::from_slice::<serde_json::Value>(&reply.body).is_ok(), "{}", String::from_utf8_lossy(&reply.body));
+        }
+    }
+
+    #[test]
+    fn python_floats_read_back_exactly(x in any::<f64>().prop_filter("finite", |x| x.is_finite())) {
+        let Json::Number(text) = Json::float(x) else { unreachable!() };
+        prop_assert_eq!(text.parse::<f64>().unwrap(), x, "{}", text);
+        prop_assert_eq!(json::compact(&Json::float(x)), text);
+    }
+}
