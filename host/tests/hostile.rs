@@ -133,3 +133,64 @@ fn connections_beyond_the_cap_are_refused_clearly_and_served_again_once_others_c
     }
     drop(idle);
 }
+
+/// Closes `stream` with a reset (SO_LINGER 0) instead of a FIN.
+fn reset(stream: TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: setsockopt on an open socket we own, with a correctly sized linger.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+    drop(stream);
+}
+
+/// A broker engine's registration, and its reply.
+fn register(addr: SocketAddr, id: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream.write_all(format!("NewEngine:{id}:0\n").as_bytes()).unwrap();
+    let mut reply = [0u8; 64];
+    let n = stream.read(&mut reply).unwrap();
+    assert_eq!(&reply[..n], b"SUCCESS:Registered");
+    stream
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn session_floods_are_refused_and_counted_while_open_sessions_go_on() {
+    let host = Host::start("broker", &["--max-sessions", "20"]);
+    let addr = host.tcp();
+    let mut engines: Vec<TcpStream> = (0..20).map(|i| register(addr, &format!("e{i}"))).collect();
+    // 200 more connections: each refused (closed at once), counted.
+    for _ in 0..200 {
+        let stream = TcpStream::connect(addr).unwrap();
+        assert!(until_closed(stream).is_empty(), "a connection over --max-sessions got an answer");
+    }
+    let refused =
+        support::wait_metric(&host, "scalelab_sessions_refused_total", &[("reason", "session_limit")], |v| v >= 200.0).await;
+    assert_eq!(refused, 200.0);
+    // 2,000 connects reset at once, at the limit and below it.
+    drop(engines.split_off(10));
+    support::wait_metric(&host, "broker_active_connections", &[], |v| v == 10.0).await;
+    for _ in 0..2000 {
+        reset(TcpStream::connect(addr).unwrap());
+    }
+    // The host is unaffected: whatever the burst opened closes again, a new
+    // engine registers, and the ten go on.
+    support::wait_metric(&host, "scalelab_sessions_active", &[("transport", "tcp")], |v| v == 10.0).await;
+    drop(register(addr, "late"));
+    support::wait_metric(&host, "broker_active_connections", &[], |v| v == 10.0).await;
+    for (i, engine) in engines.iter_mut().enumerate() {
+        engine.write_all(format!("HeartBeat:e{i}:1\n").as_bytes()).unwrap();
+    }
+    support::wait_metric(&host, "broker_heartbeats_total", &[], |v| v == 10.0).await;
+    assert_eq!(host.metrics().await.value("broker_sequence_errors_total", &[]), Some(0.0));
+    assert_eq!(host.metrics().await.value("scalelab_guest_failures_total", &[]), Some(0.0));
+}
