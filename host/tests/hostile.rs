@@ -206,3 +206,40 @@ async fn session_floods_are_refused_and_counted_while_open_sessions_go_on() {
     assert_eq!(host.metrics().await.value("broker_sequence_errors_total", &[]), Some(0.0));
     assert_eq!(host.metrics().await.value("scalelab_guest_failures_total", &[]), Some(0.0));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_websocket_message_over_the_size_limit_closes_its_session_only() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let host = Host::start("tracker", &[]);
+    let connect = || async {
+        let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", host.traffic);
+        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        let _open = ws.next().await.unwrap().unwrap();
+        ws.send(Message::text("40")).await.unwrap();
+        ws
+    };
+    let mut good = connect().await;
+    let mut huge = connect().await;
+    // 2 MiB in one message: over the host's 1 MiB limit. The write may fail
+    // part way once the host closes.
+    let _ = huge.send(Message::text(format!("42[\"x\",\"{}\"]", "a".repeat(2 << 20)))).await;
+    let closed = loop {
+        match tokio::time::timeout(PATIENCE, huge.next()).await.expect("the host kept the oversized session open") {
+            Some(Ok(Message::Text(_) | Message::Ping(_) | Message::Pong(_))) => {}
+            _ => break true,
+        }
+    };
+    assert!(closed);
+    support::wait_metric(&host, "scalelab_sessions_closed_total", &[("reason", "error")], |v| v == 1.0).await;
+    // The other session still gets its events.
+    let mut events = 0;
+    while events < 10 {
+        match tokio::time::timeout(PATIENCE, good.next()).await.unwrap() {
+            Some(Ok(Message::Text(t))) if t.starts_with("42") => events += 1,
+            Some(Ok(_)) => {}
+            other => panic!("the good session ended: {other:?}"),
+        }
+    }
+    assert_eq!(host.metrics().await.value("scalelab_sessions_active", &[("transport", "socket.io")]), Some(1.0));
+}
