@@ -17,7 +17,6 @@ mod reply;
 mod routes;
 mod url;
 
-pub use inspect::title_case;
 pub use reply::Reply;
 pub use routes::route;
 
