@@ -45,7 +45,11 @@ pub fn run(ws: &Workspace, engines: Option<u32>, hold: Duration) -> Result<()> {
 
     let ramp = 5000.0_f64;
     let ramp_time = Duration::from_secs_f64(f64::from(engines) / ramp);
-    let duration = ramp_time + hold + Duration::from_secs(5);
+    // How long registration may take on a busy machine; the swarm runs until
+    // it is stopped after the hold (SIGINT: it still prints its summary), so
+    // a slow registration never ends it before the broker is measured.
+    let give_up_after = ramp_time * 4 + Duration::from_secs(30);
+    let duration = give_up_after + hold + Duration::from_secs(60);
     let started = Instant::now();
     let swarm = Command::new(&scalelab)
         .args(["--log-format", "json", "swarm", "engines", "--broker", &tcp, "--heartbeat", "10s"])
@@ -57,7 +61,7 @@ pub fn run(ws: &Workspace, engines: Option<u32>, hold: Duration) -> Result<()> {
         .spawn()
         .context("starting the swarm")?;
 
-    let give_up = started + duration;
+    let give_up = started + give_up_after;
     let mut all_registered = None;
     while Instant::now() < give_up {
         if metric(&admin, "broker_registered_engines")? >= f64::from(engines) {
@@ -80,6 +84,7 @@ pub fn run(ws: &Workspace, engines: Option<u32>, hold: Duration) -> Result<()> {
     let registered = metric(&admin, "broker_registered_engines")?;
     let heartbeats = metric(&admin, "broker_heartbeats_total")?;
     let sequence_errors = metric(&admin, "broker_sequence_errors_total")?;
+    let _ = Command::new("kill").args(["-INT", &swarm.id().to_string()]).status();
     let out = swarm.wait_with_output()?;
     let summary: Value = serde_json::from_slice(&out.stdout).context("the swarm printed no JSON summary")?;
     drop(broker);
