@@ -27,7 +27,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve a wasi:http guest on the traffic port, with probes and metrics on the admin port.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Compile a guest ahead of time into the compile cache (or to --output).
     Compile(CompileArgs),
     /// Drive HTTP load at URLs and report latency percentiles, throughput and errors.
@@ -316,6 +316,21 @@ pub struct ServeArgs {
     /// as a slow consumer.
     #[arg(long, env = "SCALELAB_SESSION_MAX_OUTGOING", default_value = "1MiB", value_parser = parse_bytes)]
     pub session_max_outgoing: u64,
+
+    /// Largest entry (key plus value) a guest may write into the shared
+    /// state; a bigger write fails the guest's call (reason `state_limit`).
+    #[arg(long, env = "SCALELAB_STATE_MAX_VALUE", default_value = "1MiB", value_parser = parse_bytes)]
+    pub state_max_value: u64,
+
+    /// Most bytes (keys plus values) the shared state holds in all; a write
+    /// past it fails the guest's call (reason `state_limit`).
+    #[arg(long, env = "SCALELAB_STATE_MAX_BYTES", default_value = "64MiB", value_parser = parse_bytes)]
+    pub state_max_bytes: u64,
+
+    /// Most metrics guests may declare (each is a series kept for the life
+    /// of the process); `declare` fails past it.
+    #[arg(long, env = "SCALELAB_GUEST_MAX_METRICS", default_value_t = 1000)]
+    pub guest_max_metrics: u32,
 
     /// socket.io clients (at /socket.io/ on the traffic port) are pinged this often.
     #[arg(long, env = "SCALELAB_SOCKETIO_PING_INTERVAL", default_value = "25s", value_parser = parse_duration)]

@@ -34,7 +34,7 @@ fn main() -> ExitCode {
             fd_limit::raise();
             runtime(workers).and_then(|rt| {
                 tracing::info!(step = "runtime", workers, "async runtime started");
-                rt.block_on(serve::run(args, explicit, process_start))
+                rt.block_on(serve::run(*args, explicit, process_start))
             })
         }
         cli::Command::Swarm(args) => {

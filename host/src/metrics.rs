@@ -25,6 +25,8 @@ pub enum FailureReason {
     Deadline,
     Memory,
     Trap,
+    /// A write to the shared state over `--state-max-value` or `--state-max-bytes`.
+    StateLimit,
 }
 
 impl FailureReason {
@@ -33,6 +35,7 @@ impl FailureReason {
             FailureReason::Deadline => "deadline",
             FailureReason::Memory => "memory",
             FailureReason::Trap => "trap",
+            FailureReason::StateLimit => "state_limit",
         }
     }
 }
@@ -46,6 +49,8 @@ pub enum RejectReason {
     BadBody,
     /// A connection refused at `--max-connections`.
     ConnectionLimit,
+    /// A request body that did not arrive within the deadline.
+    BodyTimeout,
 }
 
 impl RejectReason {
@@ -55,6 +60,7 @@ impl RejectReason {
             RejectReason::InFlightLimit => "in_flight_limit",
             RejectReason::BadBody => "bad_body",
             RejectReason::ConnectionLimit => "connection_limit",
+            RejectReason::BodyTimeout => "body_timeout",
         }
     }
 }
@@ -148,6 +154,8 @@ pub struct Metrics {
     session_call_duration: HistogramVec,
     /// Keys in the shared state (the state keeps it current).
     pub state_keys: IntGauge,
+    /// Bytes (keys plus values) in the shared state, against `--state-max-bytes`.
+    pub state_bytes: IntGauge,
 }
 
 impl Metrics {
@@ -244,6 +252,8 @@ impl Metrics {
             &["guest", "call"],
         )?;
         let state_keys = IntGauge::new("scalelab_state_keys", "Keys in the shared state that guests keep in the host")?;
+        let state_bytes =
+            IntGauge::new("scalelab_state_bytes", "Bytes (keys plus values) in the shared state that guests keep in the host")?;
 
         for collector in [
             Box::new(sessions_active.clone()) as Box<dyn prometheus::core::Collector>,
@@ -253,6 +263,7 @@ impl Metrics {
             Box::new(session_messages.clone()),
             Box::new(session_call_duration.clone()),
             Box::new(state_keys.clone()),
+            Box::new(state_bytes.clone()),
             Box::new(requests.clone()),
             Box::new(request_duration.clone()),
             Box::new(in_flight.clone()),
@@ -272,9 +283,13 @@ impl Metrics {
         registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
 
         // Make the label sets that exist before any traffic visible at once.
-        for reason in
-            [RejectReason::BodyTooLarge, RejectReason::InFlightLimit, RejectReason::BadBody, RejectReason::ConnectionLimit]
-        {
+        for reason in [
+            RejectReason::BodyTooLarge,
+            RejectReason::InFlightLimit,
+            RejectReason::BadBody,
+            RejectReason::ConnectionLimit,
+            RejectReason::BodyTimeout,
+        ] {
             rejections.with_label_values(&[reason.as_str()]);
         }
         for result in ["ok", "rejected"] {
@@ -318,6 +333,7 @@ impl Metrics {
             session_messages,
             session_call_duration,
             state_keys,
+            state_bytes,
         })
     }
 
@@ -360,6 +376,7 @@ impl Metrics {
             deadline_failures: failure(FailureReason::Deadline),
             memory_failures: failure(FailureReason::Memory),
             trap_failures: failure(FailureReason::Trap),
+            state_limit_failures: failure(FailureReason::StateLimit),
             session_calls: ["opened", "received", "closed", "tick", "session_tick"]
                 .map(|call| self.session_call_duration.with_label_values(&[guest, call])),
         }
@@ -428,6 +445,7 @@ pub struct GuestMetrics {
     deadline_failures: IntCounter,
     memory_failures: IntCounter,
     trap_failures: IntCounter,
+    state_limit_failures: IntCounter,
     /// Call durations of `opened`, `received`, `closed`, `tick`, `session_tick`, in that order.
     session_calls: [Histogram; 5],
 }
@@ -462,6 +480,7 @@ impl GuestMetrics {
             FailureReason::Deadline => &self.deadline_failures,
             FailureReason::Memory => &self.memory_failures,
             FailureReason::Trap => &self.trap_failures,
+            FailureReason::StateLimit => &self.state_limit_failures,
         }
         .inc();
     }

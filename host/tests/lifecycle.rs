@@ -123,6 +123,61 @@ async fn sigterm_closes_every_session_and_waits_for_each_closed_call_before_exit
     let _ = swarm.wait();
 }
 
+/// SIGTERM under load: 32 HTTP requests in the guest and 1,000 sessions
+/// open. Every request is answered 200, every session's socket is closed and
+/// its guest's `closed` runs (the fixture logs each), and the host exits 0
+/// well within the drain timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_under_load_answers_every_request_and_closes_every_session() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    support::raise_fd_limit();
+    let mut cmd = serve_command("fixture-session", &["--drain-timeout", "20s"]);
+    cmd.env("SCALELAB_LOG", "info,scalelab::serve::session=debug");
+    let mut host = Host::start_command(cmd);
+    let mut sessions = Vec::new();
+    for i in 0..1000 {
+        let mut stream = tokio::net::TcpStream::connect(host.tcp()).await.unwrap();
+        stream.write_all(format!("hello {i}\n").as_bytes()).await.unwrap();
+        sessions.push(stream);
+    }
+    // Each session is open in the guest once it has echoed.
+    for (i, stream) in sessions.iter_mut().enumerate() {
+        let expected = format!("echo:hello {i}\n");
+        let mut answer = vec![0u8; expected.len()];
+        tokio::time::timeout(PATIENCE, stream.read_exact(&mut answer)).await.unwrap().unwrap();
+        assert_eq!(answer, expected.as_bytes());
+    }
+    let client = reqwest::Client::new();
+    let requests: Vec<_> = (0..32).map(|_| tokio::spawn(client.get(host.url("/sleep?ms=3000")).send())).collect();
+    wait_in_flight(&host, 32).await;
+
+    let signalled = std::time::Instant::now();
+    host.signal(libc::SIGTERM);
+    for request in requests {
+        let response = request.await.unwrap().expect("an in-flight request failed during shutdown");
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.text().await.unwrap(), "slept\n");
+    }
+    for stream in &mut sessions {
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut rest)).await.expect("a session stayed open");
+        assert!(read.is_ok_and(|_| rest.is_empty()), "a session got more than its close");
+    }
+    let status = host.wait_exit(PATIENCE).expect("the host did not exit");
+    assert!(status.success(), "{status}");
+    let took = signalled.elapsed();
+    eprintln!("SIGTERM with 32 requests in flight and 1,000 sessions: exit 0 after {took:?}");
+    assert!(took < Duration::from_secs(20), "exit took {took:?}");
+    assert!(host.wait_log(PATIENCE, |l| l["message"] == "drained; exiting").is_some(), "{:#?}", host.logs());
+    let logs = host.logs();
+    let count = |pred: &dyn Fn(&serde_json::Value) -> bool| logs.iter().filter(|l| pred(l)).count();
+    let closed_calls =
+        count(&|l| l["message"].as_str().is_some_and(|m| m.starts_with("closed ") && m.ends_with(": host shutting down")));
+    assert_eq!(closed_calls, 1000, "the guest's `closed` ran for every session");
+    assert_eq!(count(&|l| l["message"] == "session closed" && l["reason"] == "shutdown"), 1000);
+    assert_eq!(count(&|l| l["message"] == "session guest call failed; the session goes on"), 0);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn compiled_code_is_cached_by_content_and_engine_configuration() {
     let cache = temp_dir("cache");
@@ -168,7 +223,7 @@ fn bad_guests_stop_start_up_with_a_clear_error() {
     // The smallest core module: a module, not a component.
     std::fs::write(dir.join("core.wasm"), b"\0asm\x01\0\0\0").unwrap();
     let cases = [
-        ("nosuch".to_string(), "available: broker, fixture-http, fixture-wstd, httpbin, prime, todo, tracker"),
+        ("nosuch".to_string(), "available: broker, fixture-http, fixture-session, fixture-wstd, httpbin, prime, todo, tracker"),
         (dir.join("text.wasm").display().to_string(), "not a WebAssembly file"),
         (dir.join("core.wasm").display().to_string(), "components"),
         (dir.join("missing.wasm").display().to_string(), "does not exist"),

@@ -11,7 +11,7 @@ use scalelab::runtime::cache::CompileCache;
 use scalelab::runtime::call::Limits;
 use scalelab::runtime::engine::{self, EngineSettings};
 use scalelab::runtime::guest::{self, Guest};
-use scalelab::runtime::services::Services;
+use scalelab::runtime::services::{ServiceLimits, Services};
 use scalelab::runtime::state::Grants;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +23,7 @@ const DEADLINE: Option<Duration> = Some(Duration::from_secs(30));
 async fn broker() -> (Active, Arc<Services>, Arc<Metrics>) {
     let limits = LimitValues { deadline: DEADLINE, max_memory: MAX_MEMORY, max_body: 1 << 20, max_in_flight: 4 };
     let metrics = Arc::new(Metrics::new(&limits).unwrap());
-    let services = Arc::new(Services::new(&metrics, 1 << 20, 1 << 20));
+    let services = Arc::new(Services::new(&metrics, ServiceLimits::generous()));
     let (engine, _) = engine::build(&EngineSettings { epoch_interruption: true, max_memory: MAX_MEMORY, pool_slots: 8 }).unwrap();
     engine::spawn_epoch_ticker(&engine).unwrap();
     let linker = guest::linker(&engine).unwrap();

@@ -1,15 +1,15 @@
 //! The formatting and lint gate of `cargo xtask test`: `cargo fmt --check`
-//! and `cargo clippy -- -D warnings` in both workspaces (the host's, and the
-//! guests' for `wasm32-wasip2`). A finding fails the test command, so code
+//! and `cargo clippy -- -D warnings` in the three workspaces (the host's, the
+//! guests' for `wasm32-wasip2`, and the fuzz targets' in `fuzz/`). A finding fails the test command, so code
 //! that lands is formatted (`rustfmt.toml`) and clippy-clean.
 
 use crate::workspace::{self, Workspace};
 use anyhow::{Context, Result};
 use std::process::Command;
 
-/// The two workspaces: the host's (root) and the guests'.
-fn manifests(ws: &Workspace) -> [std::path::PathBuf; 2] {
-    [ws.root.join("Cargo.toml"), ws.root.join("guests/Cargo.toml")]
+/// The workspaces: the host's (root), the guests' and the fuzz targets'.
+fn manifests(ws: &Workspace) -> [std::path::PathBuf; 3] {
+    [ws.root.join("Cargo.toml"), ws.root.join("guests/Cargo.toml"), ws.root.join("fuzz/Cargo.toml")]
 }
 
 /// Installs rustfmt and clippy with rustup when the toolchain lacks them
@@ -24,7 +24,7 @@ fn ensure_components(ws: &Workspace) -> Result<()> {
     Ok(())
 }
 
-/// `cargo fmt --check` in both workspaces: quick, so it runs first.
+/// `cargo fmt --check` in every workspace: quick, so it runs first.
 pub fn format(ws: &Workspace) -> Result<()> {
     ensure_components(ws)?;
     for manifest in manifests(ws) {
@@ -36,13 +36,16 @@ pub fn format(ws: &Workspace) -> Result<()> {
     Ok(())
 }
 
-/// `cargo clippy` with warnings denied in both workspaces, every target
+/// `cargo clippy` with warnings denied in every workspace, every target
 /// (tests, benches, examples) included; the guests for their wasm target.
+/// The fuzz targets are checked without libFuzzer's instrumentation, so
+/// they keep compiling though the tests never run them.
 pub fn clippy(ws: &Workspace) -> Result<()> {
-    let [host, guests] = manifests(ws);
+    let [host, guests, fuzz] = manifests(ws);
     workspace::run(&mut clippy_command(ws, &host, None)).context("clippy found problems in the host workspace")?;
     workspace::run(&mut clippy_command(ws, &guests, Some(crate::guests::TARGET)))
-        .context("clippy found problems in the guests workspace")
+        .context("clippy found problems in the guests workspace")?;
+    workspace::run(&mut clippy_command(ws, &fuzz, None)).context("clippy found problems in the fuzz targets")
 }
 
 fn clippy_command(ws: &Workspace, manifest: &std::path::Path, target: Option<&str>) -> Command {

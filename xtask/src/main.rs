@@ -11,6 +11,7 @@
 //!   under gunicorn (see `bench_httpbin.rs`);
 //! - `bench-todo [--quick]`: the todo guest on SQLite and Postgres against its
 //!   native reference (see `bench_todo.rs`);
+//! - `fuzz [--seconds N]`: every fuzz target of `fuzz/` for N seconds (see `fuzz.rs`);
 //! - `swap <guest> [--url URL]`: swap the guest of a Deployment (ConfigMap
 //!   patch, then wait for every pod) or of one host (see `swap.rs`);
 //! - `image [--layout-only]`: the container image, or the same layout as a
@@ -27,6 +28,7 @@ mod bench_todo;
 mod clients;
 mod cluster;
 mod deploy;
+mod fuzz;
 mod guests;
 mod image;
 #[cfg(test)]
@@ -102,6 +104,12 @@ enum Task {
         /// Requests in flight at once (one connection each).
         #[arg(long, default_value_t = 32)]
         concurrency: u32,
+    },
+    /// Runs every fuzz target of fuzz/ (cargo-fuzz, libFuzzer) for a while and prints a table.
+    Fuzz {
+        /// Seconds each target runs.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
     },
     /// Swap the guest of a Deployment (patch its ConfigMap in the current kube context, wait for
     /// every ready pod) or, with --url, of one running host through its admin API.
@@ -200,6 +208,7 @@ fn run(task: Task) -> Result<()> {
         Task::BenchSockets { hold } => bench_sockets::run(&ws, std::time::Duration::from_secs(hold))?,
         Task::BenchHttpbin { quick } => bench_httpbin::run(&ws, quick)?,
         Task::BenchTodo { quick, concurrency } => bench_todo::run(&ws, quick, concurrency)?,
+        Task::Fuzz { seconds } => fuzz::run(&ws, seconds)?,
         Task::BenchEngines { engines, hold } => bench_engines::run(&ws, engines, std::time::Duration::from_secs(hold))?,
         Task::Swap { guest, url: Some(url), token_file, dry_run, .. } => {
             swap::run(&swap::SwapArgs { guest, url, token_file, dry_run })?

@@ -4,18 +4,27 @@
 //! process-wide [`Services`].
 //!
 //! `wasi:http` comes from wasmtime-wasi-http; this module covers only what is
-//! ours. No import can trap: bad input from a guest (an undeclared metric,
-//! say) is logged, not fatal, and SQL errors are values the guest handles.
-//! Every import is synchronous but `sql`, which waits for the database.
+//! ours. Bad input from a guest (an undeclared metric, say) is logged, not
+//! fatal, and SQL errors are values the guest handles; the one import error
+//! that traps is a shared-state write over its limits ([`StateLimit`]), which
+//! ends the call with that message. Every import is synchronous but `sql`,
+//! which waits for the database.
 
 use crate::runtime::declared_metrics::Kind;
+#[cfg(doc)]
+use crate::runtime::shared_state::StateLimit;
 use crate::runtime::state::GuestState;
 use bytes::Bytes;
 
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "scalelab:guests/host-world",
-    imports: { "scalelab:guests/sql": async },
+    imports: {
+        "scalelab:guests/sql": async,
+        "scalelab:guests/state.set": trappable,
+        "scalelab:guests/state.increment": trappable,
+        "scalelab:guests/state.insert-if-absent": trappable,
+    },
     exports: { default: async },
     additional_derives: [PartialEq],
 });
@@ -41,20 +50,20 @@ impl state::Host for GuestState {
         self.services.state.get(&key)
     }
 
-    fn set(&mut self, key: String, value: Vec<u8>) {
-        self.services.state.set(key, value)
+    fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<()> {
+        Ok(self.services.state.set(key, value)?)
     }
 
     fn delete(&mut self, key: String) -> bool {
         self.services.state.delete(&key)
     }
 
-    fn increment(&mut self, key: String, delta: i64) -> i64 {
-        self.services.state.increment(&key, delta)
+    fn increment(&mut self, key: String, delta: i64) -> wasmtime::Result<i64> {
+        Ok(self.services.state.increment(&key, delta)?)
     }
 
-    fn insert_if_absent(&mut self, key: String, value: Vec<u8>) -> bool {
-        self.services.state.insert_if_absent(key, value)
+    fn insert_if_absent(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<bool> {
+        Ok(self.services.state.insert_if_absent(key, value)?)
     }
 
     fn list_prefix(&mut self, prefix: String) -> Vec<(String, Vec<u8>)> {

@@ -1,9 +1,11 @@
 //! One guest call's limits ([`Limits`]) and how it can fail: the deadline (an epoch
 //! callback for a guest that computes, a timeout for one that waits in a host
-//! call) and the classification of a failed call as deadline, memory or trap.
+//! call) and the classification of a failed call as deadline, memory, a
+//! shared-state limit or trap.
 //! `Instances::call` applies both to every call, HTTP or session.
 
 use crate::metrics::FailureReason;
+use crate::runtime::shared_state::StateLimit;
 use crate::runtime::state::GuestState;
 use std::time::{Duration, Instant};
 use wasmtime::{Store, Trap, UpdateDeadline};
@@ -98,6 +100,9 @@ pub fn classify(error: &wasmtime::Error, store: &Store<GuestState>, deadline: Op
         Some(trap) => trap.to_string(),
         None => error.root_cause().to_string(),
     };
+    if let Some(limit) = error.downcast_ref::<StateLimit>() {
+        return Failure { reason: FailureReason::StateLimit, message: limit.to_string(), detail };
+    }
     if store.data().memory.exceeded {
         let message = format!("the guest exceeded its memory limit (--max-memory): {cause}");
         return Failure { reason: FailureReason::Memory, message, detail };

@@ -6,6 +6,11 @@
 //! counter keeps counting across pooled instances and across a swap to a
 //! guest that declares the same name. Names are the guest's own (KEDA and
 //! HPA queries use them as they are); the `scalelab_` prefix is reserved.
+//!
+//! Every declared metric is a series the host keeps and serves for the rest
+//! of the process, so a guest that declares them in a loop (a label value
+//! per user, say) is refused past `--guest-max-metrics`, and one declaration
+//! (name, help, labels, buckets) is kept small.
 
 use prometheus::{Counter, Gauge, Histogram, HistogramOpts, Opts, Registry};
 use std::collections::HashMap;
@@ -35,15 +40,40 @@ impl Metric {
     }
 }
 
+/// Most bytes of one declaration: name, help, label names and values.
+const MAX_DECLARATION: usize = 4096;
+/// Most constant labels of one metric.
+const MAX_LABELS: usize = 16;
+/// Most histogram buckets of one metric.
+const MAX_BUCKETS: usize = 64;
+
 pub struct DeclaredMetrics {
     registry: Registry,
     declared: RwLock<HashMap<String, Metric>>,
+    /// Most metrics guests may declare in all (`--guest-max-metrics`).
+    max: usize,
 }
 
 impl DeclaredMetrics {
-    /// Metrics registered in `registry` (the host's, which `/metrics` encodes).
-    pub fn new(registry: Registry) -> DeclaredMetrics {
-        DeclaredMetrics { registry, declared: RwLock::new(HashMap::new()) }
+    /// Metrics registered in `registry` (the host's, which `/metrics` encodes),
+    /// at most `max` of them.
+    pub fn new(registry: Registry, max: usize) -> DeclaredMetrics {
+        DeclaredMetrics { registry, declared: RwLock::new(HashMap::new()), max }
+    }
+
+    /// Refuses a declaration too large to keep.
+    fn check_size(name: &str, help: &str, buckets: &[f64], labels: &[(String, String)]) -> Result<(), String> {
+        let bytes = name.len() + help.len() + labels.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        if bytes > MAX_DECLARATION {
+            return Err(format!("metric {name}: the declaration takes {bytes} bytes, over {MAX_DECLARATION}"));
+        }
+        if labels.len() > MAX_LABELS {
+            return Err(format!("metric {name}: {} labels, over {MAX_LABELS}", labels.len()));
+        }
+        if buckets.len() > MAX_BUCKETS {
+            return Err(format!("metric {name}: {} buckets, over {MAX_BUCKETS}", buckets.len()));
+        }
+        Ok(())
     }
 
     pub fn declare(
@@ -70,6 +100,10 @@ impl DeclaredMetrics {
         if name.is_empty() || !valid {
             return Err(format!("metric name {name:?} must match [a-zA-Z_:][a-zA-Z0-9_:]*"));
         }
+        Self::check_size(name, help, buckets, labels)?;
+        if self.declared.read().unwrap().len() >= self.max {
+            return Err(format!("metric {name}: {} metrics are declared already, the most --guest-max-metrics allows", self.max));
+        }
         let help = if help.is_empty() { name } else { help };
         let const_labels: HashMap<String, String> = labels.iter().cloned().collect();
         let opts = Opts::new(name, help).const_labels(const_labels.clone());
@@ -88,6 +122,9 @@ impl DeclaredMetrics {
         if declared.contains_key(name) {
             // Declared by another instance meanwhile.
             return Ok(());
+        }
+        if declared.len() >= self.max {
+            return Err(format!("metric {name}: {} metrics are declared already, the most --guest-max-metrics allows", self.max));
         }
         let registered = match &metric {
             Metric::Counter(m) => self.registry.register(Box::new(m.clone())),
@@ -137,7 +174,7 @@ mod tests {
     #[test]
     fn declared_metrics_appear_in_the_registry_and_misuse_is_refused() {
         let registry = Registry::new();
-        let metrics = DeclaredMetrics::new(registry.clone());
+        let metrics = DeclaredMetrics::new(registry.clone(), 100);
         let app = [("app".to_string(), "mx-server".to_string())];
         metrics.declare("mx_server_active_connections", "Active", Kind::Gauge, &[], &app).unwrap();
         metrics.declare("mx_server_active_connections", "Active", Kind::Gauge, &[], &app).unwrap();
@@ -161,5 +198,26 @@ mod tests {
         assert_eq!((active.get_label()[0].name(), active.get_label()[0].value()), ("app", "mx-server"));
         assert_eq!(value("jobs_total").unwrap().get_counter().value(), 3.0);
         assert_eq!(value("job_seconds").unwrap().get_histogram().get_sample_count(), 1);
+    }
+
+    #[test]
+    fn declarations_past_the_limit_or_too_large_are_refused() {
+        let registry = Registry::new();
+        let metrics = DeclaredMetrics::new(registry.clone(), 3);
+        for i in 0..3 {
+            metrics.declare(&format!("user_{i}_total"), "", Kind::Counter, &[], &[]).unwrap();
+        }
+        let refused = metrics.declare("user_3_total", "", Kind::Counter, &[], &[]).unwrap_err();
+        assert!(refused.contains("--guest-max-metrics"), "{refused}");
+        metrics.declare("user_0_total", "", Kind::Counter, &[], &[]).unwrap();
+        assert_eq!(registry.gather().len(), 3);
+
+        let metrics = DeclaredMetrics::new(Registry::new(), 100);
+        let huge = [("user".to_string(), "x".repeat(5000))];
+        assert!(metrics.declare("huge", "", Kind::Gauge, &[], &huge).unwrap_err().contains("bytes"));
+        let many: Vec<(String, String)> = (0..17).map(|i| (format!("l{i}"), String::new())).collect();
+        assert!(metrics.declare("many", "", Kind::Gauge, &[], &many).unwrap_err().contains("labels"));
+        let buckets: Vec<f64> = (0..65).map(f64::from).collect();
+        assert!(metrics.declare("fine", "", Kind::Histogram, &buckets, &[]).unwrap_err().contains("buckets"));
     }
 }

@@ -5,7 +5,7 @@
 use crate::metrics::Metrics;
 use crate::runtime::declared_metrics::DeclaredMetrics;
 use crate::runtime::session_table::SessionTable;
-use crate::runtime::shared_state::SharedState;
+use crate::runtime::shared_state::{SharedState, StateLimits};
 use crate::runtime::sql::Databases;
 
 pub struct Services {
@@ -16,15 +16,38 @@ pub struct Services {
     pub databases: Databases,
 }
 
+/// What bounds the services' memory, from the settings.
+#[derive(Debug, Clone, Copy)]
+pub struct ServiceLimits {
+    /// The largest SQL result, in bytes (`--sql-max-result`).
+    pub max_result: usize,
+    /// The most bytes queued for one session (`--session-max-outgoing`).
+    pub max_outgoing: usize,
+    /// The shared state's bounds (`--state-max-value`, `--state-max-bytes`).
+    pub state: StateLimits,
+    /// The most metrics guests may declare (`--guest-max-metrics`).
+    pub max_metrics: usize,
+}
+
+impl ServiceLimits {
+    /// Roomy limits, for tests and tools that run guests outside `serve`.
+    pub fn generous() -> ServiceLimits {
+        ServiceLimits {
+            max_result: 1 << 20,
+            max_outgoing: 1 << 20,
+            state: StateLimits { max_entry: 1 << 20, max_total: 64 << 20 },
+            max_metrics: 1000,
+        }
+    }
+}
+
 impl Services {
-    /// `max_result`: the largest SQL result, in bytes; `max_outgoing`: the
-    /// most bytes queued for one session.
-    pub fn new(metrics: &Metrics, max_result: usize, max_outgoing: usize) -> Services {
+    pub fn new(metrics: &Metrics, limits: ServiceLimits) -> Services {
         Services {
-            state: SharedState::new(metrics.state_keys.clone()),
-            metrics: DeclaredMetrics::new(metrics.registry()),
-            sessions: SessionTable::new(max_outgoing),
-            databases: Databases::new(&metrics.registry(), max_result),
+            state: SharedState::new(limits.state, metrics.state_keys.clone(), metrics.state_bytes.clone()),
+            metrics: DeclaredMetrics::new(metrics.registry(), limits.max_metrics),
+            sessions: SessionTable::new(limits.max_outgoing),
+            databases: Databases::new(&metrics.registry(), limits.max_result),
         }
     }
 }

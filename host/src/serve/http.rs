@@ -109,7 +109,7 @@ impl Handler {
         };
         let in_flight = InFlight::admit(permit, &self.metrics);
 
-        let request = match self.read_body(request).await {
+        let request = match self.read_body(request, active.limits.deadline).await {
             Ok(request) => request,
             Err(response) => return response,
         };
@@ -118,8 +118,14 @@ impl Handler {
     }
 
     /// Reads the whole body within `--max-body`, so an oversized request is
-    /// refused with 413 before the guest sees any of it.
-    async fn read_body(&self, request: Request<Incoming>) -> Result<Request<Full<Bytes>>, Response<Body>> {
+    /// refused with 413 before the guest sees any of it, and within the
+    /// deadline, so a body that never ends (a client trickling it, or gone
+    /// silent) gets a 408 and holds its in-flight slot no longer than a call.
+    async fn read_body(
+        &self,
+        request: Request<Incoming>,
+        deadline: Option<std::time::Duration>,
+    ) -> Result<Request<Full<Bytes>>, Response<Body>> {
         let max = self.max_body;
         let too_large = || {
             json_error(
@@ -139,7 +145,25 @@ impl Handler {
             return Ok(Request::from_parts(parts, Full::new(Bytes::new())));
         }
         let limit = usize::try_from(max).unwrap_or(usize::MAX);
-        match Limited::new(body, limit).collect().await {
+        let collect = Limited::new(body, limit).collect();
+        let collected = match deadline {
+            Some(limit) => match tokio::time::timeout(limit, collect).await {
+                Ok(collected) => collected,
+                Err(_) => {
+                    self.metrics.reject(RejectReason::BodyTimeout);
+                    let message = format!(
+                        "the request body did not arrive within the {} deadline (--deadline)",
+                        humantime::format_duration(limit)
+                    );
+                    let mut response = json_error(StatusCode::REQUEST_TIMEOUT, "body_timeout", &message);
+                    // The rest of the body will not be read: the connection cannot carry another request.
+                    response.headers_mut().insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+                    return Err(response);
+                }
+            },
+            None => collect.await,
+        };
+        match collected {
             Ok(collected) => Ok(Request::from_parts(parts, Full::new(collected.to_bytes()))),
             Err(e) if e.is::<LengthLimitError>() => {
                 self.metrics.reject(RejectReason::BodyTooLarge);
@@ -210,7 +234,7 @@ fn unanswered(outcome: Outcome) -> Response<Body> {
         Outcome::Failed(reason, message) => {
             let status = match reason {
                 FailureReason::Deadline => StatusCode::SERVICE_UNAVAILABLE,
-                FailureReason::Memory | FailureReason::Trap => StatusCode::INTERNAL_SERVER_ERROR,
+                FailureReason::Memory | FailureReason::Trap | FailureReason::StateLimit => StatusCode::INTERNAL_SERVER_ERROR,
             };
             json_error(status, reason.as_str(), &message)
         }

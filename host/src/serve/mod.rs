@@ -35,7 +35,8 @@ use crate::runtime::call::Limits;
 use crate::runtime::engine::{self, EngineSettings};
 use crate::runtime::guest::{self, Guest};
 use crate::runtime::live::LiveGuest;
-use crate::runtime::services::Services;
+use crate::runtime::services::{ServiceLimits, Services};
+use crate::runtime::shared_state::StateLimits;
 use crate::runtime::state::Grants;
 use crate::shutdown::Shutdown;
 use admin::{Admin, Readiness};
@@ -73,9 +74,7 @@ pub async fn run(args: ServeArgs, explicit: Explicit, process_start: Instant) ->
         max_body: args.max_body,
         max_in_flight: args.max_in_flight,
     })?);
-    let max_result = usize::try_from(args.database.database_max_result).context("--database-max-result is too large")?;
-    let max_outgoing = usize::try_from(args.session_max_outgoing).context("--session-max-outgoing is too large")?;
-    let services = Arc::new(Services::new(&metrics, max_result, max_outgoing));
+    let services = Arc::new(Services::new(&metrics, service_limits(&args)?));
     let grants = Arc::new(config.grants.clone().open(&services.databases)?);
     let ready = Readiness::default();
     let admin = Arc::new(Admin {
@@ -358,4 +357,18 @@ fn admin_token(file: Option<&Path>) -> Result<Option<String>> {
         Some(t) if t.is_empty() => bail!("the admin token is empty"),
         token => Ok(token),
     }
+}
+
+/// The bounds of the host services, from the flags.
+fn service_limits(args: &ServeArgs) -> Result<ServiceLimits> {
+    let size = |value: u64, flag: &str| usize::try_from(value).with_context(|| format!("{flag} is too large"));
+    Ok(ServiceLimits {
+        max_result: size(args.database.database_max_result, "--database-max-result")?,
+        max_outgoing: size(args.session_max_outgoing, "--session-max-outgoing")?,
+        state: StateLimits {
+            max_entry: size(args.state_max_value, "--state-max-value")?,
+            max_total: size(args.state_max_bytes, "--state-max-bytes")?,
+        },
+        max_metrics: args.guest_max_metrics as usize,
+    })
 }

@@ -338,6 +338,18 @@ pub fn swarm_command(broker: SocketAddr, extra: &[&str]) -> Command {
     cmd
 }
 
+/// Raises this test process's open-file limit to its hard limit, for tests
+/// that hold a thousand sockets or more (the soft limit may be 1024).
+pub fn raise_fd_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with a valid rlimit struct.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        limit.rlim_cur = limit.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+    }
+}
+
 /// Sends SIGINT to a client (`scalelab load`, `scalelab swarm`): it stops
 /// and still prints its report.
 pub fn interrupt(child: &Child) {

@@ -1,0 +1,139 @@
+//! Engine.IO 4 / Socket.IO 5 packets as text WebSocket frames, both ways
+//! (the host's transport and `scalelab swarm sockets` share this code, and
+//! `fuzz/` fuzzes `parse`).
+//!
+//! Engine.IO: `0` open, `1` close, `2` ping, `3` pong, `4` message. A message
+//! carries a Socket.IO packet: `40` connect, `41` disconnect, `42` event
+//! (`42["name",args...]`, optionally with an ack id: `4217["name"]`),
+//! `43` ack, `44` connect error. Only the main namespace (`/`) is served;
+//! binary packets are not supported.
+
+/// A parsed packet, borrowing its payload.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Packet<'a> {
+    /// `0{...}`: the server's open packet (its JSON).
+    Open(&'a str),
+    /// `1`: the peer closes the Engine.IO session.
+    Close,
+    /// `2`, `3`.
+    Ping,
+    Pong,
+    /// `40` or `40{...}`: connect to the main namespace (with the auth or sid JSON).
+    Connect(&'a str),
+    /// `41`.
+    Disconnect,
+    /// `42[...]`: an event; `data` is the JSON array `["name", args...]`.
+    Event {
+        ack: Option<u64>,
+        data: &'a str,
+    },
+    /// `44{...}`: the server refused the connect.
+    ConnectError(&'a str),
+}
+
+/// Parses one text frame; the error says what is wrong, for the log.
+pub fn parse(text: &str) -> Result<Packet<'_>, String> {
+    let mut chars = text.chars();
+    let packet = match chars.next() {
+        Some('0') => Packet::Open(&text[1..]),
+        Some('1') => Packet::Close,
+        Some('2') if text.len() == 1 || &text[1..] == "probe" => Packet::Ping,
+        Some('3') if text.len() == 1 || &text[1..] == "probe" => Packet::Pong,
+        Some('4') => return parse_socketio(&text[1..]),
+        Some('6') => Packet::Pong, // noop
+        _ => return Err(format!("not an Engine.IO packet: {}", shorten(text))),
+    };
+    Ok(packet)
+}
+
+fn parse_socketio(text: &str) -> Result<Packet<'_>, String> {
+    let (kind, rest) = text.split_at_checked(1).ok_or("an empty Socket.IO packet")?;
+    if rest.starts_with('/') {
+        return Err(format!("namespace {} is not served (only /)", rest.split(',').next().unwrap_or(rest)));
+    }
+    match kind {
+        "0" => Ok(Packet::Connect(rest)),
+        "1" => Ok(Packet::Disconnect),
+        "4" => Ok(Packet::ConnectError(rest)),
+        "2" => {
+            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+            let ack = if digits > 0 { Some(rest[..digits].parse().map_err(|_| "a bad ack id")?) } else { None };
+            let data = &rest[digits..];
+            if !is_event(data) {
+                return Err(format!("an event that is not [\"name\", ...]: {}", shorten(data)));
+            }
+            Ok(Packet::Event { ack, data })
+        }
+        "5" | "6" => Err("binary packets are not supported".into()),
+        _ => Err(format!("an unsupported Socket.IO packet: {}", shorten(text))),
+    }
+}
+
+/// A JSON array whose first element is a string.
+fn is_event(data: &str) -> bool {
+    matches!(serde_json::from_str::<Vec<serde_json::Value>>(data).as_deref(), Ok([serde_json::Value::String(_), ..]))
+}
+
+fn shorten(text: &str) -> String {
+    let cut: String = text.chars().take(60).collect();
+    if cut.len() < text.len() { format!("{cut}...") } else { cut }
+}
+
+/// The event frame for `data` (`["name", args...]`).
+pub fn event(data: &str) -> String {
+    format!("42{data}")
+}
+
+/// The server's open packet.
+pub fn open(sid: &str, ping_interval_ms: u128, ping_timeout_ms: u128) -> String {
+    format!(
+        "0{{\"sid\":\"{sid}\",\"upgrades\":[],\"pingInterval\":{ping_interval_ms},\"pingTimeout\":{ping_timeout_ms},\"maxPayload\":1000000}}"
+    )
+}
+
+/// A random session id, as socket.io servers make them.
+pub fn new_sid() -> String {
+    std::iter::repeat_with(fastrand::alphanumeric).take(20).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packets_parse() {
+        assert_eq!(parse("2"), Ok(Packet::Ping));
+        assert_eq!(parse("3"), Ok(Packet::Pong));
+        assert_eq!(parse("40"), Ok(Packet::Connect("")));
+        assert_eq!(parse("40{\"token\":1}"), Ok(Packet::Connect("{\"token\":1}")));
+        assert_eq!(parse("41"), Ok(Packet::Disconnect));
+        assert_eq!(parse("42[\"clock\",1]"), Ok(Packet::Event { ack: None, data: "[\"clock\",1]" }));
+        assert_eq!(parse("4217[\"x\"]"), Ok(Packet::Event { ack: Some(17), data: "[\"x\"]" }));
+        assert!(matches!(parse("0{\"sid\":\"a\"}"), Ok(Packet::Open(_))));
+        for bad in ["", "9", "4", "42", "42{}", "42[1]", "42[\"a\"", "45[\"b\"]", "40/admin,", "hello"] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(event("[\"a\"]"), "42[\"a\"]");
+        assert!(open("sid", 25000, 20000).starts_with("0{\"sid\":\"sid\",\"upgrades\":[],\"pingInterval\":25000,"));
+        assert_eq!(new_sid().len(), 20);
+    }
+
+    proptest::proptest! {
+        /// Any text frame parses or is refused with a reason; never a panic.
+        #[test]
+        fn any_frame_parses_or_is_refused(text in "\\PC{0,64}", prefix in "[0-6]{0,2}") {
+            let frame = format!("{prefix}{text}");
+            if let Err(reason) = parse(&frame) {
+                proptest::prop_assert!(!reason.is_empty());
+            }
+        }
+
+        /// What `event` frames, `parse` reads back.
+        #[test]
+        fn events_round_trip(name in "[a-z]{1,8}", value in proptest::num::i64::ANY) {
+            let data = format!("[\"{name}\",{value}]");
+            let frame = event(&data);
+            proptest::prop_assert_eq!(parse(&frame), Ok(Packet::Event { ack: None, data: &data }));
+        }
+    }
+}
