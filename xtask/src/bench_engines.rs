@@ -134,7 +134,8 @@ fn metric(admin: &str, name: &str) -> Result<f64> {
         .with_context(|| format!("no {name} in /metrics"))
 }
 
-fn rss_bytes(pid: u32) -> Result<u64> {
+/// Resident memory of a process, from /proc.
+pub fn rss_bytes(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kib: u64 = status
         .lines()

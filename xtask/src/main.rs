@@ -11,6 +11,7 @@
 //!   under gunicorn (see `bench_httpbin.rs`);
 //! - `bench-todo [--quick]`: the todo guest on SQLite and Postgres against its
 //!   native reference (see `bench_todo.rs`);
+//! - `soak [--minutes N] [--guest G]...`: long runs under mixed load with swaps (see `soak.rs`);
 //! - `fuzz [--seconds N]`: every fuzz target of `fuzz/` for N seconds (see `fuzz.rs`);
 //! - `swap <guest> [--url URL]`: swap the guest of a Deployment (ConfigMap
 //!   patch, then wait for every pod) or of one host (see `swap.rs`);
@@ -35,6 +36,7 @@ mod image;
 mod k8s_checks;
 mod lint;
 mod manifests;
+mod soak;
 #[cfg(test)]
 mod stand_in;
 mod swap;
@@ -104,6 +106,15 @@ enum Task {
         /// Requests in flight at once (one connection each).
         #[arg(long, default_value_t = 32)]
         concurrency: u32,
+    },
+    /// Long runs under a steady mixed load with a swap every minute: RSS, fds, sessions, errors over time.
+    Soak {
+        /// Minutes per guest.
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
+        /// Guests to soak [default: prime, broker, tracker].
+        #[arg(long)]
+        guest: Vec<String>,
     },
     /// Runs every fuzz target of fuzz/ (cargo-fuzz, libFuzzer) for a while and prints a table.
     Fuzz {
@@ -209,6 +220,10 @@ fn run(task: Task) -> Result<()> {
         Task::BenchHttpbin { quick } => bench_httpbin::run(&ws, quick)?,
         Task::BenchTodo { quick, concurrency } => bench_todo::run(&ws, quick, concurrency)?,
         Task::Fuzz { seconds } => fuzz::run(&ws, seconds)?,
+        Task::Soak { minutes, guest } => {
+            let guests = if guest.is_empty() { soak::DEFAULT_GUESTS.iter().map(|g| g.to_string()).collect() } else { guest };
+            soak::run(&ws, minutes, &guests)?
+        }
         Task::BenchEngines { engines, hold } => bench_engines::run(&ws, engines, std::time::Duration::from_secs(hold))?,
         Task::Swap { guest, url: Some(url), token_file, dry_run, .. } => {
             swap::run(&swap::SwapArgs { guest, url, token_file, dry_run })?

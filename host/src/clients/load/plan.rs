@@ -144,21 +144,26 @@ impl Plan {
         &self.templates[index]
     }
 
-    /// Reads a scenario file.
+    /// Reads a scenario file: JSON when its name ends in `.json`, else TOML.
     pub fn from_file(path: &Path) -> Result<Plan, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-        let file: ScenarioFile = if path.extension().is_some_and(|e| e == "json") {
-            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
+        let json = path.extension().is_some_and(|e| e == "json");
+        Plan::parse(&text, json, &path.display().to_string())
+    }
+
+    /// Parses a scenario's text (JSON or TOML); errors start with `origin`.
+    pub fn parse(text: &str, json: bool, origin: &str) -> Result<Plan, String> {
+        let file: ScenarioFile = if json {
+            serde_json::from_str(text).map_err(|e| format!("{origin}: {e}"))?
         } else {
-            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
+            toml::from_str(text).map_err(|e| format!("{origin}: {e}"))?
         };
         let templates = file
             .request
             .into_iter()
             .map(|r| {
                 let headers: Vec<(String, String)> = r.headers.into_iter().collect();
-                Template::new(&r.method, &r.url, &headers, Bytes::from(r.body), r.weight)
-                    .map_err(|e| format!("{}: {e}", path.display()))
+                Template::new(&r.method, &r.url, &headers, Bytes::from(r.body), r.weight).map_err(|e| format!("{origin}: {e}"))
             })
             .collect::<Result<Vec<_>, _>>()?;
         Plan::new(templates)
@@ -275,6 +280,46 @@ mod tests {
         // Expected 10k, 10k, 20k: allow 5%.
         for (count, expected) in counts.iter().zip([10_000.0, 10_000.0, 20_000.0]) {
             assert!((*count as f64 - expected).abs() < expected * 0.05, "{counts:?}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Any text, as TOML or as JSON, is a plan or an error naming its
+        /// origin; never a panic.
+        #[test]
+        fn any_scenario_text_parses_or_is_refused(text in "\\PC{0,200}", json in proptest::bool::ANY) {
+            if let Err(e) = Plan::parse(&text, json, "scenario.x") {
+                proptest::prop_assert!(e.starts_with("scenario.x: ") || e.starts_with("nothing to send"), "{}", e);
+            }
+        }
+
+        /// Well-formed scenarios keep every request and weight, and each
+        /// body is sent with its placeholders filled.
+        #[test]
+        fn generated_scenarios_round_trip(
+            requests in proptest::collection::vec(
+                ("(GET|POST|put|delete)", "[a-z0-9/]{0,12}", 1u32..1000, "[a-z ]{0,8}", 1usize..64, proptest::bool::ANY),
+                1..6,
+            ),
+        ) {
+            let mut text = String::new();
+            for (method, path, weight, prefix, letters, random) in &requests {
+                let body = if *random { format!("{prefix}{{{{letters:{letters}}}}}-{{{{random}}}}") } else { prefix.clone() };
+                text += &format!("[[request]]\nmethod = {method:?}\nurl = \"http://127.0.0.1:8080/{path}\"\nweight = {weight}\nbody = {body:?}\n");
+            }
+            let plan = Plan::parse(&text, false, "generated").unwrap();
+            proptest::prop_assert_eq!(plan.templates.len(), requests.len());
+            for (template, (method, _, weight, prefix, letters, random)) in plan.templates.iter().zip(&requests) {
+                proptest::prop_assert_eq!(template.method.as_str(), method.to_ascii_uppercase());
+                proptest::prop_assert_eq!(template.weight, *weight);
+                let body = String::from_utf8(template.body().to_vec()).unwrap();
+                proptest::prop_assert!(!body.contains("{{"), "{}", body);
+                if *random {
+                    proptest::prop_assert!(body.len() > prefix.len() + letters, "{}", body);
+                } else {
+                    proptest::prop_assert_eq!(&body, prefix);
+                }
+            }
         }
     }
 }
