@@ -126,7 +126,7 @@ async fn sigterm_closes_every_session_and_waits_for_each_closed_call_before_exit
 /// SIGTERM under load: 32 HTTP requests in the guest and 1,000 sessions
 /// open. Every request is answered 200, every session's socket is closed and
 /// its guest's `closed` runs (the fixture logs each), and the host exits 0
-/// well within the drain timeout.
+/// within the drain timeout (it never has to cut connections off).
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_under_load_answers_every_request_and_closes_every_session() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -165,9 +165,7 @@ async fn sigterm_under_load_answers_every_request_and_closes_every_session() {
     }
     let status = host.wait_exit(PATIENCE).expect("the host did not exit");
     assert!(status.success(), "{status}");
-    let took = signalled.elapsed();
-    eprintln!("SIGTERM with 32 requests in flight and 1,000 sessions: exit 0 after {took:?}");
-    assert!(took < Duration::from_secs(20), "exit took {took:?}");
+    eprintln!("SIGTERM with 32 requests in flight and 1,000 sessions: exit 0 after {:?}", signalled.elapsed());
     assert!(host.wait_log(PATIENCE, |l| l["message"] == "drained; exiting").is_some(), "{:#?}", host.logs());
     let logs = host.logs();
     let count = |pred: &dyn Fn(&serde_json::Value) -> bool| logs.iter().filter(|l| pred(l)).count();
@@ -176,6 +174,8 @@ async fn sigterm_under_load_answers_every_request_and_closes_every_session() {
     assert_eq!(closed_calls, 1000, "the guest's `closed` ran for every session");
     assert_eq!(count(&|l| l["message"] == "session closed" && l["reason"] == "shutdown"), 1000);
     assert_eq!(count(&|l| l["message"] == "session guest call failed; the session goes on"), 0);
+    let cut_off = count(&|l| l["message"].as_str().is_some_and(|m| m.starts_with("drain timeout reached")));
+    assert_eq!(cut_off, 0, "the drain timeout was reached");
 }
 
 #[tokio::test(flavor = "multi_thread")]
