@@ -127,7 +127,8 @@ pub fn run(ws: &Workspace, engines: Option<u32>, hold: Duration) -> Result<()> {
     Ok(())
 }
 
-fn metric(admin: &str, name: &str) -> Result<f64> {
+/// The value of the series `name` (with its labels, if any) on a host's `/metrics`.
+pub fn metric(admin: &str, name: &str) -> Result<f64> {
     let text = ureq::get(&format!("{admin}/metrics")).call()?.body_mut().read_to_string()?;
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())

@@ -34,41 +34,71 @@ pub fn run(ws: &Workspace, seconds: u64) -> Result<()> {
     let targets: Vec<String> = workspace::output(&mut list)?.lines().map(str::to_string).collect();
     workspace::run(&mut fuzz(&["build"], &[])).context("building the fuzz targets")?;
 
-    let mut rows = Vec::new();
+    let mut runs = Vec::new();
     for target in &targets {
         println!("fuzzing {target} for {seconds} s");
         let max_time = format!("-max_total_time={seconds}");
         let out = fuzz(&["run", target], &[&max_time, "-timeout=10"])
             .output()
             .with_context(|| format!("running the fuzz target {target}"))?;
-        let log = String::from_utf8_lossy(&out.stderr);
-        let done = log.lines().rev().find(|l| l.contains("DONE") || l.contains("NEW") || l.contains("pulse")).unwrap_or("");
-        let field = |name: &str| {
-            done.split_whitespace().skip_while(|w| *w != name).nth(1).unwrap_or("-").trim_end_matches(',').to_string()
-        };
-        let runs = done.split_whitespace().next().unwrap_or("#0").trim_start_matches('#').to_string();
-        let crash = log.lines().find(|l| l.contains("Test unit written to")).map(str::to_string);
-        rows.push((target.clone(), runs, field("cov:"), field("corp:"), out.status.success(), crash, log.into_owned()));
+        runs.push(Run::read(target, out.status.success(), &String::from_utf8_lossy(&out.stderr)));
     }
 
     println!("\n| target | runs in {seconds} s | coverage | corpus | result |");
     println!("| --- | ---: | ---: | ---: | --- |");
-    for (target, runs, cov, corpus, ok, crash, _) in &rows {
-        let result = if *ok { "no crash".to_string() } else { crash.clone().unwrap_or_else(|| "failed".to_string()) };
-        println!("| {target} | {runs} | {cov} | {corpus} | {result} |");
+    for run in &runs {
+        println!("| {} | {} | {} | {} | {} |", run.target, run.runs, run.coverage, run.corpus, run.result());
     }
-    let failed: Vec<&str> = rows.iter().filter(|r| !r.4).map(|r| r.0.as_str()).collect();
-    if !failed.is_empty() {
-        for row in rows.iter().filter(|r| !r.4) {
-            eprintln!(
-                "--- {} ---\n{}",
-                row.0,
-                row.6.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
+    let crashed: Vec<&Run> = runs.iter().filter(|r| !r.ok).collect();
+    if !crashed.is_empty() {
+        for run in &crashed {
+            eprintln!("--- {} ---\n{}", run.target, run.log_tail);
         }
-        bail!("fuzz targets crashed: {}", failed.join(", "));
+        let names: Vec<&str> = crashed.iter().map(|r| r.target.as_str()).collect();
+        bail!("fuzz targets crashed: {}", names.join(", "));
     }
     Ok(())
+}
+
+/// How one target's run went, from libFuzzer's output.
+struct Run {
+    target: String,
+    ok: bool,
+    /// Inputs tried, coverage and corpus, from libFuzzer's last status line.
+    runs: String,
+    coverage: String,
+    corpus: String,
+    /// Where libFuzzer wrote the crashing input, if it did.
+    crash: Option<String>,
+    /// The end of the output, shown when the target crashed.
+    log_tail: String,
+}
+
+impl Run {
+    fn read(target: &str, ok: bool, log: &str) -> Run {
+        let status = log.lines().rev().find(|l| l.contains("DONE") || l.contains("NEW") || l.contains("pulse")).unwrap_or("");
+        let field = |name: &str| {
+            status.split_whitespace().skip_while(|w| *w != name).nth(1).unwrap_or("-").trim_end_matches(',').to_string()
+        };
+        let lines: Vec<&str> = log.lines().collect();
+        Run {
+            target: target.to_string(),
+            ok,
+            runs: status.split_whitespace().next().unwrap_or("#0").trim_start_matches('#').to_string(),
+            coverage: field("cov:"),
+            corpus: field("corp:"),
+            crash: log.lines().find(|l| l.contains("Test unit written to")).map(str::to_string),
+            log_tail: lines[lines.len().saturating_sub(40)..].join("\n"),
+        }
+    }
+
+    fn result(&self) -> String {
+        match (&self.crash, self.ok) {
+            (_, true) => "no crash".to_string(),
+            (Some(crash), false) => crash.clone(),
+            (None, false) => "failed".to_string(),
+        }
+    }
 }
 
 /// `target/tools/cargo-fuzz/bin`, with cargo-fuzz installed.

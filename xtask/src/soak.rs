@@ -17,7 +17,7 @@
 //! taken before it started. The figures go to `target/bench/soak.json`.
 
 use crate::bench::{Prepared, prepare, spawn_host};
-use crate::bench_engines::rss_bytes;
+use crate::bench_engines::{metric, rss_bytes};
 use crate::workspace::Workspace;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
@@ -142,7 +142,7 @@ fn soak(scalelab: &Path, guests_dir: &Path, bench_dir: &Path, guest: &str, durat
         std::thread::sleep(Duration::from_millis(500));
         final_fds = open_fds(pid)?;
     }
-    let swaps_ok = metric_sum(&admin, "scalelab_guest_swaps_total{result=\"ok\"}")?;
+    let swaps_ok = metric(&admin, "scalelab_guest_swaps_total{result=\"ok\"}")?;
 
     let warm = samples.len() / 5;
     let warmed_rss = samples.get(warm).map_or(0, |s| s.rss);
@@ -242,11 +242,6 @@ fn sample(pid: u32, admin: &str, at: Duration, warnings: &AtomicU64) -> Result<S
         http_5xx: sum("scalelab_http_requests_total{", "code=\"5"),
         warnings: warnings.load(Ordering::Relaxed),
     })
-}
-
-fn metric_sum(admin: &str, series: &str) -> Result<f64> {
-    let text = ureq::get(&format!("{admin}/metrics")).call()?.body_mut().read_to_string()?;
-    Ok(text.lines().filter(|l| l.starts_with(series)).filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok()).sum())
 }
 
 fn stop(child: &mut Child) {

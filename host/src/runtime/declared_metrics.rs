@@ -101,9 +101,6 @@ impl DeclaredMetrics {
             return Err(format!("metric name {name:?} must match [a-zA-Z_:][a-zA-Z0-9_:]*"));
         }
         Self::check_size(name, help, buckets, labels)?;
-        if self.declared.read().unwrap().len() >= self.max {
-            return Err(format!("metric {name}: {} metrics are declared already, the most --guest-max-metrics allows", self.max));
-        }
         let help = if help.is_empty() { name } else { help };
         let const_labels: HashMap<String, String> = labels.iter().cloned().collect();
         let opts = Opts::new(name, help).const_labels(const_labels.clone());

@@ -147,20 +147,7 @@ impl Handler {
         let limit = usize::try_from(max).unwrap_or(usize::MAX);
         let collect = Limited::new(body, limit).collect();
         let collected = match deadline {
-            Some(limit) => match tokio::time::timeout(limit, collect).await {
-                Ok(collected) => collected,
-                Err(_) => {
-                    self.metrics.reject(RejectReason::BodyTimeout);
-                    let message = format!(
-                        "the request body did not arrive within the {} deadline (--deadline)",
-                        humantime::format_duration(limit)
-                    );
-                    let mut response = json_error(StatusCode::REQUEST_TIMEOUT, "body_timeout", &message);
-                    // The rest of the body will not be read: the connection cannot carry another request.
-                    response.headers_mut().insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
-                    return Err(response);
-                }
-            },
+            Some(limit) => tokio::time::timeout(limit, collect).await.map_err(|_| self.body_timeout(limit))?,
             None => collect.await,
         };
         match collected {
@@ -174,6 +161,17 @@ impl Handler {
                 Err(json_error(StatusCode::BAD_REQUEST, "bad_body", &format!("could not read the request body: {e}")))
             }
         }
+    }
+
+    /// The 408 for a body that did not arrive within the deadline, counted.
+    fn body_timeout(&self, limit: std::time::Duration) -> Response<Body> {
+        self.metrics.reject(RejectReason::BodyTimeout);
+        let message =
+            format!("the request body did not arrive within the {} deadline (--deadline)", humantime::format_duration(limit));
+        let mut response = json_error(StatusCode::REQUEST_TIMEOUT, "body_timeout", &message);
+        // The rest of the body will not be read: the connection cannot carry another request.
+        response.headers_mut().insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+        response
     }
 }
 
