@@ -3,6 +3,7 @@
 //! Flags win over the environment; defaults apply last.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+pub use guest_config::{Deadline, parse_bytes, parse_deadline, parse_duration};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -317,6 +318,12 @@ pub struct ServeArgs {
     #[arg(long, env = "SCALELAB_SESSION_MAX_OUTGOING", default_value = "1MiB", value_parser = parse_bytes)]
     pub session_max_outgoing: u64,
 
+    /// How long one write to a session's peer may stay blocked (a peer that
+    /// reads nothing, or a long-polling client that stops polling, while
+    /// the guest waits to send); then the session is closed as a slow consumer.
+    #[arg(long, env = "SCALELAB_SESSION_WRITE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub session_write_timeout: Duration,
+
     /// Largest entry (key plus value) a guest may write into the shared
     /// state; a bigger write fails the guest's call (reason `state_limit`).
     #[arg(long, env = "SCALELAB_STATE_MAX_VALUE", default_value = "1MiB", value_parser = parse_bytes)]
@@ -454,32 +461,6 @@ fn parse_listen(s: &str) -> Result<Listen, String> {
     s.parse().map(|a| Listen(Some(a))).map_err(|e| format!("{e} (expected ADDRESS:PORT such as 0.0.0.0:1337, or off)"))
 }
 
-/// The per-request deadline, or none.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Deadline(pub Option<Duration>);
-
-pub fn parse_deadline(s: &str) -> Result<Deadline, String> {
-    if matches!(s, "off" | "none" | "0") {
-        return Ok(Deadline(None));
-    }
-    let d = parse_duration(s)?;
-    if d.is_zero() {
-        return Ok(Deadline(None));
-    }
-    Ok(Deadline(Some(d)))
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (expected a duration such as 200ms, 5s or 1m)"))
-}
-
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
-    parse_size::Config::new()
-        .with_binary()
-        .parse_size(s)
-        .map_err(|e| format!("{e} (expected a size such as 512KiB, 64MiB or 1048576)"))
-}
-
 impl EngineArgs {
     /// The engine settings these flags imply, with a pool of `pool_slots` instances.
     pub fn engine_settings(&self, pool_slots: u32) -> crate::runtime::engine::EngineSettings {
@@ -494,22 +475,6 @@ impl EngineArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn deadlines_parse() {
-        assert_eq!(parse_deadline("200ms"), Ok(Deadline(Some(Duration::from_millis(200)))));
-        assert_eq!(parse_deadline("off"), Ok(Deadline(None)));
-        assert_eq!(parse_deadline("0s"), Ok(Deadline(None)));
-        assert!(parse_deadline("soon").unwrap_err().contains("expected a duration"));
-    }
-
-    #[test]
-    fn sizes_parse_in_binary_units() {
-        assert_eq!(parse_bytes("64MiB"), Ok(64 << 20));
-        assert_eq!(parse_bytes("1KiB"), Ok(1024));
-        assert_eq!(parse_bytes("4096"), Ok(4096));
-        assert!(parse_bytes("lots").unwrap_err().contains("expected a size"));
-    }
 
     #[test]
     fn env_twins_exist_for_every_serve_flag() {

@@ -80,36 +80,49 @@ fn run_client(mut cmd: Command) -> serde_json::Value {
     serde_json::from_str(stdout.trim().lines().last().unwrap_or("")).unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }
 
+/// The transports a client is started with, and the one it must end on.
+const MODES: [(&str, &str); 3] = [
+    // Default options: long-polling first, then the upgrade.
+    ("default", "websocket"),
+    ("polling", "polling"),
+    ("websocket", "websocket"),
+];
+
 #[tokio::test(flavor = "multi_thread")]
-async fn the_official_javascript_and_python_clients_connect_receive_events_and_disconnect() {
+async fn the_official_javascript_and_python_clients_connect_with_each_transport_receive_events_and_disconnect() {
     let host = Host::start("tracker", &[]);
     let clients = clients_dir();
     let tests = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
     let url = host.url("");
 
     // Each waits for 50 clock and 50 value events, then disconnects.
-    let mut node = Command::new("node");
-    node.arg(tests.join("socketio-client.js")).args([&url, "50"]).env("NODE_PATH", clients.join("node_modules"));
-    let mut python = Command::new("python3");
-    python.arg(tests.join("socketio_client.py")).args([&url, "50"]).env("PYTHONPATH", clients.join("python"));
-    let (node, python) = tokio::join!(
-        tokio::task::spawn_blocking(move || run_client(node)),
-        tokio::task::spawn_blocking(move || run_client(python)),
-    );
-    for (who, counts) in [("socket.io-client", node.unwrap()), ("python-socketio", python.unwrap())] {
-        assert_eq!(counts["connected"], true, "{who}: {counts}");
-        assert!(counts["clock"].as_u64().unwrap() >= 50, "{who}: {counts}");
-        assert!(counts["value"].as_u64().unwrap() >= 50, "{who}: {counts}");
-        assert_eq!(counts["in_order"], true, "{who}: the clock went back: {counts}");
+    let mut runs = Vec::new();
+    for (mode, ends_on) in MODES {
+        let mut node = Command::new("node");
+        node.arg(tests.join("socketio-client.js")).args([&url, "50", mode]).env("NODE_PATH", clients.join("node_modules"));
+        let mut python = Command::new("python3");
+        python.arg(tests.join("socketio_client.py")).args([&url, "50", mode]).env("PYTHONPATH", clients.join("python"));
+        for (who, cmd) in [("socket.io-client", node), ("python-socketio", python)] {
+            runs.push((who, mode, ends_on, tokio::task::spawn_blocking(move || run_client(cmd))));
+        }
+    }
+    let clients_run = runs.len() as f64;
+    for (who, mode, ends_on, run) in runs {
+        let counts = run.await.unwrap();
+        assert_eq!(counts["connected"], true, "{who} ({mode}): {counts}");
+        assert!(counts["clock"].as_u64().unwrap() >= 50, "{who} ({mode}): {counts}");
+        assert!(counts["value"].as_u64().unwrap() >= 50, "{who} ({mode}): {counts}");
+        assert_eq!(counts["in_order"], true, "{who} ({mode}): the clock went back: {counts}");
+        assert_eq!(counts["transport"], ends_on, "{who} ({mode}): {counts}");
     }
 
-    // Both disconnected cleanly.
+    // All disconnected cleanly.
     wait_metric(&host, "mx_server_active_conn_gauge", &[("app", "mx-server")], |v| v == 0.0).await;
     let metrics = host.metrics().await;
-    assert_eq!(metrics.value("mx_server_handled_conn_total", &[("app", "mx-server")]), Some(2.0));
-    assert_eq!(metrics.value("scalelab_sessions_closed_total", &[("reason", "peer")]), Some(2.0));
+    assert_eq!(metrics.value("mx_server_handled_conn_total", &[("app", "mx-server")]), Some(clients_run));
+    assert_eq!(metrics.value("scalelab_sessions_closed_total", &[("reason", "peer")]), Some(clients_run));
     assert_eq!(metrics.value("scalelab_sessions_closed_total", &[("reason", "error")]), Some(0.0));
-    assert!(metrics.value("mx_server_processed_fps_total", &[("app", "mx-server")]).unwrap() >= 100.0);
+    assert!(metrics.value("mx_server_processed_fps_total", &[("app", "mx-server")]).unwrap() >= 50.0 * clients_run);
 }
 
 /// What the well-behaved client of `misbehaving_clients_...` saw.
@@ -194,13 +207,17 @@ async fn misbehaving_clients_are_closed_without_affecting_others() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn polling_and_old_protocols_are_refused_and_ready_answers() {
+async fn old_protocols_and_unknown_transports_are_refused_and_ready_answers() {
     let host = Host::start("tracker", &[]);
-    let response = reqwest::get(host.url("/socket.io/?EIO=4&transport=polling")).await.unwrap();
-    assert_eq!(response.status(), 400);
-    assert_eq!(response.text().await.unwrap(), "{\"code\":0,\"message\":\"Transport unknown\"}");
-    let response = reqwest::get(host.url("/socket.io/?EIO=3&transport=websocket")).await.unwrap();
-    assert_eq!(response.status(), 400);
+    for (query, body) in [
+        ("EIO=3&transport=websocket", "{\"code\":5,\"message\":\"Unsupported protocol version\"}"),
+        ("EIO=4&transport=flashsocket", "{\"code\":0,\"message\":\"Transport unknown\"}"),
+        ("EIO=4&transport=polling&sid=nosuchsession", "{\"code\":1,\"message\":\"Session ID unknown\"}"),
+    ] {
+        let response = reqwest::get(host.url(&format!("/socket.io/?{query}"))).await.unwrap();
+        assert_eq!(response.status(), 400, "{query}");
+        assert_eq!(response.text().await.unwrap(), body, "{query}");
+    }
     let response = reqwest::get(host.url("/ready")).await.unwrap();
     assert_eq!((response.status().as_u16(), response.text().await.unwrap()), (200, "OK".to_string()));
     let metrics: Metrics = host.metrics().await;

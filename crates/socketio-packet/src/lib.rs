@@ -1,8 +1,12 @@
-//! Engine.IO 4 / Socket.IO 5 packets as text WebSocket frames, both ways
-//! (the host's transport and `scalelab swarm sockets` share this code, and
-//! `fuzz/` fuzzes `parse`).
+//! Engine.IO 4 / Socket.IO 5 packets as text WebSocket frames or HTTP
+//! long-polling payloads, both ways (the host's transports and `scalelab
+//! swarm sockets` share this code, and `fuzz/` fuzzes `parse` and
+//! `payload_packets`).
 //!
-//! Engine.IO: `0` open, `1` close, `2` ping, `3` pong, `4` message. A message
+//! Engine.IO: `0` open, `1` close, `2` ping, `3` pong, `4` message, `5`
+//! upgrade, `6` noop; `2probe`/`3probe` test a WebSocket before a polling
+//! client upgrades to it. A long-polling payload is packets joined by the
+//! record separator `\x1e`. A message
 //! carries a Socket.IO packet: `40` connect, `41` disconnect, `42` event
 //! (`42["name",args...]`, optionally with an ack id: `4217["name"]`),
 //! `43` ack, `44` connect error. Only the main namespace (`/`) is served;
@@ -18,6 +22,14 @@ pub enum Packet<'a> {
     /// `2`, `3`.
     Ping,
     Pong,
+    /// `2probe`: a client tests the WebSocket it wants to upgrade to.
+    Probe,
+    /// `3probe`: the server's answer to a probe.
+    ProbeAnswer,
+    /// `5`: the client moves to the probed WebSocket.
+    Upgrade,
+    /// `6`: nothing (the server ends a pending poll with it).
+    Noop,
     /// `40` or `40{...}`: connect to the main namespace (with the auth or sid JSON).
     Connect(&'a str),
     /// `41`.
@@ -37,10 +49,13 @@ pub fn parse(text: &str) -> Result<Packet<'_>, String> {
     let packet = match chars.next() {
         Some('0') => Packet::Open(&text[1..]),
         Some('1') => Packet::Close,
-        Some('2') if text.len() == 1 || &text[1..] == "probe" => Packet::Ping,
-        Some('3') if text.len() == 1 || &text[1..] == "probe" => Packet::Pong,
+        Some('2') if text.len() == 1 => Packet::Ping,
+        Some('3') if text.len() == 1 => Packet::Pong,
+        Some('2') if &text[1..] == "probe" => Packet::Probe,
+        Some('3') if &text[1..] == "probe" => Packet::ProbeAnswer,
         Some('4') => return parse_socketio(&text[1..]),
-        Some('6') => Packet::Pong, // noop
+        Some('5') if text.len() == 1 => Packet::Upgrade,
+        Some('6') if text.len() == 1 => Packet::Noop,
         _ => return Err(format!("not an Engine.IO packet: {}", shorten(text))),
     };
     Ok(packet)
@@ -84,11 +99,38 @@ pub fn event(data: &str) -> String {
     format!("42{data}")
 }
 
-/// The server's open packet.
-pub fn open(sid: &str, ping_interval_ms: u128, ping_timeout_ms: u128) -> String {
+/// The largest payload a client may send in one request or frame
+/// (announced in the open packet as `maxPayload`).
+pub const MAX_PAYLOAD: usize = 1_000_000;
+
+/// The server's open packet. `upgrade` announces the WebSocket to a
+/// long-polling client (a WebSocket client has nothing to upgrade to).
+pub fn open(sid: &str, upgrade: bool, ping_interval_ms: u128, ping_timeout_ms: u128) -> String {
+    let upgrades = if upgrade { "[\"websocket\"]" } else { "[]" };
     format!(
-        "0{{\"sid\":\"{sid}\",\"upgrades\":[],\"pingInterval\":{ping_interval_ms},\"pingTimeout\":{ping_timeout_ms},\"maxPayload\":1000000}}"
+        "0{{\"sid\":\"{sid}\",\"upgrades\":{upgrades},\"pingInterval\":{ping_interval_ms},\"pingTimeout\":{ping_timeout_ms},\"maxPayload\":{MAX_PAYLOAD}}}"
     )
+}
+
+/// What separates the packets of a long-polling payload.
+pub const RECORD_SEPARATOR: char = '\x1e';
+
+/// The packets of a long-polling payload, in order (binary packets, `b...`,
+/// come out as text that `parse` refuses).
+pub fn payload_packets(payload: &str) -> impl Iterator<Item = &str> {
+    payload.split(RECORD_SEPARATOR)
+}
+
+/// One long-polling payload holding `packets`, in order.
+pub fn payload<'a>(packets: impl IntoIterator<Item = &'a str>) -> String {
+    let mut out = String::new();
+    for (i, packet) in packets.into_iter().enumerate() {
+        if i > 0 {
+            out.push(RECORD_SEPARATOR);
+        }
+        out.push_str(packet);
+    }
+    out
 }
 
 /// A random session id, as socket.io servers make them.
@@ -114,7 +156,28 @@ mod tests {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
         assert_eq!(event("[\"a\"]"), "42[\"a\"]");
-        assert!(open("sid", 25000, 20000).starts_with("0{\"sid\":\"sid\",\"upgrades\":[],\"pingInterval\":25000,"));
+        assert!(open("sid", false, 25000, 20000).starts_with("0{\"sid\":\"sid\",\"upgrades\":[],\"pingInterval\":25000,"));
+        assert!(open("sid", true, 1, 2).contains("\"upgrades\":[\"websocket\"]"));
+        for (text, packet) in
+            [("2probe", Packet::Probe), ("3probe", Packet::ProbeAnswer), ("5", Packet::Upgrade), ("6", Packet::Noop)]
+        {
+            assert_eq!(parse(text), Ok(packet), "{text}");
+        }
+        for bad in ["2probes", "5x", "66", "bAAAA"] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(payload(["40", "42[\"a\"]"]), "40\u{1e}42[\"a\"]");
+        assert_eq!(payload_packets("2\u{1e}40").collect::<Vec<_>>(), ["2", "40"]);
+    }
+
+    /// Found by `cargo xtask fuzz` (fuzz/artifacts/socketio_packet/crash-4946...):
+    /// an empty first packet lost its separator when joined again.
+    #[test]
+    fn empty_packets_keep_their_separators() {
+        let input = "\u{1e}42[e";
+        assert_eq!(payload_packets(input).collect::<Vec<_>>(), ["", "42[e"]);
+        assert_eq!(payload(payload_packets(input)), input);
+        assert_eq!(payload(["", ""]), "\u{1e}");
         assert_eq!(new_sid().len(), 20);
     }
 
@@ -126,6 +189,14 @@ mod tests {
             if let Err(reason) = parse(&frame) {
                 proptest::prop_assert!(!reason.is_empty());
             }
+        }
+
+        /// What `payload` joins, `payload_packets` splits back, whatever
+        /// the packets hold (but the separator).
+        #[test]
+        fn payloads_round_trip(packets in proptest::collection::vec("[^\u{1e}]{0,16}", 1..8)) {
+            let joined = payload(packets.iter().map(String::as_str));
+            proptest::prop_assert_eq!(payload_packets(&joined).collect::<Vec<_>>(), packets);
         }
 
         /// What `event` frames, `parse` reads back.

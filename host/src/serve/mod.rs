@@ -46,8 +46,9 @@ use http::Handler;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
-use session::SessionHost;
+use session::{SessionHost, SessionLimits};
 use settings::{GrantsRequest, Settings, Source};
+use socketio::SocketIo;
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -118,8 +119,7 @@ pub async fn run(args: ServeArgs, explicit: Explicit, process_start: Instant) ->
         max_memory_ceiling: settings.max_memory,
     }));
     let (close_sessions, sessions_closing) = tokio::sync::watch::channel(false);
-    let session_host =
-        Arc::new(SessionHost::new(live, services, metrics.clone(), args.session_drain, args.max_sessions, sessions_closing));
+    let session_host = Arc::new(SessionHost::new(live, services, metrics.clone(), session_limits(&args), sessions_closing));
     let tcp_task = listeners.tcp.map(|listener| tokio::spawn(tcp::serve(listener, session_host.clone())));
     tokio::spawn(session_host.clone().run_ticks());
     let _ = admin.swapper.set(swapper.clone());
@@ -137,9 +137,10 @@ pub async fn run(args: ServeArgs, explicit: Explicit, process_start: Instant) ->
     tracing::info!(step = "ready", guest = %name, sha256 = %sha256, startup_ms = startup.as_secs_f64() * 1e3, "ready to serve");
 
     let heartbeat = socketio::Heartbeat { ping_interval: args.socketio_ping_interval, ping_timeout: args.socketio_ping_timeout };
+    let socket_io = Arc::new(SocketIo::new(session_host.clone(), heartbeat));
     let graceful = GracefulShutdown::new();
     let signal = tokio::select! {
-        never = accept_traffic(&listeners.traffic, &handler, &session_host, heartbeat, &graceful, &args) => match never {},
+        never = accept_traffic(&listeners.traffic, &handler, &socket_io, &graceful, &args) => match never {},
         signal = shutdown.recv() => signal,
     };
 
@@ -299,8 +300,7 @@ const SETUP_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
 async fn accept_traffic(
     traffic: &TcpListener,
     handler: &Arc<Handler>,
-    session_host: &Arc<SessionHost>,
-    heartbeat: socketio::Heartbeat,
+    socket_io: &Arc<SocketIo>,
     graceful: &GracefulShutdown,
     args: &ServeArgs,
 ) -> std::convert::Infallible {
@@ -315,12 +315,12 @@ async fn accept_traffic(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (handler, session_host) = (handler.clone(), session_host.clone());
+        let (handler, socket_io) = (handler.clone(), socket_io.clone());
         let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-            let (handler, session_host) = (handler.clone(), session_host.clone());
+            let (handler, socket_io) = (handler.clone(), socket_io.clone());
             async move {
                 if request.uri().path().starts_with(socketio::PATH) {
-                    return Ok::<_, Infallible>(socketio::accept(request, session_host, peer, heartbeat));
+                    return Ok::<_, Infallible>(socket_io.accept(request, peer).await);
                 }
                 Ok::<_, Infallible>(handler.handle(request, peer.ip()).await)
             }
@@ -357,6 +357,11 @@ fn admin_token(file: Option<&Path>) -> Result<Option<String>> {
         Some(t) if t.is_empty() => bail!("the admin token is empty"),
         token => Ok(token),
     }
+}
+
+/// The bounds of every session, from the flags.
+fn session_limits(args: &ServeArgs) -> SessionLimits {
+    SessionLimits { drain: args.session_drain, write_timeout: args.session_write_timeout, max_sessions: args.max_sessions }
 }
 
 /// The bounds of the host services, from the flags.

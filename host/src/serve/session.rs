@@ -26,6 +26,7 @@ use crate::runtime::live::LiveGuest;
 use crate::runtime::services::Services;
 use crate::runtime::session_table::{Mailbox, Outgoing, Overflow, SessionId};
 use bytes::Bytes;
+use futures_util::FutureExt;
 use prometheus::IntCounter;
 use std::io;
 use std::net::SocketAddr;
@@ -63,6 +64,34 @@ fn failure_reason(error: &io::Error) -> CloseReason {
     }
 }
 
+/// How a write to the peer ended.
+enum Written {
+    Done,
+    /// The guest closed the session (a close was queued among the writes).
+    Closed(String),
+    Failed(io::Error),
+    SlowConsumer(SlowConsumer),
+    Shutdown,
+}
+
+/// Why a peer counts as a slow consumer.
+#[derive(Debug, Clone, Copy)]
+enum SlowConsumer {
+    /// More than `--session-max-outgoing` waited behind a blocked write.
+    Overflow,
+    /// A write stayed blocked for `--session-write-timeout`.
+    Stalled,
+}
+
+impl SlowConsumer {
+    fn as_str(self) -> &'static str {
+        match self {
+            SlowConsumer::Overflow => "overflow",
+            SlowConsumer::Stalled => "stalled",
+        }
+    }
+}
+
 /// A call into the session guest.
 enum Call {
     Opened(Peer),
@@ -84,6 +113,17 @@ impl Call {
     }
 }
 
+/// The bounds of every session (flags of `serve`).
+#[derive(Debug, Clone, Copy)]
+pub struct SessionLimits {
+    /// How long sessions may stay on a swapped-out guest.
+    pub drain: Duration,
+    /// How long one write may stay blocked before the peer counts as a slow consumer.
+    pub write_timeout: Duration,
+    /// Most sessions open at once.
+    pub max_sessions: u32,
+}
+
 /// What every session task shares.
 pub struct SessionHost {
     /// The guest being served, and the call slots every guest call takes.
@@ -92,6 +132,8 @@ pub struct SessionHost {
     metrics: Arc<Metrics>,
     /// How long sessions may stay on a swapped-out guest.
     drain: Duration,
+    /// How long a write may stay blocked on a peer that does not read.
+    write_timeout: Duration,
     /// Turns true at shutdown: every session closes.
     shutdown: watch::Receiver<bool>,
     /// One permit per open session (`--max-sessions`).
@@ -107,8 +149,7 @@ impl SessionHost {
         live: Arc<LiveGuest>,
         services: Arc<Services>,
         metrics: Arc<Metrics>,
-        drain: Duration,
-        max_sessions: u32,
+        limits: SessionLimits,
         shutdown: watch::Receiver<bool>,
     ) -> SessionHost {
         let (received, sent) = metrics.session_message_counters();
@@ -116,9 +157,10 @@ impl SessionHost {
             live,
             services,
             metrics,
-            drain,
+            drain: limits.drain,
+            write_timeout: limits.write_timeout,
             shutdown,
-            limit: Arc::new(Semaphore::new(max_sessions as usize)),
+            limit: Arc::new(Semaphore::new(limits.max_sessions as usize)),
             tasks: TaskTracker::new(),
             received,
             sent,
@@ -197,20 +239,16 @@ impl SessionHost {
             }
             tokio::select! {
                 biased;
-                _ = overflow.wait() => break self.slow_consumer(id, &overflow),
+                _ = overflow.wait() => break self.slow_consumer(id, &overflow, SlowConsumer::Overflow),
                 out = mailbox.recv() => match out {
                     Some(Outgoing::Data(data)) => {
-                        // A write blocked on a peer that does not read ends
-                        // when the queue behind it overflows.
-                        let written = tokio::select! {
-                            biased;
-                            _ = overflow.wait() => break self.slow_consumer(id, &overflow),
-                            written = self.write_queued(&mut transport, data, &mut mailbox) => written,
-                        };
+                        let written = self.write_out(&mut transport, data, &mut mailbox, &overflow, &mut shutdown).await;
                         match written {
-                            Err(e) => break (failure_reason(&e), format!("write failed: {e}")),
-                            Ok(Some(reason)) => break (CloseReason::Guest, reason),
-                            Ok(None) => {}
+                            Written::Done => {}
+                            Written::Closed(reason) => break (CloseReason::Guest, reason),
+                            Written::Failed(e) => break (failure_reason(&e), format!("write failed: {e}")),
+                            Written::SlowConsumer(why) => break self.slow_consumer(id, &overflow, why),
+                            Written::Shutdown => break (CloseReason::Shutdown, "host shutting down".to_string()),
                         }
                     }
                     Some(Outgoing::Close(reason)) => break (CloseReason::Guest, reason),
@@ -278,11 +316,58 @@ impl SessionHost {
         Ok(close)
     }
 
+    /// Writes `first` and what is queued behind it. The write usually
+    /// completes at once; one blocked on a peer that does not read ends when
+    /// the queue behind it overflows, when it has been blocked for
+    /// `--session-write-timeout`, or at shutdown.
+    async fn write_out<T: Transport>(
+        &self,
+        transport: &mut T,
+        first: Bytes,
+        mailbox: &mut Mailbox,
+        overflow: &Overflow,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Written {
+        let write = self.write_queued(transport, first, mailbox);
+        tokio::pin!(write);
+        // Only a write that blocks pays for a timer.
+        let result = match (&mut write).now_or_never() {
+            Some(result) => result,
+            None => tokio::select! {
+                biased;
+                _ = overflow.wait() => return Written::SlowConsumer(SlowConsumer::Overflow),
+                _ = shutdown.changed() => return Written::Shutdown,
+                _ = tokio::time::sleep(self.write_timeout) => return Written::SlowConsumer(SlowConsumer::Stalled),
+                result = &mut write => result,
+            },
+        };
+        match result {
+            Ok(None) => Written::Done,
+            Ok(Some(reason)) => Written::Closed(reason),
+            Err(e) => Written::Failed(e),
+        }
+    }
+
     /// The close of a session whose peer stopped reading, logged.
-    fn slow_consumer(&self, id: SessionId, overflow: &Overflow) -> (CloseReason, String) {
+    fn slow_consumer(&self, id: SessionId, overflow: &Overflow, why: SlowConsumer) -> (CloseReason, String) {
         let max = self.services.sessions.max_outgoing();
-        tracing::warn!(session = id, queued_bytes = overflow.queued(), max_bytes = max, "slow consumer: session closed");
-        (CloseReason::SlowConsumer, format!("slow consumer: more than {max} bytes waited to be written (--session-max-outgoing)"))
+        let timeout = self.write_timeout;
+        tracing::warn!(
+            session = id,
+            queued_bytes = overflow.queued(),
+            max_bytes = max,
+            cause = why.as_str(),
+            "slow consumer: session closed"
+        );
+        let message = match why {
+            SlowConsumer::Overflow => {
+                format!("slow consumer: more than {max} bytes waited to be written (--session-max-outgoing)")
+            }
+            SlowConsumer::Stalled => {
+                format!("slow consumer: a write stayed blocked for {timeout:?} (--session-write-timeout)")
+            }
+        };
+        (CloseReason::SlowConsumer, message)
     }
 
     /// Calls the session guest's `tick` at the interval it asked for (or the
