@@ -35,6 +35,48 @@ pub enum Command {
     Load(LoadArgs),
     /// Simulate many long-lived clients from one process.
     Swarm(SwarmArgs),
+    /// Measure what one pod of an HTTP guest can take (a staircase of load up to the knee), project what
+    /// its overlay's autoscaler does with it, and write an HTML page and JSON.
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The guest's traffic URL to load, such as http://127.0.0.1:8080/prime/1000.
+    pub url: String,
+
+    /// The target host's metrics (its admin port's /metrics): CPU and RSS around each step.
+    #[arg(long)]
+    pub metrics_url: String,
+
+    /// The guest's overlay, rendered (`kubectl kustomize k8s/overlays/prime > prime.yaml`): the
+    /// autoscaler's settings come from it. Without it, no projection.
+    #[arg(long)]
+    pub overlay: Option<PathBuf>,
+
+    /// Offered rates (requests/s), one step each, in order, until a step misses the SLO.
+    #[arg(long, value_delimiter = ',', default_value = "25,50,100,200,400,800,1600,3200,6400,12800")]
+    pub rates: Vec<f64>,
+
+    /// How long each step is measured.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub step: Duration,
+
+    /// Load at the step's rate before it is measured (not recorded).
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub warmup: Duration,
+
+    /// The SLO: a step meets it when its p99 is at most this (and errors under 0.1%).
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    pub slo_p99: Duration,
+
+    /// Where to write: OUT.html and OUT.json.
+    #[arg(long, default_value = "report")]
+    pub out: PathBuf,
+
+    /// A request (including its whole body) that takes longer fails as `timeout`.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Args)]

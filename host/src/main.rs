@@ -2,7 +2,7 @@
 //! async runtime, and runs the command from the library. See ARCHITECTURE.md.
 
 use clap::{CommandFactory, FromArgMatches};
-use scalelab::clients::{load, swarm};
+use scalelab::clients::{load, report, swarm};
 use scalelab::serve::config;
 use scalelab::{backtrace, cli, compile, fd_limit, logging, serve, workers};
 use std::process::ExitCode;
@@ -42,6 +42,7 @@ fn main() -> ExitCode {
             runtime(workers::count(None)).and_then(|rt| rt.block_on(swarm::run(args)))
         }
         cli::Command::Compile(args) => runtime(1).and_then(|rt| rt.block_on(compile::run(args))),
+        cli::Command::Report(args) => runtime(workers::count(None)).and_then(|rt| rt.block_on(report::run(args)).map(|_| ())),
         cli::Command::Load(args) => {
             let workers = workers::count(None);
             return match runtime(workers).and_then(|rt| rt.block_on(load::run(args))) {

@@ -207,20 +207,25 @@ async fn session_floods_are_refused_and_counted_while_open_sessions_go_on() {
     assert_eq!(host.metrics().await.value("scalelab_guest_failures_total", &[]), Some(0.0));
 }
 
+/// A raw socket.io client over a WebSocket, connected to the main namespace.
+async fn socketio_client(
+    host: &Host,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    use futures_util::{SinkExt, StreamExt};
+    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", host.traffic);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let _open = ws.next().await.unwrap().unwrap();
+    ws.send(tokio_tungstenite::tungstenite::Message::text("40")).await.unwrap();
+    ws
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_websocket_message_over_the_size_limit_closes_its_session_only() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
     let host = Host::start("tracker", &[]);
-    let connect = || async {
-        let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", host.traffic);
-        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-        let _open = ws.next().await.unwrap().unwrap();
-        ws.send(Message::text("40")).await.unwrap();
-        ws
-    };
-    let mut good = connect().await;
-    let mut huge = connect().await;
+    let mut good = socketio_client(&host).await;
+    let mut huge = socketio_client(&host).await;
     // 2 MiB in one message: over the host's 1 MiB limit. The write may fail
     // part way once the host closes.
     let _ = huge.send(Message::text(format!("42[\"x\",\"{}\"]", "a".repeat(2 << 20)))).await;
@@ -234,6 +239,31 @@ async fn a_websocket_message_over_the_size_limit_closes_its_session_only() {
     support::wait_metric(&host, "scalelab_sessions_closed_total", &[("reason", "error")], |v| v == 1.0).await;
     // The other session still gets its events.
     still_served(&host, &mut good).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_websocket_client_that_stops_reading_is_closed_as_a_slow_consumer_while_others_are_served() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    // The guest sends from each session's own tick, as the tracker does
+    // (here 64 KiB a tick, so that the kernel's buffers fill in seconds, not
+    // the minutes they take at the tracker's ~6 KB/s). Once a write to the
+    // silent client blocks, its ticks wait and nothing more is queued for
+    // it: the queue never overflows, and only the blocked write's timeout
+    // ends the session. Before --session-write-timeout it hung for ever.
+    let quiet = ["--socketio-ping-interval", "10m", "--socketio-ping-timeout", "10m"];
+    let host = Host::start("fixture-session", &[&quiet[..], &["--session-write-timeout", "2s"]].concat());
+    let mut silent = socketio_client(&host).await;
+    silent.send(Message::text("42[\"flood 64\"]")).await.unwrap();
+    let mut good = socketio_client(&host).await;
+    good.send(Message::text("42[\"tick-on\"]")).await.unwrap();
+
+    support::wait_metric(&host, "scalelab_sessions_closed_total", &[("reason", "slow_consumer")], |v| v == 1.0).await;
+    let logged = host.logs().into_iter().find(|l| l["message"] == "slow consumer: session closed");
+    assert_eq!(logged.expect("a slow consumer warning")["cause"], "stalled");
+    // The reading client still gets its ticks.
+    still_served(&host, &mut good).await;
+    drop(silent);
 }
 
 /// Sends a request head announcing a large body, then `body` bytes one at a

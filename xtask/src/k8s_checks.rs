@@ -447,6 +447,42 @@ fn each_overlay_scales_its_guest_as_intended() {
     assert!(args.contains(&"--url=http://scalelab:8080"), "{args:?}");
 }
 
+/// What `scalelab report` will read from each rendered overlay: the
+/// autoscaler's bounds and targets, with the requests its Utilization
+/// targets are relative to.
+#[test]
+fn each_overlay_autoscaling_policy_reads_from_its_rendered_objects() {
+    use autoscale::{Bounds, Metric, Policy, Resource};
+    let bounds = |min, max| Bounds { min_replicas: min, max_replicas: max, tolerance: 0.1 };
+    let cpu_50 = Metric::Utilization { resource: Resource::Cpu, percent: 50.0, request: 0.25 };
+    for rendered in render_all() {
+        let policy = Policy::from_objects(&rendered.objects).unwrap_or_else(|e| panic!("{}: {e}", rendered.overlay));
+        let Some(policy) = policy else {
+            assert_eq!(rendered.overlay, "broker", "only the broker has no autoscaler");
+            continue;
+        };
+        assert_eq!(policy.deployment, cluster::DEFAULT_DEPLOYMENT, "{}", rendered.overlay);
+        match rendered.overlay.as_str() {
+            "prime" => assert_eq!((policy.bounds, policy.metrics), (bounds(1, 10), vec![cpu_50.clone()])),
+            "todo" => assert_eq!((policy.bounds, policy.metrics), (bounds(1, 8), vec![cpu_50.clone()])),
+            "httpbin" => {
+                let memory = Metric::Utilization { resource: Resource::Memory, percent: 70.0, request: 128.0 * 1024.0 * 1024.0 };
+                assert_eq!((policy.bounds, policy.metrics), (bounds(1, 4), vec![cpu_50.clone(), memory]));
+            }
+            "tracker" => {
+                assert_eq!(policy.source, "ScaledObject/scalelab");
+                assert_eq!(policy.bounds, bounds(1, 15));
+                let [Metric::AverageValue { threshold, query: Some(query) }] = policy.metrics.as_slice() else {
+                    panic!("tracker: {:?}", policy.metrics);
+                };
+                assert_eq!(*threshold, 10.0);
+                assert!(query.starts_with("sum(mx_server_active_conn_gauge"), "{query}");
+            }
+            other => panic!("an overlay the check does not know: {other}"),
+        }
+    }
+}
+
 /// Every container's arguments are accepted by the scalelab CLI: each is
 /// run for a moment (its peers do not resolve here) and must not stop with
 /// a usage error.

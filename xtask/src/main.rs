@@ -36,6 +36,7 @@ mod image;
 mod k8s_checks;
 mod lint;
 mod manifests;
+mod report;
 mod soak;
 #[cfg(test)]
 mod stand_in;
@@ -106,6 +107,14 @@ enum Task {
         /// Requests in flight at once (one connection each).
         #[arg(long, default_value_t = 32)]
         concurrency: u32,
+    },
+    /// `scalelab report` for a guest on this machine, like a pod with a 1-CPU limit: target/report/<guest>.html.
+    Report {
+        /// An HTTP guest: prime, httpbin or todo.
+        guest: String,
+        /// Shorter steps (3 s, 1 s warm-up instead of 10 s, 3 s).
+        #[arg(long)]
+        quick: bool,
     },
     /// Long runs under a steady mixed load with a swap every minute: RSS, fds, sessions, errors over time.
     Soak {
@@ -220,6 +229,7 @@ fn run(task: Task) -> Result<()> {
         Task::BenchHttpbin { quick } => bench_httpbin::run(&ws, quick)?,
         Task::BenchTodo { quick, concurrency } => bench_todo::run(&ws, quick, concurrency)?,
         Task::Fuzz { seconds } => fuzz::run(&ws, seconds)?,
+        Task::Report { guest, quick } => report::run(&ws, &guest, quick)?,
         Task::Soak { minutes, guest } => {
             let guests = if guest.is_empty() { soak::DEFAULT_GUESTS.iter().map(|g| g.to_string()).collect() } else { guest };
             soak::run(&ws, minutes, &guests)?

@@ -18,7 +18,8 @@ use std::process::Command;
 /// Debian packages: (a program on the PATH, or an absolute path, that shows
 /// the package is there; the package). `postgresql`: the server the todo
 /// tests start a private cluster of.
-const APT: &[(&str, &str)] = &[("musl-gcc", "musl-tools"), ("prometheus", "prometheus"), ("/usr/lib/postgresql", "postgresql")];
+const APT: &[(&str, &str)] =
+    &[("musl-gcc", "musl-tools"), ("prometheus", "prometheus"), ("/usr/lib/postgresql", "postgresql"), ("chromium", "chromium")];
 
 /// PyPI packages: (the module or program that shows it is there, the requirement).
 const PIP: &[(&str, &str)] =

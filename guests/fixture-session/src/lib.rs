@@ -1,11 +1,14 @@
 //! Test fixture (never in the image): a session guest that misbehaves on
 //! command, so the host's tests can check that one bad call harms nothing
-//! else. Each TCP read (or socket.io event) is one command:
+//! else. Each TCP read (or socket.io event named by the command alone,
+//! `["tick-on"]`) is one command:
 //!
 //! - `trap`: panics in `received`; `loop`: computes for ever in `received`;
 //! - `tick-trap`, `tick-loop`: the next `session-tick` of this session panics
 //!   or computes for ever (once: the mode is cleared before);
 //! - `tick-on`: every `session-tick` of this session sends `tick\n`;
+//! - `flood {k}`: every `session-tick` of this session sends `k` KiB (a
+//!   guest that sends from its own tick, as the tracker does, only faster);
 //! - `state {n}`: writes an `n`-byte value into the shared state (key
 //!   `big/{id}`) and answers `stored {n}\n`;
 //! - `metrics {n}`: declares `n` new gauges (a label set per "user") and
@@ -65,12 +68,14 @@ impl Guest for Fixture {
     fn received(id: u64, data: Vec<u8>) -> Vec<Effect> {
         let text = String::from_utf8_lossy(&data);
         let command = text.trim();
+        // Over socket.io a command is an event's name alone: `["flood 64"]`.
+        let command = command.strip_prefix("[\"").and_then(|c| c.strip_suffix("\"]")).unwrap_or(command);
         let (verb, arg) = command.split_once(' ').unwrap_or((command, ""));
         match verb {
             "trap" => panic!("session {id} asked for a trap"),
             "loop" => spin(),
-            "tick-trap" | "tick-loop" | "tick-on" => {
-                state::set(&mode_key(id), verb.as_bytes());
+            "tick-trap" | "tick-loop" | "tick-on" | "flood" => {
+                state::set(&mode_key(id), command.as_bytes());
                 send(id, format!("{verb} set\n"))
             }
             "state" => {
@@ -112,6 +117,10 @@ impl Guest for Fixture {
         let Some(mode) = state::get(&mode_key(id)) else { return Vec::new() };
         match mode.as_slice() {
             b"tick-on" => send(id, "tick\n".to_string()),
+            flood if flood.starts_with(b"flood ") => {
+                let kib: usize = String::from_utf8_lossy(&flood[6..]).parse().unwrap_or(0);
+                send(id, "x".repeat(kib * 1024))
+            }
             b"tick-trap" => {
                 state::delete(&mode_key(id));
                 panic!("session {id}: a session-tick asked for a trap")

@@ -4,4 +4,5 @@
 //! wire formats of `protocol`, like the host.
 
 pub mod load;
+pub mod report;
 pub mod swarm;

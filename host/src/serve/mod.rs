@@ -129,7 +129,7 @@ pub async fn run(args: ServeArgs, explicit: Explicit, process_start: Instant) ->
         pinned: settings.pinned(),
         database: args.database.clone(),
     };
-    tokio::spawn(watch::run(watched, args.config_poll, swapper, metrics.clone()));
+    watch::spawn(watched, args.config_poll, swapper, metrics.clone());
 
     let startup = process_start.elapsed();
     metrics.startup_seconds.set(startup.as_secs_f64());

@@ -29,11 +29,12 @@ pub struct Watched {
     pub database: DatabaseArgs,
 }
 
-/// Runs until the process exits.
-pub async fn run(mut watched: Watched, poll: Duration, swapper: Arc<Swapper>, metrics: Arc<Metrics>) {
-    let (events, mut changed) = tokio::sync::mpsc::unbounded_channel();
-    // Keep the watcher alive for the life of this task.
-    let _watcher = watched.path.parent().and_then(|dir| {
+/// Starts watching: the directory watch exists when this returns (so a
+/// host that reports ready is watching, and holds every file descriptor it
+/// keeps), and the loop runs in a task until the process exits.
+pub fn spawn(watched: Watched, poll: Duration, swapper: Arc<Swapper>, metrics: Arc<Metrics>) {
+    let (events, changed) = tokio::sync::mpsc::unbounded_channel();
+    let watcher = watched.path.parent().and_then(|dir| {
         let mut watcher = notify::recommended_watcher(move |_event| {
             let _ = events.send(());
         })
@@ -46,6 +47,19 @@ pub async fn run(mut watched: Watched, poll: Duration, swapper: Arc<Swapper>, me
             }
         }
     });
+    tokio::spawn(run(watched, poll, swapper, metrics, watcher, changed));
+}
+
+/// Re-reads the file on every event and every `poll`, for ever.
+async fn run(
+    mut watched: Watched,
+    poll: Duration,
+    swapper: Arc<Swapper>,
+    metrics: Arc<Metrics>,
+    // Kept alive for the life of this task.
+    _watcher: Option<notify::RecommendedWatcher>,
+    mut changed: tokio::sync::mpsc::UnboundedReceiver<()>,
+) {
     let mut tick = tokio::time::interval(poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

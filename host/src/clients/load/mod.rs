@@ -7,7 +7,7 @@
 //! `schedule.rs`). The report is a table or, with `--output json`, the whole
 //! result with a per-second series; thresholds turn it into an exit status.
 
-mod client;
+pub mod client;
 pub mod plan;
 pub mod schedule;
 pub mod stats;
@@ -219,6 +219,17 @@ async fn open(
     }
     // Wait for the requests still out.
     let _ = outstanding.acquire_many(max_outstanding).await;
+}
+
+/// One open-model run at a constant `rate` (requests/s) for `duration`,
+/// in this process: a step of `scalelab report`'s staircase.
+pub async fn run_at_rate(plan: &Arc<Plan>, client: &Client, rate: f64, duration: Duration, max_outstanding: u32) -> Report {
+    let limit = Limit { until: Some(duration), requests: None, stop: Arc::new(std::sync::atomic::AtomicBool::new(false)) };
+    let start = Instant::now();
+    let recorder = Arc::new(Recorder::new(start));
+    let rate = Rate { from: rate, to: rate, ramp: Duration::ZERO };
+    open(plan, client, &recorder, start, &limit, rate, max_outstanding).await;
+    recorder.report(start.elapsed())
 }
 
 /// Rewrites one status line on the terminal every second.
