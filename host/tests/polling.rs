@@ -140,7 +140,7 @@ async fn clients_that_break_the_protocol_are_closed_and_others_go_on() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_heartbeat_runs_over_polls_and_a_silent_client_times_out() {
-    let host = Host::start("fixture-session", &["--socketio-ping-interval", "200ms", "--socketio-ping-timeout", "1s"]);
+    let host = Host::start("fixture-session", &["--socketio-ping-interval", "200ms", "--socketio-ping-timeout", "3s"]);
     let client = Polling::connect(&host).await;
     for _ in 0..3 {
         // Nothing else is sent: each poll ends with the next ping.

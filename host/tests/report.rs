@@ -77,17 +77,19 @@ fn a_short_report_measures_each_step_projects_the_hpa_and_draws_every_plot_in_a_
     let dir = out_dir("staircase");
     let data = report(&host, &dir, &["--rates", "20,40,80", "--slo-p99", "5s"]);
 
-    // Every step ran, was answered and cost CPU; all met the generous SLO.
+    // Every step sent its rate for its second (the open model's count does
+    // not depend on the machine's speed), all answered; all met the generous SLO.
     let steps = data["steps"].as_array().unwrap();
     assert_eq!(steps.len(), 3, "{data:#}");
-    for (step, offered) in steps.iter().zip([20.0, 40.0, 80.0]) {
-        assert_eq!(step["offered"], offered);
-        let achieved = step["achieved"].as_f64().unwrap();
-        assert!(achieved > offered * 0.8 && achieved < offered * 1.2, "{step}");
+    for (step, offered) in steps.iter().zip([20u64, 40, 80]) {
+        assert_eq!(step["offered"], offered as f64);
+        assert_eq!(step["requests"], offered, "{step}");
+        assert!(step["achieved"].as_f64().unwrap() > 0.0, "{step}");
         assert_eq!(step["error_rate"], 0.0);
-        assert!(step["cpu_cores"].as_f64().unwrap() > 0.0, "{step}");
         assert!(step["rss_bytes"].as_f64().unwrap() > 1e6, "{step}");
     }
+    // CPU is read to the clock tick (10 ms): the busiest step shows some.
+    assert!(steps[2]["cpu_cores"].as_f64().unwrap() > 0.0, "{:#}", steps[2]);
     assert_eq!(data["knee"], 2);
     // The HPA as the overlay says, judged against the measured knee.
     let projection = &data["projection"];

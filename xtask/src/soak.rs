@@ -148,7 +148,7 @@ fn soak(scalelab: &Path, guests_dir: &Path, bench_dir: &Path, guest: &str, durat
     let swaps_ok = metric(&admin, "scalelab_guest_swaps_total{result=\"ok\"}")?;
 
     let warm = samples.len() / 5;
-    let warmup_peak = samples[..=warm.min(samples.len().saturating_sub(1))].iter().map(|s| s.rss).max().unwrap_or(0);
+    let warmup_peak = samples.iter().take(warm + 1).map(|s| s.rss).max().unwrap_or(0);
     let after = &samples[warm..];
     let peak_after = after.iter().map(|s| s.rss).max().unwrap_or(0);
     let low_after = after.iter().map(|s| s.rss).min().unwrap_or(0);

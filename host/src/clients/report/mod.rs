@@ -52,6 +52,9 @@ pub struct Written {
 }
 
 pub async fn run(args: ReportArgs) -> Result<Written> {
+    if args.rates.is_empty() {
+        bail!("no step to run: give --rates");
+    }
     let policy = match &args.overlay {
         Some(path) => read_policy(path)?,
         None => None,
@@ -134,13 +137,10 @@ fn verdict(url: &str, steps: &[Step], knee: Option<usize>, slo: f64, projection:
                 s.cpu_cores
             );
             if let Some(next) = steps.get(k + 1) {
-                let _ = std::fmt::Write::write_fmt(
-                    &mut line,
-                    format_args!(
-                        " At {:.0}/s it misses it: p99 {:.1} ms, {:.1}/s answered.",
-                        next.offered, next.p99_ms, next.achieved
-                    ),
-                );
+                line.push_str(&format!(
+                    " At {:.0}/s it misses it: p99 {:.1} ms, {:.1}/s answered.",
+                    next.offered, next.p99_ms, next.achieved
+                ));
             } else {
                 line.push_str(" The last step offered still met it: the knee is higher than the staircase went.");
             }
@@ -171,9 +171,6 @@ fn write(data: &ReportData, out: &Path) -> Result<Written> {
     let json = out.with_extension("json");
     std::fs::write(&json, serde_json::to_string_pretty(data)?).with_context(|| format!("writing {}", json.display()))?;
     std::fs::write(&html, page::render(data)).with_context(|| format!("writing {}", html.display()))?;
-    if data.steps.is_empty() {
-        bail!("no step ran: give --rates");
-    }
     eprintln!("wrote {} and {}", html.display(), json.display());
     Ok(Written { html, json })
 }

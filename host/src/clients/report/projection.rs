@@ -67,11 +67,15 @@ pub fn cpu_line(steps: &[Step]) -> (f64, f64) {
 }
 
 pub fn project(policy: &Policy, steps: &[Step], knee: Option<usize>) -> Projection {
-    let within = &steps[..knee.map_or(0, |k| k + 1)];
-    let (per_request, idle) = cpu_line(if within.is_empty() { steps } else { within });
+    // What one pod does within the SLO (all steps when none met it).
+    let within = match knee {
+        Some(k) => &steps[..=k],
+        None => steps,
+    };
+    let (per_request, idle) = cpu_line(within);
     let capacity = knee.map(|k| steps[k].achieved);
-    // Memory as the pod holds it within the SLO (an overloaded step queues requests).
-    let peak_rss = (if within.is_empty() { steps } else { within }).iter().map(|s| s.rss_bytes).fold(0.0, f64::max);
+    // Memory as the pod holds it within the SLO (an overloaded step holds its waiting requests).
+    let peak_rss = within.iter().map(|s| s.rss_bytes).fold(0.0, f64::max);
     let tolerance = policy.bounds.tolerance;
     let targets: Vec<TargetView> =
         policy.metrics.iter().map(|metric| view(metric, per_request, idle, peak_rss, capacity, tolerance)).collect();

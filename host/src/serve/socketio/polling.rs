@@ -99,6 +99,13 @@ struct Outbox {
     noop: bool,
 }
 
+impl Outbox {
+    fn push(&mut self, text: String) {
+        self.bytes += text.len();
+        self.packets.push_back(text);
+    }
+}
+
 impl Poll {
     /// Marks the session broken by the client: its link fails with `why`.
     fn fail(&self, why: String) {
@@ -301,8 +308,7 @@ impl PollLink {
             {
                 let mut outbox = self.poll.outbox.lock().expect("outbox");
                 if outbox.bytes < OUTBOX_BYTES {
-                    outbox.bytes += text.len();
-                    outbox.packets.push_back(text);
+                    outbox.push(text);
                     drop(outbox);
                     self.poll.readable.notify_one();
                     return Ok(());
@@ -314,10 +320,7 @@ impl PollLink {
 
     /// Queues a control packet (a ping, the close) whether the outbox is full or not.
     pub fn push(&self, text: &str) {
-        let mut outbox = self.poll.outbox.lock().expect("outbox");
-        outbox.bytes += text.len();
-        outbox.packets.push_back(text.to_owned());
-        drop(outbox);
+        self.poll.outbox.lock().expect("outbox").push(text.to_owned());
         self.poll.readable.notify_one();
     }
 

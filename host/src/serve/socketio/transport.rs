@@ -13,6 +13,7 @@ use bytes::Bytes;
 use std::io;
 use std::time::Duration;
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// How long a new client may take to send its connect packet.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -29,12 +30,12 @@ pub enum Link {
 impl Link {
     /// The client's next packet; `None` once it has closed. A polling link
     /// that the client upgrades turns into a WebSocket link here. Cancel-safe.
-    async fn next(&mut self) -> io::Result<Option<String>> {
+    async fn next(&mut self) -> io::Result<Option<Utf8Bytes>> {
         loop {
             match self {
                 Link::WebSocket(ws) => return ws.next().await,
                 Link::Polling(poll) => match poll.next().await? {
-                    PollEvent::Packet(text) => return Ok(Some(text)),
+                    PollEvent::Packet(text) => return Ok(Some(Utf8Bytes::from(text))),
                     PollEvent::Upgraded(mut ws) => {
                         ws.put_first(poll.take_backlog());
                         // Drops the polling link: the poll ends.
@@ -99,7 +100,7 @@ pub async fn connect(mut link: Link, heartbeat: Heartbeat) -> io::Result<SocketI
         loop {
             let text =
                 link.next().await?.ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "closed before connecting"))?;
-            match packet::parse(&text) {
+            match packet::parse(text.as_str()) {
                 Ok(Packet::Connect(_)) => return Ok(()),
                 Ok(Packet::Ping) => link.send("3").await?,
                 Ok(Packet::Pong | Packet::Noop) => {}
@@ -151,8 +152,9 @@ impl Transport for SocketIoTransport {
                         self.client_closed = true;
                         return Ok(None);
                     };
-                    match packet::parse(&text) {
-                        Ok(Packet::Event { data, .. }) => return Ok(Some(Bytes::copy_from_slice(data.as_bytes()))),
+                    match packet::parse(text.as_str()) {
+                        // The event's JSON, shared with the frame (no copy).
+                        Ok(Packet::Event { data, .. }) => return Ok(Some(Bytes::from(text.clone()).slice_ref(data.as_bytes()))),
                         Ok(Packet::Pong) => self.pong_deadline = None,
                         Ok(Packet::Ping) => self.link.send("3").await?,
                         Ok(Packet::Noop) => {}

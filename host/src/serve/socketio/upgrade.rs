@@ -61,7 +61,7 @@ async fn probe(ws: &mut WsLink, poll: &Poll) -> io::Result<()> {
 
 async fn expect(ws: &mut WsLink, wanted: Packet<'static>) -> io::Result<()> {
     let text = ws.next().await?.ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "closed while probing"))?;
-    match packet::parse(&text) {
+    match packet::parse(text.as_str()) {
         Ok(packet) if packet == wanted => Ok(()),
         _ => Err(io::Error::new(io::ErrorKind::InvalidData, format!("expected {wanted:?} while probing, got {text:?}"))),
     }

@@ -19,8 +19,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 /// A client's WebSocket.
 pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
@@ -115,11 +115,11 @@ impl WsLink {
     }
 
     /// The next text frame; `None` once the client has closed. Cancel-safe.
-    pub async fn next(&mut self) -> io::Result<Option<String>> {
+    pub async fn next(&mut self) -> io::Result<Option<Utf8Bytes>> {
         self.write_backlog().await?;
         loop {
             match self.ws.next().await {
-                Some(Ok(Message::Text(text))) => return Ok(Some(text.as_str().to_owned())),
+                Some(Ok(Message::Text(text))) => return Ok(Some(text)),
                 Some(Ok(Message::Close(_))) | None => return Ok(None),
                 Some(Ok(Message::Binary(_))) => {
                     return Err(io::Error::new(io::ErrorKind::InvalidData, "binary frames are not supported"));
