@@ -41,11 +41,17 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "The load, one kind per report:\n\
+  --rates    open-model HTTP requests/s of URL (an http:// URL of the guest's route); latency is the response time\n\
+  --clients  socket.io clients held at URL (the server's http:// address); latency is the gap between a client's ticks\n\
+  --engines  engines of the heartbeat broker at URL (host:port); latency is the registration time\n\
+Each step is held for --step after --warmup; the staircase stops one step past the knee (p99 over --slo-p99, or\n\
+more than 0.1% errors). With --kube it also records the cluster's HPA and Deployment every --kube-interval.")]
 pub struct ReportArgs {
-    /// The guest's traffic URL to load, such as http://127.0.0.1:8080/prime/1000.
+    /// The guest's traffic: an http:// URL (the route to load, or the socket.io server), or the broker's host:port.
     pub url: String,
 
-    /// The target host's metrics (its admin port's /metrics): CPU and RSS around each step.
+    /// The target host's metrics (its admin port's /metrics): CPU, RSS and the guest's signals around each step.
     #[arg(long)]
     pub metrics_url: String,
 
@@ -54,15 +60,32 @@ pub struct ReportArgs {
     #[arg(long)]
     pub overlay: Option<PathBuf>,
 
-    /// Offered rates (requests/s), one step each, in order, until a step misses the SLO.
-    #[arg(long, value_delimiter = ',', default_value = "25,50,100,200,400,800,1600,3200,6400,12800")]
+    /// HTTP: offered rates (requests/s), one step each, in order, until a step misses the SLO.
+    #[arg(long, value_delimiter = ',', default_value = "25,50,100,200,400,800,1600,3200,6400,12800", conflicts_with_all = ["clients", "engines"])]
     pub rates: Vec<f64>,
+
+    /// socket.io: clients held at each step (each step keeps the clients before it).
+    #[arg(long, value_delimiter = ',', conflicts_with = "engines")]
+    pub clients: Option<Vec<u32>>,
+
+    /// Broker: engines held at each step (each step keeps the engines before it).
+    #[arg(long, value_delimiter = ',')]
+    pub engines: Option<Vec<u32>>,
+
+    /// Broker: each engine's heartbeat interval.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub heartbeat: Duration,
+
+    /// A metric of the guest to record at each step (a gauge's value, a `_total` counter's rate);
+    /// repeat for more. The metric an autoscaler's query follows is recorded without it.
+    #[arg(long = "signal")]
+    pub signals: Vec<String>,
 
     /// How long each step is measured.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub step: Duration,
 
-    /// Load at the step's rate before it is measured (not recorded).
+    /// Load at the step's level before it is measured (not recorded).
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     pub warmup: Duration,
 
@@ -74,9 +97,30 @@ pub struct ReportArgs {
     #[arg(long, default_value = "report")]
     pub out: PathBuf,
 
-    /// A request (including its whole body) that takes longer fails as `timeout`.
+    /// HTTP: a request (including its whole body) that takes longer fails as `timeout`.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
+
+    /// Also record the cluster's view while the staircase runs: the HPA's current metrics and
+    /// desired/current replicas and the Deployment's ready replicas (kubeconfig or in-cluster account).
+    #[arg(long)]
+    pub kube: bool,
+
+    /// --kube: the namespace [default: the overlay's, else the kube context's].
+    #[arg(long, requires = "kube")]
+    pub namespace: Option<String>,
+
+    /// --kube: the HorizontalPodAutoscaler [default: the overlay's; KEDA's `keda-hpa-<ScaledObject>`].
+    #[arg(long, requires = "kube")]
+    pub hpa: Option<String>,
+
+    /// --kube: the Deployment [default: the one the overlay's autoscaler scales, else `scalelab`].
+    #[arg(long, requires = "kube")]
+    pub deployment: Option<String>,
+
+    /// --kube: time between two readings of the cluster.
+    #[arg(long, default_value = "5s", value_parser = parse_duration, requires = "kube")]
+    pub kube_interval: Duration,
 }
 
 #[derive(Debug, Args)]

@@ -304,7 +304,7 @@ fn endpoints(ns: &str, name: &str, service: &Service) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stand_in::ApiServer;
+    use kube_stand_in::ApiServer;
 
     fn args(overlay: &str, kubeconfig: PathBuf) -> DeployArgs {
         DeployArgs {

@@ -38,8 +38,6 @@ mod lint;
 mod manifests;
 mod report;
 mod soak;
-#[cfg(test)]
-mod stand_in;
 mod swap;
 mod tools;
 mod wasmtime_serve;
@@ -110,7 +108,7 @@ enum Task {
     },
     /// `scalelab report` for a guest on this machine, like a pod with a 1-CPU limit: target/report/<guest>.html.
     Report {
-        /// An HTTP guest: prime, httpbin or todo.
+        /// prime, httpbin or todo (request rates), tracker (socket.io clients) or broker (engines).
         guest: String,
         /// Shorter steps (3 s, 1 s warm-up instead of 10 s, 3 s).
         #[arg(long)]

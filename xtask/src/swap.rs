@@ -276,7 +276,7 @@ mod tests {
     /// Deployment, list its pods, ask each pod through the pod proxy.
     #[test]
     fn patches_the_configmap_and_waits_for_every_ready_pod() {
-        let api = crate::stand_in::ApiServer::start();
+        let api = kube_stand_in::ApiServer::start();
         let dir = std::env::temp_dir().join(format!("xtask-kube-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let kubeconfig = dir.join("kubeconfig");

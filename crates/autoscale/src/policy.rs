@@ -15,8 +15,93 @@ pub enum Metric {
     /// pod's request (`request`: cores for CPU, bytes for memory).
     Utilization { resource: Resource, percent: f64, request: f64 },
     /// An average value per pod: a KEDA trigger's `threshold` (its
-    /// Prometheus `query`, when it has one), or an HPA `AverageValue`.
+    /// Prometheus `query`, when it has one), or an HPA `AverageValue` (the
+    /// metric's name as its query).
     AverageValue { threshold: f64, query: Option<String> },
+}
+
+impl Metric {
+    /// The metric an `AverageValue` target follows, by name: the first
+    /// metric its query selects (`sum(rate(x_total[1m]))` -> `x_total`).
+    pub fn followed(&self) -> Option<String> {
+        match self {
+            Metric::AverageValue { query: Some(query), .. } => query_metric(query),
+            _ => None,
+        }
+    }
+}
+
+/// The first metric name a PromQL query selects: an identifier that is
+/// not a function or aggregation (followed by `(`), not a keyword, not a
+/// label name inside `{}` or a grouping's `()`, not in a string.
+pub fn query_metric(query: &str) -> Option<String> {
+    const KEYWORDS: [&str; 25] = [
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "bool",
+        "offset",
+        "and",
+        "or",
+        "unless",
+        "atan2",
+        // Aggregations, which may come before their `by (...)`.
+        "sum",
+        "avg",
+        "min",
+        "max",
+        "count",
+        "group",
+        "stddev",
+        "stdvar",
+        "topk",
+        "bottomk",
+        "quantile",
+        "count_values",
+        "limitk",
+    ];
+    let bytes = query.as_bytes();
+    let (mut i, mut braces, mut skip_group) = (0, 0usize, false);
+    while i < bytes.len() {
+        let c = bytes[i];
+        match c {
+            b'"' | b'\'' | b'`' => {
+                // A string: to its closing quote (backslash escapes).
+                i += 1;
+                while i < bytes.len() && bytes[i] != c {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'{' => braces += 1,
+            b'}' => braces = braces.saturating_sub(1),
+            b'(' if skip_group => {
+                // The label list of `by (...)`: to its closing parenthesis.
+                skip_group = false;
+                i += query[i..].find(')').unwrap_or(query.len() - i);
+            }
+            b'[' => i += query[i..].find(']').unwrap_or(query.len() - i),
+            c if braces == 0 && (c.is_ascii_alphabetic() || c == b'_' || c == b':') => {
+                let start = i;
+                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] == b':') {
+                    i += 1;
+                }
+                let word = &query[start..i];
+                let called = query[i..].trim_start().starts_with('(');
+                if KEYWORDS.contains(&word) {
+                    skip_group = matches!(word, "by" | "without" | "on" | "ignoring" | "group_left" | "group_right");
+                } else if !called {
+                    return Some(word.to_string());
+                }
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,7 +217,8 @@ fn hpa_metric(source: &str, metric: &Value, requests: &Requests) -> Result<Metri
         Some("AverageValue") => {
             let threshold = quantity(&target["averageValue"])
                 .ok_or_else(|| format!("{source}: an AverageValue target without a quantity"))?;
-            Ok(Metric::AverageValue { threshold, query: None })
+            let query = metric[kind.to_ascii_lowercase()]["metric"]["name"].as_str().map(str::to_string);
+            Ok(Metric::AverageValue { threshold, query })
         }
         other => Err(format!("{source}: target type {other:?} is not understood")),
     }
@@ -236,6 +322,24 @@ mod tests {
         let policy = Policy::from_objects(&[deployment(), scaled]).unwrap().unwrap();
         assert_eq!(policy.bounds, Bounds { min_replicas: 1, max_replicas: 15, tolerance: 0.1 });
         assert_eq!(policy.metrics, [Metric::AverageValue { threshold: 10.0, query: Some("sum(x)".into()) }]);
+    }
+
+    #[test]
+    fn the_metric_a_query_follows() {
+        let name = |q: &str| query_metric(q);
+        assert_eq!(
+            name(r#"sum(mx_server_active_conn_gauge{namespace="scalelab"})"#).as_deref(),
+            Some("mx_server_active_conn_gauge")
+        );
+        assert_eq!(name("sum(rate(broker_heartbeats_total[1m]))").as_deref(), Some("broker_heartbeats_total"));
+        assert_eq!(name(r#"sum by (pod) (x{a="sum(y)"}) / count(up)"#).as_deref(), Some("x"));
+        assert_eq!(name("avg without (instance, job) (job:requests:rate5m)").as_deref(), Some("job:requests:rate5m"));
+        assert_eq!(name("sum(42)"), None);
+        let pods = json!({"kind": "HorizontalPodAutoscaler", "metadata": {"name": "h"}, "spec": {
+            "scaleTargetRef": {"kind": "Deployment", "name": "scalelab"}, "maxReplicas": 3,
+            "metrics": [{"type": "Pods", "pods": {"metric": {"name": "sessions"}, "target": {"type": "AverageValue", "averageValue": "50"}}}]}});
+        let policy = Policy::from_objects(&[deployment(), pods]).unwrap().unwrap();
+        assert_eq!(policy.metrics[0].followed().as_deref(), Some("sessions"));
     }
 
     #[test]

@@ -1,44 +1,120 @@
-//! The staircase: one step per offered rate, what each measured, and where
-//! the knee is (the highest step within the SLO). The run stops at the
-//! first step that misses it: the knee and one step beyond.
+//! The staircase: one step per load level (a request rate, or a number of
+//! socket.io clients or engines held), what each measured, and where the
+//! knee is (the highest step within the SLO). The run stops at the first
+//! step that misses it: the knee and one step beyond.
 
-use crate::clients::load::stats::Report;
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 /// Most errors a step may have and still meet the SLO (0.1%).
 pub const MAX_ERROR_RATE: f64 = 0.001;
 
-/// What one step measured.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Step {
-    /// Requests/s offered (open model: due whatever the server does).
-    pub offered: f64,
-    /// Requests/s answered.
+/// What a staircase offers, and so what its figures mean.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// Open-model HTTP requests at a rate; latency is the response time.
+    Http,
+    /// socket.io clients held; latency is the gap between a client's ticks.
+    Sockets,
+    /// Engines of the broker protocol held; latency is the registration time.
+    Engines,
+}
+
+impl Kind {
+    /// The unit of a load level.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Kind::Http => "requests/s",
+            Kind::Sockets => "clients",
+            Kind::Engines => "engines",
+        }
+    }
+
+    /// What `achieved` counts.
+    pub fn achieved(self) -> &'static str {
+        match self {
+            Kind::Http => "answered requests/s",
+            Kind::Sockets => "clients connected",
+            Kind::Engines => "engines registered",
+        }
+    }
+
+    /// What the latency percentiles measure.
+    pub fn latency(self) -> &'static str {
+        match self {
+            Kind::Http => "response time",
+            Kind::Sockets => "gap between a client's ticks",
+            Kind::Engines => "registration time",
+        }
+    }
+
+    /// What `events_per_s` counts, for session loads.
+    pub fn events(self) -> Option<&'static str> {
+        match self {
+            Kind::Http => None,
+            Kind::Sockets => Some("ticks received/s"),
+            Kind::Engines => Some("heartbeats sent/s"),
+        }
+    }
+}
+
+/// What the load side of one step measured (the target's side is added by [`Step::new`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Measured {
     pub achieved: f64,
     pub requests: u64,
-    /// Transport errors and 5xx over requests.
     pub error_rate: f64,
     pub p50_ms: f64,
     pub p90_ms: f64,
     pub p99_ms: f64,
+    pub events_per_s: Option<f64>,
+}
+
+/// What one step measured.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Step {
+    /// The load offered: requests/s (open model: due whatever the server
+    /// does), or clients or engines asked to connect.
+    pub offered: f64,
+    /// Requests/s answered, or clients or engines connected at the step's end.
+    pub achieved: f64,
+    /// Requests sent, or ticks or heartbeats counted, over the step.
+    pub requests: u64,
+    /// HTTP: transport errors and 5xx over requests. Sessions: those not
+    /// held at the step's end, plus failed attempts, over those offered.
+    pub error_rate: f64,
+    /// Latency percentiles ([`Kind::latency`] says of what).
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    /// Session loads: ticks received or heartbeats sent per second.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events_per_s: Option<f64>,
     /// The target's CPU over the step, in cores (`process_cpu_seconds_total`).
     pub cpu_cores: f64,
     /// The target's RSS at the step's end.
     pub rss_bytes: f64,
+    /// The guest's own metrics over the step: a counter (`_total`) as its
+    /// rate per second, a gauge as its value at the step's end; summed over
+    /// the metric's series.
+    pub signals: BTreeMap<String, f64>,
 }
 
 impl Step {
-    pub fn new(offered: f64, report: &Report, cpu_cores: f64, rss_bytes: f64) -> Step {
+    pub fn new(offered: f64, measured: Measured, cpu_cores: f64, rss_bytes: f64, signals: BTreeMap<String, f64>) -> Step {
         Step {
             offered,
-            achieved: report.requests_per_second,
-            requests: report.requests,
-            error_rate: report.error_rate,
-            p50_ms: report.latency_ms.p50,
-            p90_ms: report.latency_ms.p90,
-            p99_ms: report.latency_ms.p99,
+            achieved: measured.achieved,
+            requests: measured.requests,
+            error_rate: measured.error_rate,
+            p50_ms: measured.p50_ms,
+            p90_ms: measured.p90_ms,
+            p99_ms: measured.p99_ms,
+            events_per_s: measured.events_per_s,
             cpu_cores,
             rss_bytes,
+            signals,
         }
     }
 
@@ -71,8 +147,10 @@ mod tests {
             p50_ms: p99_ms / 2.0,
             p90_ms: p99_ms,
             p99_ms,
+            events_per_s: None,
             cpu_cores: 0.1,
             rss_bytes: 3e7,
+            signals: BTreeMap::new(),
         }
     }
 

@@ -24,29 +24,31 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 /// How long an engine waits for the broker's answer to `NewEngine`.
-const REGISTER_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const REGISTER_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest latency the histograms hold, in microseconds (a minute).
+pub(crate) const MAX_LATENCY_US: u64 = 60_000_000;
 /// The first reconnection delay; it doubles up to `--max-backoff`.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Counters shared by every engine, exported on `/metrics` and summarised at the end.
-struct Stats {
-    registered: IntGauge,
-    registrations: IntCounter,
-    heartbeats: IntCounter,
-    duplicates: IntCounter,
-    reconnects: IntCounter,
-    errors: IntCounter,
+pub(crate) struct Stats {
+    pub(crate) registered: IntGauge,
+    pub(crate) registrations: IntCounter,
+    pub(crate) heartbeats: IntCounter,
+    pub(crate) duplicates: IntCounter,
+    pub(crate) reconnects: IntCounter,
+    pub(crate) errors: IntCounter,
     dowork: IntCounter,
     killed: IntCounter,
     /// Time from connect to `SUCCESS`, in microseconds.
-    register_latency: Mutex<hdrhistogram::Histogram<u64>>,
+    pub(crate) register_latency: Mutex<hdrhistogram::Histogram<u64>>,
     /// When every engine was registered at once, first.
     all_registered: Mutex<Option<Duration>>,
 }
 
 impl Stats {
-    fn new(registry: &Registry) -> Result<Stats> {
+    pub(crate) fn new(registry: &Registry) -> Result<Stats> {
         let counter = |name: &str, help: &str| -> Result<IntCounter> {
             let c = IntCounter::new(name, help)?;
             registry.register(Box::new(c.clone()))?;
@@ -63,7 +65,11 @@ impl Stats {
             errors: counter("swarm_engine_errors_total", "Failed connects, registrations that timed out, write errors")?,
             dowork: counter("swarm_engine_dowork_total", "DOWORK commands received")?,
             killed: counter("swarm_engine_killed_total", "Engines ended by KILL")?,
-            register_latency: Mutex::new(hdrhistogram::Histogram::new(3).expect("valid precision")),
+            // Bounded: `saturating_record` clamps to the current range, even
+            // of an auto-resizing histogram (which would read 2 µs for all).
+            register_latency: Mutex::new(
+                hdrhistogram::Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds"),
+            ),
             all_registered: Mutex::new(None),
         })
     }
@@ -89,12 +95,12 @@ pub struct Summary {
 }
 
 /// What one engine needs to know.
-struct Settings {
-    broker: String,
-    prefix: String,
-    heartbeat: Duration,
-    burn: bool,
-    max_backoff: Duration,
+pub(crate) struct Settings {
+    pub(crate) broker: String,
+    pub(crate) prefix: String,
+    pub(crate) heartbeat: Duration,
+    pub(crate) burn: bool,
+    pub(crate) max_backoff: Duration,
 }
 
 pub async fn run(args: EnginesArgs) -> Result<()> {
@@ -186,7 +192,7 @@ enum End {
 }
 
 /// One engine, across reconnections.
-async fn engine(settings: Arc<Settings>, stats: Arc<Stats>, n: u32, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn engine(settings: Arc<Settings>, stats: Arc<Stats>, n: u32, mut stop: watch::Receiver<bool>) {
     let id = format!("{}{n}", settings.prefix);
     let mut backoff = FIRST_BACKOFF;
     loop {
@@ -432,4 +438,22 @@ fn table(s: &Summary) -> String {
         s.killed,
         s.duration_s,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registration_latencies_are_summarised_as_recorded() {
+        // An auto-resizing histogram clamps `saturating_record` to its first
+        // range: every registration read as 2 µs before the bounds were set.
+        let stats = Stats::new(&Registry::new()).unwrap();
+        for ms in [3u64, 5, 5, 40] {
+            stats.register_latency.lock().unwrap().saturating_record(ms * 1000);
+        }
+        let summary = summarise(&stats, 4, Duration::from_secs(1));
+        assert!((summary.register_p50_ms - 5.0).abs() < 0.01, "{summary:?}");
+        assert!((summary.register_p99_ms - 40.0).abs() < 0.1, "{summary:?}");
+    }
 }

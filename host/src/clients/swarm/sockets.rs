@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct Stats {
     connected: IntGauge,
@@ -81,11 +81,7 @@ pub async fn run(args: SocketsArgs) -> Result<()> {
     registry.register(Box::new(stats.events.clone()))?;
     serve_metrics(args.metrics_listen, registry).await?;
     let stop = stop_signal(None)?;
-    let base = args.url.trim_end_matches('/');
-    let ws_url = format!(
-        "{}/socket.io/?EIO=4&transport=websocket",
-        base.replacen("https://", "wss://", 1).replacen("http://", "ws://", 1)
-    );
+    let ws_url = ws_url(&args.url);
     tracing::info!(url = %ws_url, clients = args.clients, hold = ?args.hold, "starting socket.io clients");
 
     let started = Instant::now();
@@ -109,6 +105,12 @@ pub async fn run(args: SocketsArgs) -> Result<()> {
     Ok(())
 }
 
+/// The WebSocket URL of socket.io clients of the server at `url` (`http://host:port`).
+pub(crate) fn ws_url(url: &str) -> String {
+    let base = url.trim_end_matches('/');
+    format!("{}/socket.io/?EIO=4&transport=websocket", base.replacen("https://", "wss://", 1).replacen("http://", "ws://", 1))
+}
+
 /// One client: connect, hold (or count `ticks`), disconnect.
 async fn client(url: String, hold: Duration, ticks: Option<u64>, stats: Arc<Stats>, mut stop: watch::Receiver<bool>) {
     let connected = tokio::time::timeout(CONNECT_TIMEOUT, connect(&url)).await;
@@ -129,50 +131,25 @@ async fn client(url: String, hold: Duration, ticks: Option<u64>, stats: Arc<Stat
     let mut result = ClientResult::default();
     let mut order = TickOrder::default();
     let (mut first_clock, mut last_clock) = (None, None);
-    let until = tokio::time::sleep(hold);
-    tokio::pin!(until);
-    loop {
+    let until = async {
         tokio::select! {
-            _ = &mut until => break,
-            _ = stop.changed() => break,
-            message = ws.next() => match message {
-                Some(Ok(Message::Text(text))) => match packet::parse(&text) {
-                    Ok(Packet::Ping) if ws.send(Message::text("3")).await.is_err() => {
-                        result.dropped = true;
-                        break;
-                    }
-                    Ok(Packet::Event { data, .. }) => {
-                        result.events += 1;
-                        stats.events.inc();
-                        if data.starts_with("[\"clock\"") {
-                            result.clock += 1;
-                            let now = Instant::now();
-                            first_clock.get_or_insert(now);
-                            last_clock = Some(now);
-                        }
-                        order.event(data, &mut result);
-                        if ticks.is_some_and(|wanted| result.ticks >= wanted) {
-                            break;
-                        }
-                    }
-                    Ok(Packet::Disconnect | Packet::Close) => {
-                        result.dropped = true;
-                        break;
-                    }
-                    _ => {}
-                },
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
-                    result.dropped = true;
-                    break;
-                }
-                Some(Ok(_)) => {}
-            },
+            _ = tokio::time::sleep(hold) => {}
+            _ = stop.changed() => {}
         }
-    }
-    if !result.dropped {
-        let _ = ws.send(Message::text("41")).await;
-        let _ = ws.close(None).await;
-    }
+    };
+    result.dropped = listen(&mut ws, until, |data| {
+        result.events += 1;
+        stats.events.inc();
+        if data.starts_with("[\"clock\"") {
+            result.clock += 1;
+            let now = Instant::now();
+            first_clock.get_or_insert(now);
+            last_clock = Some(now);
+        }
+        order.event(data, &mut result);
+        ticks.is_none_or(|wanted| result.ticks < wanted)
+    })
+    .await;
     stats.connected.dec();
     if let (Some(first), Some(last)) = (first_clock, last_clock) {
         result.span = last.duration_since(first).as_secs_f64();
@@ -180,10 +157,38 @@ async fn client(url: String, hold: Duration, ticks: Option<u64>, stats: Arc<Stat
     stats.clients.lock().unwrap().push(result);
 }
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+/// Reads a connected client's packets until `until` resolves or
+/// `on_event` (given each event's data) returns false, answering pings;
+/// true when the server closed the connection (or it failed) first. On a
+/// normal end the client disconnects (`41`) and closes.
+pub(crate) async fn listen(ws: &mut Socket, until: impl Future<Output = ()>, mut on_event: impl FnMut(&str) -> bool) -> bool {
+    tokio::pin!(until);
+    let dropped = loop {
+        tokio::select! {
+            _ = &mut until => break false,
+            message = ws.next() => match message {
+                Some(Ok(Message::Text(text))) => match packet::parse(&text) {
+                    Ok(Packet::Ping) if ws.send(Message::text("3")).await.is_err() => break true,
+                    Ok(Packet::Event { data, .. }) if !on_event(data) => break false,
+                    Ok(Packet::Disconnect | Packet::Close) => break true,
+                    _ => {}
+                },
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break true,
+                Some(Ok(_)) => {}
+            },
+        }
+    };
+    if !dropped {
+        let _ = ws.send(Message::text("41")).await;
+        let _ = ws.close(None).await;
+    }
+    dropped
+}
+
+pub(crate) type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// WebSocket, open packet, connect packet, connect answer.
-async fn connect(url: &str) -> Result<Socket> {
+pub(crate) async fn connect(url: &str) -> Result<Socket> {
     let config = packet::ws_config();
     let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
         .await

@@ -1,6 +1,7 @@
 //! A local stand-in for the Kubernetes API server, for the tests of `xtask
-//! swap` and `xtask deploy` (no cluster exists here): plain HTTP/1.1, one
-//! request per connection, just the routes those tasks use.
+//! swap`, `xtask deploy` and `scalelab report --kube` (no cluster exists
+//! here): plain HTTP/1.1, one request per connection, just the routes those
+//! tasks use.
 //!
 //! - swap: read and patch the `scalelab-guest` ConfigMap, read the Deployment,
 //!   list its pods, ask each pod's `/admin/guest` through the pod proxy
@@ -8,7 +9,10 @@
 //! - deploy: discovery of the API groups the manifests use, server-side
 //!   apply of any object, listing by label selector and deleting what was
 //!   applied, Deployments that become available after a few reads, Services
-//!   read back as applied.
+//!   read back as applied;
+//! - report: a HorizontalPodAutoscaler that scales out as it is read
+//!   ([`ApiServer::scale_out`]), and the `scalelab` Deployment's ready
+//!   replicas trailing it.
 
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -63,6 +67,23 @@ struct World {
     deletes: Vec<String>,
     /// Reads of each applied Deployment (it is available from the third).
     deployment_reads: Vec<String>,
+    /// The scripted HPA, if any.
+    hpa: Option<ScriptedHpa>,
+}
+
+/// An HPA that scales its Deployment out by one pod every second read, up
+/// to `max`: on read k it wants `1 + k/2` pods, has what it wanted one read
+/// before, and the Deployment has what it wanted two reads before ready.
+struct ScriptedHpa {
+    name: String,
+    max: i64,
+    reads: i64,
+}
+
+impl ScriptedHpa {
+    fn desired(&self, read: i64) -> i64 {
+        (1 + read.max(0) / 2).min(self.max)
+    }
 }
 
 pub struct ApiServer {
@@ -141,6 +162,17 @@ impl ApiServer {
     /// Paths of the objects deleted, in order.
     pub fn deletes(&self) -> Vec<String> {
         self.world.lock().unwrap().deletes.clone()
+    }
+
+    /// Serves an HPA `name` (in any namespace) that scales the `scalelab`
+    /// Deployment out as it is read, up to `max` pods.
+    pub fn scale_out(&self, name: &str, max: i64) {
+        self.world.lock().unwrap().hpa = Some(ScriptedHpa { name: name.to_string(), max, reads: 0 });
+    }
+
+    /// Reads of the scripted HPA so far.
+    pub fn hpa_reads(&self) -> i64 {
+        self.world.lock().unwrap().hpa.as_ref().map_or(0, |h| h.reads)
     }
 
     pub fn deployment_reads(&self, name: &str) -> usize {
@@ -284,17 +316,47 @@ fn route(method: &str, target: &str, content_type: &str, body: &[u8], world: &mu
                     });
                     (200, object)
                 }
-                None if *name == "scalelab" => (
-                    200,
-                    json!({
+                None if *name == "scalelab" => {
+                    let mut object = json!({
                         "apiVersion": "apps/v1", "kind": "Deployment",
                         "metadata": {"name": "scalelab", "namespace": ns},
                         "spec": {"selector": {"matchLabels": {"app.kubernetes.io/name": "scalelab"}},
                             "template": {"metadata": {"labels": {"app.kubernetes.io/name": "scalelab"}}, "spec": {"containers": []}}}
-                    }),
-                ),
+                    });
+                    if let Some(hpa) = &world.hpa {
+                        let read = hpa.reads;
+                        object["spec"]["replicas"] = json!(hpa.desired(read - 1));
+                        object["status"] = json!({"replicas": hpa.desired(read - 1), "readyReplicas": hpa.desired(read - 2)});
+                    }
+                    (200, object)
+                }
                 None => not_found,
             }
+        }
+        ["apis", "autoscaling", "v2", "namespaces", ns, "horizontalpodautoscalers", name]
+            if method == "GET" && world.hpa.as_ref().is_some_and(|h| h.name == *name) =>
+        {
+            let hpa = world.hpa.as_mut().unwrap();
+            hpa.reads += 1;
+            let read = hpa.reads;
+            let (desired, current) = (hpa.desired(read), hpa.desired(read - 1));
+            (
+                200,
+                json!({
+                    "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+                    "metadata": {"name": name, "namespace": ns},
+                    "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "scalelab"},
+                        "minReplicas": 1, "maxReplicas": hpa.max,
+                        "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}}]},
+                    "status": {
+                        "currentReplicas": current, "desiredReplicas": desired,
+                        "currentMetrics": [
+                            {"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": 40 + 10 * read, "averageValue": "120m"}}},
+                            {"type": "External", "external": {"metric": {"name": "s0-prometheus"}, "current": {"averageValue": format!("{}", 5 * read)}}}
+                        ]
+                    }
+                }),
+            )
         }
         ["api", "v1", "namespaces", _, "services", _] => match world.objects.get(path) {
             Some(applied) => {
