@@ -26,8 +26,10 @@ pub const PROFILE: &str = "image";
 pub const ENTRYPOINT: &str = "/opt/scalelab/bin/scalelab";
 /// The non-root user and group the image runs as (distroless's `nonroot`).
 pub const USER: &str = "65532:65532";
-/// The largest image the project accepts.
-pub const MAX_BYTES: u64 = 35_000_000;
+/// The largest image the project accepts (35 MB until `scalelab report
+/// --kube` brought the `kube` client into the host: the layout was 39.7 MB
+/// then).
+pub const MAX_BYTES: u64 = 45_000_000;
 
 /// Where each thing goes in the image.
 pub enum Source {
