@@ -291,10 +291,11 @@ fn with_kube_the_report_records_the_hpa_and_the_deployment_against_the_load() {
     }
     let offered: Vec<f64> = timeline.iter().map(|r| r["offered"].as_f64().unwrap()).collect();
     assert!(offered.contains(&20.0) && offered.contains(&80.0), "{offered:?}");
-    // The page plots it: the 5 plots of a report, then load, replicas and metrics over time.
+    // The page plots it: the 5 plots of a report, then load, replicas and
+    // metrics over time, drawn as the browser sees them.
     let html = std::fs::read_to_string(dir.join("prime.html")).unwrap();
-    assert_eq!(plots(&html), 8);
     assert!(html.contains("The cluster: replicas"));
+    assert_eq!(plots(&Browser::find().dom(&dir.join("prime.html"))), 8);
 
     // A name the cluster does not have fails before the staircase, naming it.
     let out = report_command(&host.url("/prime/1"), &host, &dir, "missing", &[&extra[..], &["--hpa", "nope"]].concat())

@@ -134,6 +134,47 @@ pub async fn run(args: ReportArgs) -> Result<Written> {
     let started = Instant::now();
     let (offered, offered_now) = watch::channel(0.0);
     let recorder = cluster.map(|c| c.record(args.kube_interval, offered_now, started));
+    let steps = climb(&mut load, &target, kind, &levels, &args, &offered).await?;
+    let _ = offered.send(0.0);
+    load.finish().await;
+    let timeline = match recorder {
+        Some(recorder) => Some(recorder.finish().await),
+        None => None,
+    };
+
+    let knee = staircase::knee(&steps, slo);
+    let projection = policy.as_ref().map(|p| projection::project(p, &steps, knee, kind));
+    let verdict = conclude(&args, kind, &steps, knee, projection.as_ref(), &objects, policy.as_ref());
+    let data = ReportData {
+        url: args.url.clone(),
+        kind,
+        unit: kind.unit(),
+        latency: kind.latency(),
+        generated: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        slo_p99_ms: slo,
+        step_seconds: args.step.as_secs_f64(),
+        steps,
+        knee,
+        projection,
+        timeline,
+        verdict,
+    };
+    println!("{}", data.verdict);
+    write(&data, &args.out)
+}
+
+/// Runs the staircase: each level warmed up, then measured between two
+/// readings of the target, until a step misses the SLO. `offered` follows
+/// the level (for the cluster's timeline).
+async fn climb(
+    load: &mut Load,
+    target: &Target,
+    kind: Kind,
+    levels: &[f64],
+    args: &ReportArgs,
+    offered: &watch::Sender<f64>,
+) -> Result<Vec<Step>> {
+    let slo = args.slo_p99.as_secs_f64() * 1e3;
     let mut steps = Vec::new();
     eprintln!(
         "{:>10} {:>10} {:>9} {:>9} {:>7} {:>7} {:>8}   ({}; latency: {})",
@@ -147,7 +188,7 @@ pub async fn run(args: ReportArgs) -> Result<Written> {
         kind.unit(),
         kind.latency()
     );
-    for &level in &levels {
+    for &level in levels {
         let _ = offered.send(level);
         load.warm_up(level, args.warmup).await;
         let before = target.sample().await?;
@@ -169,44 +210,31 @@ pub async fn run(args: ReportArgs) -> Result<Written> {
             break;
         }
     }
-    let _ = offered.send(0.0);
-    load.finish().await;
-    let timeline = match recorder {
-        Some(recorder) => Some(recorder.finish().await),
-        None => None,
-    };
+    Ok(steps)
+}
 
-    let knee = staircase::knee(&steps, slo);
-    let projection = policy.as_ref().map(|p| projection::project(p, &steps, knee, kind));
-    let deployment = policy.as_ref().map_or("scalelab", |p| &p.deployment);
-    let mut verdict = verdict(&args.url, kind, &steps, knee, slo, projection.as_ref());
-    let cpu_request = resource(&objects, deployment, "requests", "cpu");
-    let memory_limit = resource(&objects, deployment, "limits", "memory");
-    for line in
-        [request_line(kind, &steps, knee, cpu_request), memory_line(kind, &steps, knee, memory_limit)].into_iter().flatten()
-    {
-        verdict.push('\n');
-        verdict.push_str(&line);
-    }
+/// The verdict in words: the knee, each target judged, what the CPU
+/// request holds, memory per session, and a missing autoscaler.
+fn conclude(
+    args: &ReportArgs,
+    kind: Kind,
+    steps: &[Step],
+    knee: Option<usize>,
+    projection: Option<&Projection>,
+    objects: &[Value],
+    policy: Option<&Policy>,
+) -> String {
+    let slo = args.slo_p99.as_secs_f64() * 1e3;
+    let mut lines = vec![verdict(&args.url, kind, steps, knee, slo, projection)];
+    let deployment = policy.map_or("scalelab", |p| &p.deployment);
+    let cpu_request = resource(objects, deployment, "requests", "cpu");
+    let memory_limit = resource(objects, deployment, "limits", "memory");
+    lines.extend(request_line(kind, steps, knee, cpu_request));
+    lines.extend(memory_line(kind, steps, knee, memory_limit));
     if args.overlay.is_some() && policy.is_none() {
-        verdict.push_str("\nThe overlay has no autoscaler: its Deployment keeps the replicas it sets.");
+        lines.push("The overlay has no autoscaler: its Deployment keeps the replicas it sets.".into());
     }
-    let data = ReportData {
-        url: args.url.clone(),
-        kind,
-        unit: kind.unit(),
-        latency: kind.latency(),
-        generated: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-        slo_p99_ms: slo,
-        step_seconds: args.step.as_secs_f64(),
-        steps,
-        knee,
-        projection,
-        timeline,
-        verdict,
-    };
-    println!("{}", data.verdict);
-    write(&data, &args.out)
+    lines.join("\n")
 }
 
 /// A rendered overlay (`kubectl kustomize` output): its objects and its autoscaler.
