@@ -318,9 +318,15 @@ impl PollLink {
         }
     }
 
-    /// Queues a control packet (a ping, the close) whether the outbox is full or not.
-    pub fn push(&self, text: &str) {
-        self.poll.outbox.lock().expect("outbox").push(text.to_owned());
+    /// Queues control packets (a ping, the disconnect and close) whether
+    /// the outbox is full or not, under one lock: a waiting GET takes all
+    /// of them or none.
+    pub fn push(&self, packets: &[&str]) {
+        let mut outbox = self.poll.outbox.lock().expect("outbox");
+        for text in packets {
+            outbox.push((*text).to_owned());
+        }
+        drop(outbox);
         self.poll.readable.notify_one();
     }
 

@@ -66,7 +66,7 @@ impl Link {
         match self {
             Link::WebSocket(ws) => ws.send(text.to_owned()).await,
             Link::Polling(poll) => {
-                poll.push(text);
+                poll.push(&[text]);
                 Ok(())
             }
         }
@@ -84,8 +84,8 @@ impl Link {
                 ws.close().await;
             }
             Link::Polling(poll) if !client_closed => {
-                poll.push("41");
-                poll.push("1");
+                // Both at once: a GET waiting now takes the two together.
+                poll.push(&["41", "1"]);
                 poll.drained().await;
             }
             Link::Polling(_) => {}
