@@ -584,7 +584,7 @@ fn every_metric_the_manifests_read_exists() {
         let queries = r.queries().unwrap();
         assert!(queries.len() >= 8, "{}: the dashboard's panels and the ScaledObject", r.overlay);
         for (place, query) in queries {
-            let names = manifests::metric_names(&query);
+            let names = autoscale::metric_names(&query);
             assert!(!names.is_empty(), "{place}: no metric in {query}");
             for name in names.into_iter().filter(|n| uses_sql || !n.starts_with("scalelab_sql_")) {
                 assert!(

@@ -14,8 +14,10 @@
 //! autoscaler lets one pod go with what one pod was measured to take.
 
 mod policy;
+mod promql;
 
-pub use policy::{Metric, Policy, Resource, quantity};
+pub use policy::{Metric, Policy, Resource, container_resources, quantity};
+pub use promql::metric_names;
 
 /// The HPA's default tolerance (`--horizontal-pod-autoscaler-tolerance`).
 pub const DEFAULT_TOLERANCE: f64 = 0.1;

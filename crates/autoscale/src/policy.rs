@@ -25,83 +25,10 @@ impl Metric {
     /// metric its query selects (`sum(rate(x_total[1m]))` -> `x_total`).
     pub fn followed(&self) -> Option<String> {
         match self {
-            Metric::AverageValue { query: Some(query), .. } => query_metric(query),
+            Metric::AverageValue { query: Some(query), .. } => crate::metric_names(query).into_iter().next(),
             _ => None,
         }
     }
-}
-
-/// The first metric name a PromQL query selects: an identifier that is
-/// not a function or aggregation (followed by `(`), not a keyword, not a
-/// label name inside `{}` or a grouping's `()`, not in a string.
-pub fn query_metric(query: &str) -> Option<String> {
-    const KEYWORDS: [&str; 25] = [
-        "by",
-        "without",
-        "on",
-        "ignoring",
-        "group_left",
-        "group_right",
-        "bool",
-        "offset",
-        "and",
-        "or",
-        "unless",
-        "atan2",
-        // Aggregations, which may come before their `by (...)`.
-        "sum",
-        "avg",
-        "min",
-        "max",
-        "count",
-        "group",
-        "stddev",
-        "stdvar",
-        "topk",
-        "bottomk",
-        "quantile",
-        "count_values",
-        "limitk",
-    ];
-    let bytes = query.as_bytes();
-    let (mut i, mut braces, mut skip_group) = (0, 0usize, false);
-    while i < bytes.len() {
-        let c = bytes[i];
-        match c {
-            b'"' | b'\'' | b'`' => {
-                // A string: to its closing quote (backslash escapes).
-                i += 1;
-                while i < bytes.len() && bytes[i] != c {
-                    i += if bytes[i] == b'\\' { 2 } else { 1 };
-                }
-            }
-            b'{' => braces += 1,
-            b'}' => braces = braces.saturating_sub(1),
-            b'(' if skip_group => {
-                // The label list of `by (...)`: to its closing parenthesis.
-                skip_group = false;
-                i += query[i..].find(')').unwrap_or(query.len() - i);
-            }
-            b'[' => i += query[i..].find(']').unwrap_or(query.len() - i),
-            c if braces == 0 && (c.is_ascii_alphabetic() || c == b'_' || c == b':') => {
-                let start = i;
-                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] == b':') {
-                    i += 1;
-                }
-                let word = &query[start..i];
-                let called = query[i..].trim_start().starts_with('(');
-                if KEYWORDS.contains(&word) {
-                    skip_group = matches!(word, "by" | "without" | "on" | "ignoring" | "group_left" | "group_right");
-                } else if !called {
-                    return Some(word.to_string());
-                }
-                continue;
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    None
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,17 +159,22 @@ struct Requests {
 
 impl Requests {
     fn of(objects: &[Value], deployment: &str) -> Result<Requests, String> {
-        let object = objects
-            .iter()
-            .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == deployment)
-            .ok_or_else(|| format!("no Deployment {deployment:?} among the objects"))?;
-        let containers = object["spec"]["template"]["spec"]["containers"].as_array().cloned().unwrap_or_default();
-        let sum = |resource: &str| -> Option<f64> {
-            let values: Vec<f64> = containers.iter().filter_map(|c| quantity(&c["resources"]["requests"][resource])).collect();
-            (!values.is_empty()).then(|| values.iter().sum())
-        };
+        if !objects.iter().any(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == deployment) {
+            return Err(format!("no Deployment {deployment:?} among the objects"));
+        }
+        let sum = |name: &str| container_resources(objects, deployment, "requests", name);
         Ok(Requests { cpu: sum("cpu"), memory: sum("memory") })
     }
+}
+
+/// A resource of a Deployment among the objects (`kind` `requests` or
+/// `limits`, `name` `cpu` in cores or `memory` in bytes), summed over its
+/// containers; none when no container sets it.
+pub fn container_resources(objects: &[Value], deployment: &str, kind: &str, name: &str) -> Option<f64> {
+    let object = objects.iter().find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == deployment)?;
+    let containers = object["spec"]["template"]["spec"]["containers"].as_array()?;
+    let values: Vec<f64> = containers.iter().filter_map(|c| quantity(&c["resources"][kind][name])).collect();
+    (!values.is_empty()).then(|| values.iter().sum())
 }
 
 /// A Kubernetes quantity (`250m`, `1`, `0.5`, `128Mi`, `1G`) as a number
@@ -326,7 +258,7 @@ mod tests {
 
     #[test]
     fn the_metric_a_query_follows() {
-        let name = |q: &str| query_metric(q);
+        let name = |q: &str| crate::metric_names(q).into_iter().next();
         assert_eq!(
             name(r#"sum(mx_server_active_conn_gauge{namespace="scalelab"})"#).as_deref(),
             Some("mx_server_active_conn_gauge")

@@ -227,8 +227,8 @@ fn conclude(
     let slo = args.slo_p99.as_secs_f64() * 1e3;
     let mut lines = vec![verdict(&args.url, kind, steps, knee, slo, projection)];
     let deployment = policy.map_or("scalelab", |p| &p.deployment);
-    let cpu_request = resource(objects, deployment, "requests", "cpu");
-    let memory_limit = resource(objects, deployment, "limits", "memory");
+    let cpu_request = autoscale::container_resources(objects, deployment, "requests", "cpu");
+    let memory_limit = autoscale::container_resources(objects, deployment, "limits", "memory");
     lines.extend(request_line(kind, steps, knee, cpu_request));
     lines.extend(memory_line(kind, steps, knee, memory_limit));
     if args.overlay.is_some() && policy.is_none() {
@@ -267,15 +267,6 @@ async fn connect_cluster(args: &ReportArgs, objects: &[Value], policy: Option<&P
         objects.iter().find(|o| o["kind"] == kind)?["metadata"]["namespace"].as_str().map(str::to_string)
     });
     kube::Cluster::connect(namespace.as_deref(), &hpa, &deployment).await
-}
-
-/// A resource of a Deployment among the objects (`requests` or `limits`,
-/// `cpu` in cores or `memory` in bytes), summed over its containers.
-fn resource(objects: &[Value], deployment: &str, kind: &str, name: &str) -> Option<f64> {
-    let object = objects.iter().find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == deployment)?;
-    let containers = object["spec"]["template"]["spec"]["containers"].as_array()?;
-    let values: Vec<f64> = containers.iter().filter_map(|c| autoscale::quantity(&c["resources"][kind][name])).collect();
-    (!values.is_empty()).then(|| values.iter().sum())
 }
 
 /// What one pod takes when it gets only its CPU request (a busy node gives
