@@ -4,6 +4,8 @@
 //!
 //! - WASI lets one `blocking-write-and-flush` carry at most 4096 bytes, so the
 //!   body is written in chunks of that size ([`chunks`]);
+//! - a whole body goes out with its `Content-Length`, so the host frames it by
+//!   length, not in chunks (a streamed one, [`Response::stream`], has none);
 //! - a client that goes away mid-body ends the write quietly;
 //! - errors are JSON: `{"error": "<message>"}` ([`Response::json_error`]).
 //!
@@ -111,6 +113,24 @@ impl Response {
     /// When a header name or value is not valid HTTP or the status is not a
     /// valid code: a bug in the guest, not a condition to handle.
     pub fn send(self, out: ResponseOutparam) {
+        self.with_length().write_all(out);
+    }
+
+    /// This response with a `Content-Length` of its body, which `send` knows
+    /// whole: the host then frames it by length instead of chunks (fewer bytes
+    /// for every client to parse, and the length HTTP tools and proxies expect,
+    /// as httpbin sends it). Left alone when the guest set one itself, and for
+    /// the statuses that carry no body (1xx, 204, 304).
+    fn with_length(mut self) -> Response {
+        let bodiless = self.status < 200 || self.status == 204 || self.status == 304;
+        let declared = self.headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("content-length"));
+        if !bodiless && !declared {
+            self.headers.push(("content-length".to_string(), self.body.len().to_string().into_bytes()));
+        }
+        self
+    }
+
+    fn write_all(self, out: ResponseOutparam) {
         let (response, body, stream) = self.open();
         // A body the stream takes at once is written and finished before the
         // head is handed over, so the host sends head and body together.
@@ -217,6 +237,27 @@ mod tests {
         assert!(written.iter().all(|c| !c.is_empty() && c.len() <= WRITE_LIMIT));
         assert_eq!(written.concat(), body);
         assert_eq!(chunks(b"").count(), 0);
+    }
+
+    #[test]
+    fn a_whole_body_is_sent_with_its_length_unless_the_status_has_none_or_the_guest_set_one() {
+        let length = |response: Response| -> Vec<String> {
+            response
+                .with_length()
+                .headers
+                .iter()
+                .filter(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+                .map(|(_, value)| String::from_utf8(value.clone()).unwrap())
+                .collect()
+        };
+        assert_eq!(length(Response::json(200, r#"{"n":1,"prime":2}"#)), ["17"]);
+        assert_eq!(length(Response::text(404, "")), ["0"]);
+        // UTF-8 bodies are counted in bytes.
+        assert_eq!(length(Response::text(200, "é")), ["2"]);
+        assert!(length(Response::text(204, "")).is_empty());
+        assert!(length(Response::text(304, "")).is_empty());
+        assert!(length(Response::text(101, "")).is_empty());
+        assert_eq!(length(Response::text(200, "abc").header("Content-Length", "3")), ["3"], "the guest's own is kept, once");
     }
 
     #[test]
