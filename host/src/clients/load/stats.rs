@@ -181,7 +181,9 @@ fn ms(micros: u64) -> f64 {
 }
 
 impl Latency {
-    fn of(h: &Histogram<u64>) -> Latency {
+    /// The summary of a histogram of microseconds, in ms (zeros when empty);
+    /// every load client summarises its latencies here.
+    pub fn of(h: &Histogram<u64>) -> Latency {
         if h.is_empty() {
             return Latency { p50: 0.0, p90: 0.0, p99: 0.0, p99_9: 0.0, max: 0.0, mean: 0.0 };
         }

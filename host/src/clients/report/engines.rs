@@ -4,6 +4,7 @@
 //! `SUCCESS`); its CPU and the guest's signals are read over the hold.
 
 use super::staircase::Measured;
+use crate::clients::load::stats::Latency;
 use crate::clients::swarm::engines::{REGISTER_TIMEOUT, Settings, Stats, engine};
 use anyhow::Result;
 use std::sync::Arc;
@@ -76,15 +77,15 @@ impl EnginesLoad {
         let failed = failures() - failed;
         let registered = self.stats.registered.get().max(0) as f64;
         let latency = self.stats.register_latency.lock().unwrap();
-        let ms = |q: f64| if latency.is_empty() { 0.0 } else { latency.value_at_quantile(q) as f64 / 1e3 };
+        let Latency { p50, p90, p99, .. } = Latency::of(&latency);
         let missing = (level - registered).max(0.0);
         Measured {
             achieved: registered,
             requests: heartbeats + latency.len(),
             error_rate: if level > 0.0 { ((missing + failed as f64) / level).min(1.0) } else { 0.0 },
-            p50_ms: ms(0.5),
-            p90_ms: ms(0.9),
-            p99_ms: ms(0.99),
+            p50_ms: p50,
+            p90_ms: p90,
+            p99_ms: p99,
             events_per_s: Some(heartbeats as f64 / seconds),
         }
     }

@@ -198,10 +198,10 @@ async fn climb(
         eprintln!(
             "{:>10.0} {:>10.1} {:>9.2} {:>9.2} {:>6.2}% {:>7.3} {:>8.1}",
             step.offered,
-            step.achieved,
-            step.p50_ms,
-            step.p99_ms,
-            step.error_rate * 100.0,
+            step.load.achieved,
+            step.load.p50_ms,
+            step.load.p99_ms,
+            step.load.error_rate * 100.0,
             step.cpu_cores,
             step.rss_bytes / 1e6
         );
@@ -276,7 +276,7 @@ fn request_line(kind: Kind, steps: &[Step], knee: Option<usize>, request: Option
     let within = knee.map_or(steps, |k| &steps[..=k]);
     let (per_unit, idle) = projection::fit(within, |s| Some(s.cpu_cores))?;
     let load = ((request - idle) / per_unit).max(0.0);
-    let top = within.last()?.achieved;
+    let top = within.last()?.load.achieved;
     let within_measured = if load <= top { "" } else { " (beyond the steps within the SLO: extrapolated)" };
     Some(format!(
         "With only its CPU request ({request} cores, all a busy node guarantees), one pod takes about {load:.0} {}{within_measured}, at the CPU each costs above.",
@@ -317,18 +317,18 @@ fn verdict(url: &str, kind: Kind, steps: &[Step], knee: Option<usize>, slo: f64,
             let s = &steps[k];
             let mut line = format!(
                 "One pod {verb} up to {:.0} {unit} of {url} within the SLO (p99 {latency} {:.1} ms, at most {slo:.0} ms; {:.2}% errors), using {:.2} cores.",
-                s.achieved,
-                s.p99_ms,
-                s.error_rate * 100.0,
+                s.load.achieved,
+                s.load.p99_ms,
+                s.load.error_rate * 100.0,
                 s.cpu_cores
             );
             if let Some(next) = steps.get(k + 1) {
                 line.push_str(&format!(
                     " At {:.0} {unit} it misses it: p99 {:.1} ms, {:.2}% errors, {:.1} {}.",
                     next.offered,
-                    next.p99_ms,
-                    next.error_rate * 100.0,
-                    next.achieved,
+                    next.load.p99_ms,
+                    next.load.error_rate * 100.0,
+                    next.load.achieved,
                     kind.achieved()
                 ));
             } else {
@@ -340,8 +340,8 @@ fn verdict(url: &str, kind: Kind, steps: &[Step], knee: Option<usize>, slo: f64,
             Some(s) => format!(
                 "No step met the SLO (p99 {latency} at most {slo:.0} ms, under 0.1% errors): at {:.0} {unit} p99 was already {:.1} ms with {:.2}% errors.",
                 s.offered,
-                s.p99_ms,
-                s.error_rate * 100.0
+                s.load.p99_ms,
+                s.load.error_rate * 100.0
             ),
             None => "No step ran.".into(),
         }),

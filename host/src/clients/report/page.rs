@@ -34,7 +34,7 @@ pub fn charts(data: &ReportData) -> Vec<Chart> {
             "Throughput",
             data.kind.achieved(),
             vec![
-                Series::new("achieved", per_step(&|s| s.achieved)),
+                Series::new("achieved", per_step(&|s| s.load.achieved)),
                 Series::new("offered", vec![(0.0, 0.0), (top, top)]).dashed(),
             ],
         ),
@@ -42,9 +42,9 @@ pub fn charts(data: &ReportData) -> Vec<Chart> {
             &format!("Latency: {}", data.latency),
             "ms",
             vec![
-                Series::new("p50", per_step(&|s| s.p50_ms)),
-                Series::new("p90", per_step(&|s| s.p90_ms)),
-                Series::new("p99", per_step(&|s| s.p99_ms)),
+                Series::new("p50", per_step(&|s| s.load.p50_ms)),
+                Series::new("p90", per_step(&|s| s.load.p90_ms)),
+                Series::new("p99", per_step(&|s| s.load.p99_ms)),
                 Series::new("SLO (p99)", vec![(0.0, slo), (top, slo)]).dashed(),
             ],
         ),
@@ -52,7 +52,7 @@ pub fn charts(data: &ReportData) -> Vec<Chart> {
         chart("Memory of the target", "RSS, MB", vec![Series::new("RSS", per_step(&|s| s.rss_bytes / 1e6))]),
     ];
     if let Some(events) = data.kind.events() {
-        charts.push(chart("Events", events, vec![Series::new(events, per_step(&|s| s.events_per_s.unwrap_or(0.0)))]));
+        charts.push(chart("Events", events, vec![Series::new(events, per_step(&|s| s.load.events_per_s.unwrap_or(0.0)))]));
     }
     for name in signal_names(data) {
         let points = data.steps.iter().filter_map(|s| Some((s.offered, *s.signals.get(&name)?))).collect();
@@ -158,14 +158,14 @@ pub fn render(data: &ReportData) -> String {
             html,
             "<tr><td>{:.0}</td><td>{:.1}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}%</td>",
             s.offered,
-            s.achieved,
-            s.p50_ms,
-            s.p90_ms,
-            s.p99_ms,
-            s.error_rate * 100.0,
+            s.load.achieved,
+            s.load.p50_ms,
+            s.load.p90_ms,
+            s.load.p99_ms,
+            s.load.error_rate * 100.0,
         );
         if events.is_some() {
-            let _ = write!(html, "<td>{:.1}</td>", s.events_per_s.unwrap_or(0.0));
+            let _ = write!(html, "<td>{:.1}</td>", s.load.events_per_s.unwrap_or(0.0));
         }
         let _ = write!(html, "<td>{:.3}</td><td>{:.1}</td>", s.cpu_cores, s.rss_bytes / 1e6);
         for name in &signals {

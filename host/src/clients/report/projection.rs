@@ -54,7 +54,7 @@ pub struct Projection {
 /// trend upward.
 pub fn fit(steps: &[Step], value: impl Fn(&Step) -> Option<f64>) -> Option<(f64, f64)> {
     let points: Vec<(f64, f64)> =
-        steps.iter().filter(|s| s.achieved > 0.0).filter_map(|s| Some((s.achieved, value(s)?))).collect();
+        steps.iter().filter(|s| s.load.achieved > 0.0).filter_map(|s| Some((s.load.achieved, value(s)?))).collect();
     let n = points.len() as f64;
     if points.len() < 2 {
         return None;
@@ -71,7 +71,7 @@ pub fn fit(steps: &[Step], value: impl Fn(&Step) -> Option<f64>) -> Option<(f64,
 /// [`fit`], or else the last step's value over its load with no idle share.
 pub fn line(steps: &[Step], value: impl Fn(&Step) -> Option<f64> + Copy) -> (f64, f64) {
     fit(steps, value).unwrap_or_else(|| {
-        let last = steps.iter().rev().filter(|s| s.achieved > 0.0).find_map(|s| Some((s.achieved, value(s)?)));
+        let last = steps.iter().rev().filter(|s| s.load.achieved > 0.0).find_map(|s| Some((s.load.achieved, value(s)?)));
         last.map_or((0.0, 0.0), |(load, value)| (value / load, 0.0))
     })
 }
@@ -128,7 +128,7 @@ pub fn project(policy: &Policy, steps: &[Step], knee: Option<usize>, kind: Kind)
         None => steps,
     };
     let cpu = cpu_line(within);
-    let capacity = knee.map(|k| steps[k].achieved);
+    let capacity = knee.map(|k| steps[k].load.achieved);
     // Memory as the pod holds it within the SLO (an overloaded step holds its waiting requests).
     let peak_rss = within.iter().map(|s| s.rss_bytes).fold(0.0, f64::max);
     let models: Vec<Option<Model>> = policy.metrics.iter().map(|m| Model::of(m, within, cpu, peak_rss)).collect();
@@ -258,11 +258,11 @@ fn explain(verdict: Verdict) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clients::report::staircase::Measured;
     use autoscale::Bounds;
 
     fn step(rate: f64, cores: f64) -> Step {
-        Step {
-            offered: rate,
+        let load = Measured {
             achieved: rate,
             requests: 100,
             error_rate: 0.0,
@@ -270,10 +270,8 @@ mod tests {
             p90_ms: 2.0,
             p99_ms: 3.0,
             events_per_s: None,
-            cpu_cores: cores,
-            rss_bytes: 3.0e7,
-            signals: Default::default(),
-        }
+        };
+        Step::new(rate, load, cores, 3.0e7, Default::default())
     }
 
     fn hpa(percent: f64) -> Policy {

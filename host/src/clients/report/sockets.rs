@@ -5,6 +5,7 @@
 //! the server starves shows as one long open gap.
 
 use super::staircase::Measured;
+use crate::clients::load::stats::Latency;
 use crate::clients::swarm::engines::MAX_LATENCY_US;
 use crate::clients::swarm::sockets::{CONNECT_TIMEOUT, connect, listen, ws_url};
 use hdrhistogram::Histogram;
@@ -94,14 +95,14 @@ impl SocketsLoad {
         }
         let connected = self.connected.load(Ordering::Relaxed).max(0) as f64;
         let seconds = now.duration_since(started).as_secs_f64();
-        let ms = |q: f64| if gaps.is_empty() { 0.0 } else { gaps.value_at_quantile(q) as f64 / 1e3 };
+        let Latency { p50, p90, p99, .. } = Latency::of(&gaps);
         Measured {
             achieved: connected,
             requests: count,
             error_rate: if level > 0.0 { ((level - connected) / level).clamp(0.0, 1.0) } else { 0.0 },
-            p50_ms: ms(0.5),
-            p90_ms: ms(0.9),
-            p99_ms: ms(0.99),
+            p50_ms: p50,
+            p90_ms: p90,
+            p99_ms: p99,
             events_per_s: Some(count as f64 / seconds),
         }
     }

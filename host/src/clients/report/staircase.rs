@@ -60,23 +60,8 @@ impl Kind {
 }
 
 /// What the load side of one step measured (the target's side is added by [`Step::new`]).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Measured {
-    pub achieved: f64,
-    pub requests: u64,
-    pub error_rate: f64,
-    pub p50_ms: f64,
-    pub p90_ms: f64,
-    pub p99_ms: f64,
-    pub events_per_s: Option<f64>,
-}
-
-/// What one step measured.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Step {
-    /// The load offered: requests/s (open model: due whatever the server
-    /// does), or clients or engines asked to connect.
-    pub offered: f64,
     /// Requests/s answered, or clients or engines connected at the step's end.
     pub achieved: f64,
     /// Requests sent, or ticks or heartbeats counted, over the step.
@@ -91,6 +76,17 @@ pub struct Step {
     /// Session loads: ticks received or heartbeats sent per second.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub events_per_s: Option<f64>,
+}
+
+/// What one step measured.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Step {
+    /// The load offered: requests/s (open model: due whatever the server
+    /// does), or clients or engines asked to connect.
+    pub offered: f64,
+    /// What the load side measured (its fields stand beside these in JSON).
+    #[serde(flatten)]
+    pub load: Measured,
     /// The target's CPU over the step, in cores (`process_cpu_seconds_total`).
     pub cpu_cores: f64,
     /// The target's RSS at the step's end.
@@ -103,24 +99,12 @@ pub struct Step {
 
 impl Step {
     pub fn new(offered: f64, measured: Measured, cpu_cores: f64, rss_bytes: f64, signals: BTreeMap<String, f64>) -> Step {
-        Step {
-            offered,
-            achieved: measured.achieved,
-            requests: measured.requests,
-            error_rate: measured.error_rate,
-            p50_ms: measured.p50_ms,
-            p90_ms: measured.p90_ms,
-            p99_ms: measured.p99_ms,
-            events_per_s: measured.events_per_s,
-            cpu_cores,
-            rss_bytes,
-            signals,
-        }
+        Step { offered, load: measured, cpu_cores, rss_bytes, signals }
     }
 
     /// p99 within the SLO and errors under 0.1%.
     pub fn meets(&self, slo_p99_ms: f64) -> bool {
-        self.requests > 0 && self.p99_ms <= slo_p99_ms && self.error_rate < MAX_ERROR_RATE
+        self.load.requests > 0 && self.load.p99_ms <= slo_p99_ms && self.load.error_rate < MAX_ERROR_RATE
     }
 }
 
@@ -139,8 +123,7 @@ mod tests {
     use super::*;
 
     fn step(offered: f64, p99_ms: f64, error_rate: f64) -> Step {
-        Step {
-            offered,
+        let load = Measured {
             achieved: offered,
             requests: 100,
             error_rate,
@@ -148,10 +131,8 @@ mod tests {
             p90_ms: p99_ms,
             p99_ms,
             events_per_s: None,
-            cpu_cores: 0.1,
-            rss_bytes: 3e7,
-            signals: BTreeMap::new(),
-        }
+        };
+        Step::new(offered, load, 0.1, 3e7, BTreeMap::new())
     }
 
     #[test]

@@ -12,6 +12,7 @@
 
 use super::{serve_metrics, stop_signal};
 use crate::cli::{EnginesArgs, OutputFormat};
+use crate::clients::load::stats::Latency;
 use anyhow::{Context, Result};
 use bytes::BytesMut;
 use heartbeat::{BrokerMessage, EngineMessage};
@@ -391,15 +392,14 @@ fn burn(work: Duration) {
 }
 
 fn summarise(stats: &Stats, engines: u32, elapsed: Duration) -> Summary {
-    let latency = stats.register_latency.lock().unwrap();
-    let ms = |q: f64| if latency.is_empty() { 0.0 } else { latency.value_at_quantile(q) as f64 / 1e3 };
+    let latency = Latency::of(&stats.register_latency.lock().unwrap());
     Summary {
         engines,
         registered_at_stop: stats.registered.get(),
         registrations: stats.registrations.get(),
         all_registered_after_s: stats.all_registered.lock().unwrap().map(|d| d.as_secs_f64()),
-        register_p50_ms: ms(0.5),
-        register_p99_ms: ms(0.99),
+        register_p50_ms: latency.p50,
+        register_p99_ms: latency.p99,
         heartbeats_sent: stats.heartbeats.get(),
         duplicates_refused: stats.duplicates.get(),
         reconnects: stats.reconnects.get(),
