@@ -69,18 +69,13 @@ impl Rounds {
 
 #[cfg(test)]
 mod tests {
-    /// The work as one plain loop: what `work` computes, block by block.
+    /// The work as one plain loop of rounds: what `work` computes, block by block.
     fn plain(iterations: u32, seed: u64) -> f64 {
-        let mut state = seed | 1;
-        let mut v = 1.0f64;
+        let mut rounds = super::Rounds { state: seed | 1, v: 1.0 };
         for _ in 0..iterations {
-            state ^= state >> 12;
-            state ^= state << 25;
-            state ^= state >> 27;
-            let random = (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64;
-            v = random * v.sqrt();
+            rounds.next();
         }
-        v
+        rounds.v
     }
 
     #[test]
