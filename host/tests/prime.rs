@@ -173,3 +173,25 @@ async fn every_metric_in_the_readme_is_exposed_and_every_exposed_one_documented(
         assert!(documented.iter().any(|d| d == name), "{name} is exposed but not documented");
     }
 }
+
+/// The prime guest is built without std (guests/prime/src/runtime/): it
+/// imports the interfaces it calls and nothing of std's panic and print
+/// machinery (environment, exit, stdin, stdout, terminals), since every
+/// import costs the host work at each instantiation.
+#[test]
+fn the_prime_guest_imports_only_what_it_calls() {
+    let engine = wasmtime::Engine::default();
+    let component = wasmtime::component::Component::from_file(&engine, support::guests_dir().join("prime.wasm")).unwrap();
+    let mut imports: Vec<String> = component.component_type().imports(&engine).map(|(name, _)| name.to_string()).collect();
+    imports.sort();
+    assert_eq!(
+        imports,
+        [
+            "wasi:cli/stderr@0.2.12",
+            "wasi:http/types@0.2.12",
+            "wasi:io/error@0.2.12",
+            "wasi:io/streams@0.2.12",
+            "wasi:random/random@0.2.12",
+        ]
+    );
+}

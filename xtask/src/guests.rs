@@ -1,7 +1,8 @@
 //! `cargo xtask build-guests`: builds every crate under `guests/` for
 //! `wasm32-wasip2` with the guests' size-optimised release profile (see
 //! `guests/Cargo.toml`) and copies each component to
-//! `target/guests/<name>.wasm`.
+//! `target/guests/<name>.wasm`. The guests live in two workspaces
+//! ([`WORKSPACES`]): `prime`, built without std, is one of its own.
 //!
 //! Installs the `wasm32-wasip2` target when it is missing. Cargo skips what is
 //! up to date; a component whose bytes did not change is not copied again.
@@ -12,6 +13,13 @@ use std::path::PathBuf;
 use std::process::Command;
 
 pub const TARGET: &str = "wasm32-wasip2";
+
+/// The guests' workspaces. `guests/prime` is built without the standard
+/// library, so it cannot share a build with guests that turn on the `std`
+/// features of the crates it shares with them (cargo unifies features
+/// within one build): it is a workspace of its own, built into the same
+/// target directory.
+pub const WORKSPACES: [&str; 2] = ["guests/Cargo.toml", "guests/prime/Cargo.toml"];
 
 /// Builds the guests; returns the directory holding the components.
 pub fn build(ws: &Workspace) -> Result<PathBuf> {
@@ -24,11 +32,13 @@ pub fn build_all(ws: &Workspace) -> Result<Vec<(String, PathBuf)>> {
     ensure_target(TARGET)?;
     let guests = list(ws)?;
 
-    let mut cargo = ws.cargo();
-    cargo.args(["build", "--quiet", "--release", "--workspace", "--target", TARGET]);
-    cargo.arg("--manifest-path").arg(ws.root.join("guests/Cargo.toml"));
-    cargo.arg("--target-dir").arg(&ws.target_dir);
-    workspace::run(&mut cargo).context("building the guests")?;
+    for manifest in WORKSPACES {
+        let mut cargo = ws.cargo();
+        cargo.args(["build", "--quiet", "--release", "--workspace", "--target", TARGET]);
+        cargo.arg("--manifest-path").arg(ws.root.join(manifest));
+        cargo.arg("--target-dir").arg(&ws.target_dir);
+        workspace::run(&mut cargo).with_context(|| format!("building the guests of {manifest}"))?;
+    }
 
     let out_dir = ws.target_dir.join("guests");
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
@@ -63,13 +73,26 @@ struct GuestCrate {
     artifact: String,
 }
 
-/// The members of the guests workspace, as `cargo metadata` reports them.
+/// The members of the guests' workspaces, as `cargo metadata` reports them.
 fn list(ws: &Workspace) -> Result<Vec<GuestCrate>> {
+    let mut guests = Vec::new();
+    for manifest in WORKSPACES {
+        guests.extend(members(ws, manifest)?);
+    }
+    if guests.is_empty() {
+        bail!("the guests' workspaces have no members");
+    }
+    guests.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(guests)
+}
+
+/// The members of one workspace (`manifest`, relative to the root).
+fn members(ws: &Workspace, manifest: &str) -> Result<Vec<GuestCrate>> {
     let mut cargo = ws.cargo();
     cargo.args(["metadata", "--format-version", "1", "--no-deps", "--manifest-path"]);
-    cargo.arg(ws.root.join("guests/Cargo.toml"));
-    let metadata: serde_json::Value =
-        serde_json::from_str(&workspace::output(&mut cargo)?).context("parsing `cargo metadata` of the guests workspace")?;
+    cargo.arg(ws.root.join(manifest));
+    let metadata: serde_json::Value = serde_json::from_str(&workspace::output(&mut cargo)?)
+        .with_context(|| format!("parsing `cargo metadata` of {manifest}"))?;
     let mut guests = Vec::new();
     for package in metadata["packages"].as_array().into_iter().flatten() {
         let name = package["name"].as_str().context("package without a name")?.to_string();
@@ -91,10 +114,6 @@ fn list(ws: &Workspace) -> Result<Vec<GuestCrate>> {
             .with_context(|| format!("guest {name} has neither a cdylib nor a bin target"))?;
         guests.push(GuestCrate { name, artifact });
     }
-    if guests.is_empty() {
-        bail!("the guests workspace has no members");
-    }
-    guests.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(guests)
 }
 

@@ -1,15 +1,19 @@
 //! The formatting and lint gate of `cargo xtask test`: `cargo fmt --check`
-//! and `cargo clippy -- -D warnings` in the three workspaces (the host's, the
-//! guests' for `wasm32-wasip2`, and the fuzz targets' in `fuzz/`). A finding fails the test command, so code
-//! that lands is formatted (`rustfmt.toml`) and clippy-clean.
+//! and `cargo clippy -- -D warnings` in every workspace (the host's, the
+//! guests' two for `wasm32-wasip2`, and the fuzz targets' in `fuzz/`). A
+//! finding fails the test command, so code that lands is formatted
+//! (`rustfmt.toml`) and clippy-clean.
 
 use crate::workspace::{self, Workspace};
 use anyhow::{Context, Result};
 use std::process::Command;
 
-/// The workspaces: the host's (root), the guests' and the fuzz targets'.
-fn manifests(ws: &Workspace) -> [std::path::PathBuf; 3] {
-    [ws.root.join("Cargo.toml"), ws.root.join("guests/Cargo.toml"), ws.root.join("fuzz/Cargo.toml")]
+/// The workspaces: the host's (root), the fuzz targets', and the guests'
+/// (built for their wasm target).
+fn manifests(ws: &Workspace) -> Vec<(std::path::PathBuf, Option<&'static str>)> {
+    let mut manifests = vec![(ws.root.join("Cargo.toml"), None), (ws.root.join("fuzz/Cargo.toml"), None)];
+    manifests.extend(crate::guests::WORKSPACES.iter().map(|m| (ws.root.join(m), Some(crate::guests::TARGET))));
+    manifests
 }
 
 /// Installs rustfmt and clippy with rustup when the toolchain lacks them
@@ -27,7 +31,7 @@ fn ensure_components(ws: &Workspace) -> Result<()> {
 /// `cargo fmt --check` in every workspace: quick, so it runs first.
 pub fn format(ws: &Workspace) -> Result<()> {
     ensure_components(ws)?;
-    for manifest in manifests(ws) {
+    for (manifest, _) in manifests(ws) {
         let mut cargo = ws.cargo();
         cargo.args(["fmt", "--all", "--check", "--manifest-path"]).arg(&manifest);
         workspace::run(&mut cargo)
@@ -41,11 +45,11 @@ pub fn format(ws: &Workspace) -> Result<()> {
 /// The fuzz targets are checked without libFuzzer's instrumentation, so
 /// they keep compiling though the tests never run them.
 pub fn clippy(ws: &Workspace) -> Result<()> {
-    let [host, guests, fuzz] = manifests(ws);
-    workspace::run(&mut clippy_command(ws, &host, None)).context("clippy found problems in the host workspace")?;
-    workspace::run(&mut clippy_command(ws, &guests, Some(crate::guests::TARGET)))
-        .context("clippy found problems in the guests workspace")?;
-    workspace::run(&mut clippy_command(ws, &fuzz, None)).context("clippy found problems in the fuzz targets")
+    for (manifest, target) in manifests(ws) {
+        workspace::run(&mut clippy_command(ws, &manifest, target))
+            .with_context(|| format!("clippy found problems in {}", manifest.display()))?;
+    }
+    Ok(())
 }
 
 fn clippy_command(ws: &Workspace, manifest: &std::path::Path, target: Option<&str>) -> Command {

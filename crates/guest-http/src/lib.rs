@@ -19,6 +19,18 @@
 //!     guest_http::generate!("scalelab:guests/http-guest");
 //! }
 //! ```
+//!
+//! `no_std` (with `alloc`), so that a guest may leave the standard library
+//! out (as `guests/prime` does); guests built with it use the crate alike.
+
+#![no_std]
+
+extern crate alloc;
+
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec;
+use alloc::vec::Vec;
 
 #[allow(missing_docs, clippy::all)]
 mod bindings {
@@ -190,7 +202,7 @@ pub fn method_name(method: &Method) -> String {
 /// or not UTF-8), from one host call (`entries`) rather than one `get` per
 /// name: each host call costs, and `request.headers()` makes a new resource.
 pub fn headers<const N: usize>(headers: &Fields, names: [&str; N]) -> [Option<String>; N] {
-    let mut found: [Option<String>; N] = std::array::from_fn(|_| None);
+    let mut found: [Option<String>; N] = core::array::from_fn(|_| None);
     for (name, value) in headers.entries() {
         let Some(i) = names.iter().position(|wanted| name.eq_ignore_ascii_case(wanted)) else { continue };
         if found[i].is_none() {

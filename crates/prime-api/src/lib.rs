@@ -7,12 +7,23 @@
 //! [1000, 11000]; `/prime/{n}` and `/?n={n}` answer `{"n":n,"prime":P}`;
 //! `algo=trial` (default) or `algo=sieve`. Bad input is a 400 naming the
 //! problem, an unknown path a 404, any other method a 405.
+//!
+//! `no_std` (with `alloc`), like `primes`: the `prime` guest is built
+//! without the standard library.
 
+#![no_std]
+
+extern crate alloc;
+
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::ops::RangeInclusive;
 use primes::{Algo, MAX_N};
 use serde_json::json;
 
 /// The lowest and highest n that `GET /` picks at random.
-const RANDOM_N: std::ops::RangeInclusive<u32> = 1000..=11000;
+const RANDOM_N: RangeInclusive<u32> = 1000..=11000;
 
 /// A response to send: status and JSON body.
 #[derive(Debug, PartialEq)]

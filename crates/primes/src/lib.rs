@@ -1,9 +1,20 @@
 //! The n-th prime, computed two ways.
 //!
-//! This is the workload of the `prime` guest. It lives in its own
-//! dependency-free crate so that the guest (compiled to wasm) and native code
+//! This is the workload of the `prime` guest. It lives in its own small
+//! crate so that the guest (compiled to wasm) and native code
 //! (the benchmark's reference server, the unit tests) run exactly the same
 //! algorithm, which keeps wasm-versus-native comparisons honest.
+//!
+//! `no_std` (with `alloc`), so that the `prime` guest can be built without
+//! the standard library (see `guests/prime`); the logarithm comes from
+//! `libm` (its one dependency) on both sides.
+
+#![no_std]
+
+extern crate alloc;
+
+use alloc::vec;
+use alloc::vec::Vec;
 
 /// The largest `n` the prime API accepts.
 ///
@@ -102,7 +113,7 @@ fn upper_bound(n: u32) -> usize {
         return 13;
     }
     let n = n as f64;
-    (n * (n.ln() + n.ln().ln())).ceil() as usize
+    libm::ceil(n * (libm::log(n) + libm::log(libm::log(n)))) as usize
 }
 
 fn nth_prime_sieve(n: u32) -> u64 {

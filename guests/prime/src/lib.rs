@@ -13,6 +13,22 @@
 //! The routing lives in `crates/prime-api` (shared with the native reference
 //! server); this file adapts it to `wasi:http` with bindings that wit-bindgen
 //! generates from the repository's `wit/` folder.
+//!
+//! Built without the standard library: std's panic and print machinery
+//! imports 19 `wasi:cli` and `wasi:io` functions that a guest answering
+//! HTTP never calls, and every import costs the host work each time it
+//! creates an instance. `runtime/` provides what std would: the memory
+//! allocator, `cabi_realloc`, a panic handler that still writes the message
+//! to stderr, and `memcmp`.
+
+// A test build (`cargo clippy --all-targets`) links std for the harness:
+// std's runtime then, not ours.
+#![cfg_attr(not(test), no_std)]
+
+extern crate alloc;
+
+#[cfg(not(test))]
+mod runtime;
 
 mod bindings {
     // Shares guest-http's wasi:http bindings (see crates/guest-http).
