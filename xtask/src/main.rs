@@ -2,7 +2,7 @@
 //!
 //! - `build-guests`: every crate under `guests/` -> `target/guests/<name>.wasm`;
 //! - `serve <guest>`: build what is needed and serve a guest on loopback;
-//! - `test`: check formatting, build the guests, lint both workspaces, then
+//! - `test`: check formatting, build the guests, lint every workspace, then
 //!   run every test of the repository;
 //! - `bench [--quick]`: the side-by-side benchmark (see `bench.rs`);
 //! - `bench-engines`: engines one broker process holds (see `bench_engines.rs`);
@@ -186,7 +186,7 @@ enum Task {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Check formatting, build the guests, lint both workspaces (clippy, warnings
+    /// Check formatting, build the guests, lint every workspace (clippy, warnings
     /// denied), then run the whole test suite.
     Test {
         /// Further `cargo test` arguments for the host workspace, after `--`.
