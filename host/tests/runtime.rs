@@ -21,6 +21,11 @@ const DEADLINE: Option<Duration> = Some(Duration::from_secs(30));
 
 /// The `broker` guest, loaded as `scalelab serve` loads a guest.
 async fn broker() -> (Active, Arc<Services>, Arc<Metrics>) {
+    broker_with_reuse(128).await
+}
+
+/// The `broker` guest, each instance serving at most `instance_reuse` calls.
+async fn broker_with_reuse(instance_reuse: u32) -> (Active, Arc<Services>, Arc<Metrics>) {
     let limits = LimitValues { deadline: DEADLINE, max_memory: MAX_MEMORY, max_body: 1 << 20, max_in_flight: 4 };
     let metrics = Arc::new(Metrics::new(&limits).unwrap());
     let services = Arc::new(Services::new(&metrics, ServiceLimits::generous()));
@@ -31,7 +36,7 @@ async fn broker() -> (Active, Arc<Services>, Arc<Metrics>) {
     let grants = Arc::new(Grants::default());
     let cache = CompileCache::new(None, false);
     let guest = Guest::load(&engine, &linker, &cache, &path, MAX_MEMORY as usize, &grants, &services).await.unwrap();
-    let limits = Limits { deadline: DEADLINE, max_memory: MAX_MEMORY as usize, instance_reuse: 128 };
+    let limits = Limits { deadline: DEADLINE, max_memory: MAX_MEMORY as usize, instance_reuse };
     let parts = ActiveParts { guest, limits, grants, source: path.display().to_string(), tick_override: None };
     (Active::new(parts, &metrics, &services), services, metrics)
 }
@@ -105,4 +110,27 @@ async fn a_guest_runs_in_process_through_instances_call() {
     let broker = [("guest", "broker")];
     assert_eq!(exposition.value("scalelab_guest_instantiations_total", &broker), Some(3.0));
     assert_eq!(exposition.value("scalelab_guest_instance_reuses_total", &broker), Some(2.0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fresh_instance_takes_the_wasi_context_of_one_that_served_its_share() {
+    let (active, _, _) = broker_with_reuse(1).await;
+    let open = |session: u64| {
+        let peer = Peer { address: "127.0.0.1:1".into(), transport: "tcp".into() };
+        active.instances.call(DEADLINE, move |warm| {
+            Box::pin(async move {
+                let guest = warm.session.as_ref().unwrap().scalelab_guests_session_handler();
+                guest.call_opened(&mut warm.store, session, &peer).await
+            })
+        })
+    };
+    assert_eq!(active.instances.spare_contexts(), 0);
+    open(1).await.unwrap();
+    // The instance served its one call and was dropped; its context was kept.
+    assert_eq!(active.instances.spare_contexts(), 1);
+    open(2).await.unwrap();
+    // The next new instance took it, and gave it back after its call.
+    assert_eq!(active.instances.spare_contexts(), 1);
+    active.instances.retire();
+    assert_eq!(active.instances.spare_contexts(), 0, "a retired guest keeps nothing for new instances");
 }

@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use wasmtime::Store;
 use wasmtime::component::InstancePre;
+use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyIndices};
 
 /// Idle instances kept at most: enough for the concurrency of a busy pod,
@@ -64,6 +65,10 @@ pub struct Instances {
     /// What every instance may reach beyond the call (environment, mounts, database).
     grants: Arc<Grants>,
     idle: Mutex<Vec<Warm>>,
+    /// WASI contexts of instances dropped after serving their share of
+    /// requests, for the next new instances (`GuestState::around`): what a
+    /// fresh instance (`--instance-reuse 1`) costs less one context built.
+    spare_wasi: Mutex<Vec<WasiCtx>>,
     /// Set once the guest is swapped out: its remaining calls (draining
     /// sessions, late requests) get fresh instances and keep none idle, so
     /// that pool slots go to the new guest.
@@ -83,6 +88,7 @@ impl Instances {
             max_uses: limits.instance_reuse.max(1),
             grants,
             idle: Mutex::new(Vec::new()),
+            spare_wasi: Mutex::new(Vec::new()),
             retired: AtomicBool::new(false),
             metrics,
         }
@@ -92,6 +98,12 @@ impl Instances {
     pub fn retire(&self) {
         self.retired.store(true, Ordering::Relaxed);
         self.idle.lock().unwrap().clear();
+        self.spare_wasi.lock().unwrap().clear();
+    }
+
+    /// WASI contexts kept for new instances (for diagnostics and tests).
+    pub fn spare_contexts(&self) -> usize {
+        self.spare_wasi.lock().unwrap().len()
     }
 
     /// Runs `call` on a warm instance under `deadline`. After a clean call
@@ -128,7 +140,12 @@ impl Instances {
             return Ok(warm);
         }
         let started = Instant::now();
-        let state = GuestState::new(self.max_memory, self.grants.clone(), self.services.clone(), self.name.clone());
+        let (grants, services, name) = (self.grants.clone(), self.services.clone(), self.name.clone());
+        let spare = self.spare_wasi.lock().unwrap().pop();
+        let state = match spare {
+            Some(wasi) => GuestState::around(wasi, self.max_memory, grants, services, name),
+            None => GuestState::new(self.max_memory, grants, services, name),
+        };
         let mut store = new_store(self.pre.engine(), state);
         let loaded = async {
             let instance = self.pre.instantiate_async(&mut store).await?;
@@ -147,9 +164,18 @@ impl Instances {
     }
 
     /// Returns an instance whose call ended normally, unless it has served
-    /// its share of requests or enough instances are idle already.
+    /// its share of requests (then only its WASI context is kept, for a new
+    /// instance) or enough instances are idle already.
     fn give_back(&self, warm: Warm) {
-        if warm.uses >= self.max_uses || self.retired.load(Ordering::Relaxed) {
+        if self.retired.load(Ordering::Relaxed) {
+            return;
+        }
+        if warm.uses >= self.max_uses {
+            let wasi = warm.store.into_data().into_wasi();
+            let mut spare = self.spare_wasi.lock().unwrap();
+            if spare.len() < MAX_IDLE {
+                spare.push(wasi);
+            }
             return;
         }
         let mut idle = self.idle.lock().unwrap();

@@ -58,24 +58,18 @@ pub struct GuestState {
 impl GuestState {
     /// State of a new instance, given what its guest was granted.
     pub fn new(max_memory: usize, grants: Arc<Grants>, services: Arc<Services>, guest: Arc<str>) -> GuestState {
-        let mut wasi = WasiCtxBuilder::new();
-        // Mounts are read-only local directories (ConfigMaps, volumes): their
-        // file operations take microseconds on the calling thread, where a
-        // round trip through tokio's blocking pool for each one cost most of
-        // the time of a route that reads a small file. Set before the
-        // preopens: each directory takes the setting when it is added.
-        wasi.allow_blocking_current_thread(true);
-        for (name, value) in &grants.env {
-            wasi.env(name, value);
-        }
-        for (guest_path, host) in &grants.mounts {
-            // Checked when the configuration was read; a directory removed
-            // since is left out (the guest sees it missing), not fatal.
-            if let Err(e) = wasi.preopened_dir(host, guest_path, FsPerms::ReadOnly) {
-                tracing::warn!(guest = %guest, mount = %guest_path, dir = %host.display(), error = %e, "mount left out");
-            }
-        }
-        let wasi = wasi.inherit_stdout().inherit_stderr().allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false).build();
+        let wasi = wasi_context(&grants, &guest);
+        GuestState::around(wasi, max_memory, grants, services, guest)
+    }
+
+    /// State of a new instance around the WASI context of an earlier
+    /// instance of the same guest ([`GuestState::into_wasi`]). Building a
+    /// context seeds two random generators and allocates its parts, a tenth
+    /// of what a fresh instance costs; and a context holds nothing a guest
+    /// can change but the state of those generators (its environment, mounts
+    /// and streams are the guest's grants). Resources live in the table,
+    /// which is new.
+    pub fn around(wasi: WasiCtx, max_memory: usize, grants: Arc<Grants>, services: Arc<Services>, guest: Arc<str>) -> GuestState {
         GuestState {
             services,
             guest,
@@ -89,16 +83,45 @@ impl GuestState {
             memory: MemoryCap::new(max_memory),
         }
     }
+
+    /// The WASI context, for a later instance of the same guest.
+    pub fn into_wasi(self) -> WasiCtx {
+        self.wasi
+    }
+}
+
+/// The WASI context of an instance: the guest's grants and nothing else.
+fn wasi_context(grants: &Grants, guest: &str) -> WasiCtx {
+    let mut wasi = WasiCtxBuilder::new();
+    // Mounts are read-only local directories (ConfigMaps, volumes): their
+    // file operations take microseconds on the calling thread, where a
+    // round trip through tokio's blocking pool for each one cost most of
+    // the time of a route that reads a small file. Set before the
+    // preopens: each directory takes the setting when it is added.
+    wasi.allow_blocking_current_thread(true);
+    for (name, value) in &grants.env {
+        wasi.env(name, value);
+    }
+    for (guest_path, host) in &grants.mounts {
+        // Checked when the configuration was read; a directory removed
+        // since is left out (the guest sees it missing), not fatal.
+        if let Err(e) = wasi.preopened_dir(host, guest_path, FsPerms::ReadOnly) {
+            tracing::warn!(guest = %guest, mount = %guest_path, dir = %host.display(), error = %e, "mount left out");
+        }
+    }
+    wasi.inherit_stdout().inherit_stderr().allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false).build()
 }
 
 /// A store for one new instance: every store of the host is made here. The
 /// memory cap is the store's limiter, and epoch checks (compiled in when a
 /// deadline is configured) get plenty of room while start functions run;
-/// each call then sets its own deadline (`call::arm`).
+/// each call then sets its own deadline (`call::arm`), which the store's
+/// epoch callback reads.
 pub fn new_store(engine: &Engine, state: GuestState) -> Store<GuestState> {
     let mut store = Store::new(engine, state);
     store.limiter(|state| &mut state.memory);
     store.set_epoch_deadline(u64::MAX / 2);
+    store.epoch_deadline_callback(crate::runtime::call::epoch_callback);
     store
 }
 

@@ -4,7 +4,9 @@
 //!
 //! - A client must send a request's whole head within `--header-read-timeout`
 //!   (a slowloris trickling headers a byte at a time, or a keep-alive
-//!   connection left idle, is closed then), which needs hyper's timer.
+//!   connection left idle, is closed then), which needs a timer: HTTP/1
+//!   connections get a coarse one ([`CoarseTimer`]), armed per request at
+//!   little cost.
 //! - hyper itself answers a head larger than its buffer, or with more than
 //!   100 fields, with 431 and a request it cannot parse with 400, before any
 //!   guest sees it.
@@ -13,6 +15,7 @@
 //!   with a 503 ([`refuse`]) and closed, so memory stays bounded however many
 //!   idle connections clients open.
 
+use crate::serve::coarse_timer::CoarseTimer;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::time::Duration;
@@ -31,7 +34,7 @@ pub fn builder(header_read_timeout: Option<Duration>) -> auto::Builder<TokioExec
     let mut builder = auto::Builder::new(TokioExecutor::new());
     match header_read_timeout {
         Some(timeout) => {
-            builder.http1().timer(TokioTimer::new()).header_read_timeout(timeout);
+            builder.http1().timer(CoarseTimer::new(timeout)).header_read_timeout(timeout);
             builder.http2().timer(TokioTimer::new());
         }
         None => {

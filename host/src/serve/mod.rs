@@ -15,6 +15,7 @@
 
 pub mod accept;
 pub mod admin;
+mod coarse_timer;
 pub mod config;
 pub mod connection;
 pub mod database_check;
