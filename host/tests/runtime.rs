@@ -11,6 +11,7 @@ use scalelab::runtime::cache::CompileCache;
 use scalelab::runtime::call::Limits;
 use scalelab::runtime::engine::{self, EngineSettings};
 use scalelab::runtime::guest::{self, Guest};
+use scalelab::runtime::instances::SPARE_CONTEXT_LIFETIME;
 use scalelab::runtime::services::{ServiceLimits, Services};
 use scalelab::runtime::state::Grants;
 use std::sync::Arc;
@@ -130,6 +131,13 @@ async fn a_fresh_instance_takes_the_wasi_context_of_one_that_served_its_share() 
     assert_eq!(active.instances.spare_contexts(), 1);
     open(2).await.unwrap();
     // The next new instance took it, and gave it back after its call.
+    assert_eq!(active.instances.spare_contexts(), 1);
+    // A context older than its lifetime is not handed on again: the next
+    // instance after this one builds a new context.
+    tokio::time::sleep(SPARE_CONTEXT_LIFETIME + Duration::from_millis(100)).await;
+    open(3).await.unwrap();
+    assert_eq!(active.instances.spare_contexts(), 0, "an expired context was handed on");
+    open(4).await.unwrap();
     assert_eq!(active.instances.spare_contexts(), 1);
     active.instances.retire();
     assert_eq!(active.instances.spare_contexts(), 0, "a retired guest keeps nothing for new instances");

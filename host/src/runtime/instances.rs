@@ -38,6 +38,12 @@ use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyIndices};
 /// few enough that a burst does not keep hundreds of memories resident.
 pub const MAX_IDLE: usize = 64;
 
+/// How long a WASI context is handed on from instance to instance before a
+/// new one is built: long enough that fresh instances rarely build one, short
+/// enough that a mount directory replaced on the host (not only its files)
+/// reaches them soon.
+pub const SPARE_CONTEXT_LIFETIME: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The future of one guest call on a warm instance (boxed: it borrows the instance).
 pub type GuestCall<'a, T> = Pin<Box<dyn Future<Output = wasmtime::Result<T>> + Send + 'a>>;
 
@@ -65,10 +71,11 @@ pub struct Instances {
     /// What every instance may reach beyond the call (environment, mounts, database).
     grants: Arc<Grants>,
     idle: Mutex<Vec<Warm>>,
-    /// WASI contexts of instances dropped after serving their share of
-    /// requests, for the next new instances (`GuestState::around`): what a
-    /// fresh instance (`--instance-reuse 1`) costs less one context built.
-    spare_wasi: Mutex<Vec<WasiCtx>>,
+    /// WASI contexts (with when they were built) of instances dropped after
+    /// serving their share of requests, for the next new instances
+    /// (`GuestState::around`), so that a fresh instance (`--instance-reuse
+    /// 1`) need not build one.
+    spare_wasi: Mutex<Vec<(Instant, WasiCtx)>>,
     /// Set once the guest is swapped out: its remaining calls (draining
     /// sessions, late requests) get fresh instances and keep none idle, so
     /// that pool slots go to the new guest.
@@ -172,6 +179,11 @@ impl Instances {
         }
         if warm.uses >= self.max_uses {
             let wasi = warm.store.into_data().into_wasi();
+            // A mount directory's handle is opened when its context is built:
+            // one replaced since is seen by contexts built after.
+            if wasi.0.elapsed() > SPARE_CONTEXT_LIFETIME {
+                return;
+            }
             let mut spare = self.spare_wasi.lock().unwrap();
             if spare.len() < MAX_IDLE {
                 spare.push(wasi);

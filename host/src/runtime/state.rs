@@ -47,6 +47,9 @@ pub struct GuestState {
     /// set for each request: wasi:http does not tell a guest who sent it.
     pub client: Option<IpAddr>,
     wasi: WasiCtx,
+    /// When `wasi` was built: a context is handed on to later instances for
+    /// a bounded time only (`Instances::give_back`).
+    wasi_built: Instant,
     http: WasiHttpCtx,
     /// Resources (requests, streams, fields) handed to the guest.
     table: ResourceTable,
@@ -58,19 +61,26 @@ pub struct GuestState {
 impl GuestState {
     /// State of a new instance, given what its guest was granted.
     pub fn new(max_memory: usize, grants: Arc<Grants>, services: Arc<Services>, guest: Arc<str>) -> GuestState {
-        let wasi = wasi_context(&grants, &guest);
+        let wasi = (Instant::now(), wasi_context(&grants, &guest));
         GuestState::around(wasi, max_memory, grants, services, guest)
     }
 
     /// State of a new instance around the WASI context of an earlier
-    /// instance of the same guest ([`GuestState::into_wasi`]). Building a
-    /// context seeds two random generators and allocates its parts, a tenth
-    /// of what a fresh instance costs; and a context holds nothing a guest
-    /// can change but the state of those generators (its environment, mounts
-    /// and streams are the guest's grants). Resources live in the table,
-    /// which is new.
-    pub fn around(wasi: WasiCtx, max_memory: usize, grants: Arc<Grants>, services: Arc<Services>, guest: Arc<str>) -> GuestState {
+    /// instance of the same guest ([`GuestState::into_wasi`]), with the
+    /// instant it was built. Building a context seeds two random generators
+    /// and allocates its parts, a tenth of what a fresh instance costs; and a
+    /// context holds nothing a guest can change but the state of those
+    /// generators (its environment, mounts and streams are the guest's
+    /// grants). Resources live in the table, which is new.
+    pub fn around(
+        (wasi_built, wasi): (Instant, WasiCtx),
+        max_memory: usize,
+        grants: Arc<Grants>,
+        services: Arc<Services>,
+        guest: Arc<str>,
+    ) -> GuestState {
         GuestState {
+            wasi_built,
             services,
             guest,
             grants,
@@ -84,9 +94,10 @@ impl GuestState {
         }
     }
 
-    /// The WASI context, for a later instance of the same guest.
-    pub fn into_wasi(self) -> WasiCtx {
-        self.wasi
+    /// The WASI context with the instant it was built, for a later instance
+    /// of the same guest.
+    pub fn into_wasi(self) -> (Instant, WasiCtx) {
+        (self.wasi_built, self.wasi)
     }
 }
 
