@@ -2,6 +2,7 @@
 //! `SCALELAB_*` environment twin (how a Kubernetes Deployment configures a pod).
 //! Flags win over the environment; defaults apply last.
 
+use crate::clients::scheduling::Scheduling;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 pub use guest_config::{Deadline, parse_bytes, parse_deadline, parse_duration};
 use std::net::SocketAddr;
@@ -127,6 +128,12 @@ pub struct ReportArgs {
 pub struct SwarmArgs {
     #[command(subcommand)]
     pub kind: SwarmKind,
+
+    /// How the kernel schedules the swarm's threads: `batch` (SCHED_BATCH) never
+    /// preempts a server running on the same machine when an event arrives, so
+    /// the swarm disturbs what it measures less; `normal` is Linux's default.
+    #[arg(long, global = true, env = "SCALELAB_SWARM_SCHEDULING", value_enum, default_value_t = Scheduling::Batch)]
+    pub scheduling: Scheduling,
 }
 
 #[derive(Debug, Subcommand)]

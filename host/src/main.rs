@@ -2,7 +2,7 @@
 //! async runtime, and runs the command from the library. See ARCHITECTURE.md.
 
 use clap::{CommandFactory, FromArgMatches};
-use scalelab::clients::{load, report, swarm};
+use scalelab::clients::{load, report, scheduling, swarm};
 use scalelab::serve::config;
 use scalelab::{backtrace, cli, compile, fd_limit, logging, serve, workers};
 use std::process::ExitCode;
@@ -39,6 +39,10 @@ fn main() -> ExitCode {
         }
         cli::Command::Swarm(args) => {
             fd_limit::raise();
+            // Before the runtime starts: its worker threads inherit the policy.
+            if let Err(e) = scheduling::apply(args.scheduling) {
+                tracing::warn!(scheduling = ?args.scheduling, error = %e, "cannot set the swarm's scheduling policy; keeping the default");
+            }
             runtime(workers::count(None)).and_then(|rt| rt.block_on(swarm::run(args)))
         }
         cli::Command::Compile(args) => runtime(1).and_then(|rt| rt.block_on(compile::run(args))),

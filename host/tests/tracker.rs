@@ -7,7 +7,7 @@ mod support;
 use futures_util::{SinkExt, StreamExt};
 use std::process::Command;
 use std::time::Duration;
-use support::{Host, Metrics, clients_dir, wait_metric};
+use support::{Host, Metrics, clients_dir, swarm_summary, thread_policies, wait_metric};
 use tokio_tungstenite::tungstenite::Message;
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -222,4 +222,16 @@ async fn old_protocols_and_unknown_transports_are_refused_and_ready_answers() {
     assert_eq!((response.status().as_u16(), response.text().await.unwrap()), (200, "OK".to_string()));
     let metrics: Metrics = host.metrics().await;
     assert_eq!(metrics.value("mx_server_active_conn_gauge", &[("app", "mx-server")]), Some(0.0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scheduling_normal_keeps_the_default_policy() {
+    let host = Host::start("tracker", &[]);
+    let swarm = support::swarm_sockets_command(&host.url(""), &["--clients", "2", "--scheduling", "normal", "--ticks", "5"])
+        .spawn()
+        .unwrap();
+    let policies = thread_policies(swarm.id()).await;
+    assert!(policies.iter().all(|&p| p == 0), "SCHED_OTHER everywhere: {policies:?}");
+    let summary = tokio::task::spawn_blocking(move || swarm_summary(swarm)).await.unwrap();
+    assert_eq!(summary["ticks_min"], 5, "{summary:#}");
 }

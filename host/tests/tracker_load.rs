@@ -8,7 +8,7 @@
 
 mod support;
 
-use support::{Host, swarm_summary, wait_metric};
+use support::{Host, SCHED_BATCH, swarm_summary, thread_policies, wait_metric};
 
 /// Whole ticks (`clock` then `value`) each client waits for before it disconnects.
 const TICKS: u64 = 100;
@@ -16,16 +16,13 @@ const TICKS: u64 = 100;
 #[tokio::test(flavor = "multi_thread")]
 async fn two_hundred_clients_each_get_every_tick_in_order() {
     let host = Host::start("tracker", &[]);
-    let mut swarm = support::scalelab();
-    swarm
-        .args(["--log-format", "json", "swarm", "sockets", "--url", &host.url(""), "--clients", "200"])
-        .args(["--ticks", &TICKS.to_string()])
-        // Only a bound: each client leaves after its ticks.
-        .args(["--spawn-interval", "2ms", "--hold", "5m", "--metrics-listen", "off", "--output", "json"])
-        .env_remove("RUST_BACKTRACE")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let swarm = swarm.spawn().unwrap();
+    let ticks = TICKS.to_string();
+    // --hold is only a bound: each client leaves after its ticks.
+    let extra = ["--clients", "200", "--ticks", &ticks, "--spawn-interval", "2ms", "--hold", "5m"];
+    let swarm = support::swarm_sockets_command(&host.url(""), &extra).spawn().unwrap();
+    // By default every thread of the swarm runs SCHED_BATCH (`--scheduling`).
+    let policies = thread_policies(swarm.id()).await;
+    assert!(policies.len() >= 2 && policies.iter().all(|&p| p == SCHED_BATCH), "swarm thread policies: {policies:?}");
     let summary = tokio::task::spawn_blocking(move || swarm_summary(swarm)).await.unwrap();
     assert_eq!((summary["connected"].as_u64(), summary["failed"].as_u64()), (Some(200), Some(0)), "{summary:#}");
     assert_eq!(summary["dropped_early"], 0, "no client was closed by the server: {summary:#}");
@@ -33,6 +30,10 @@ async fn two_hundred_clients_each_get_every_tick_in_order() {
     assert_eq!(summary["out_of_order"], 0, "every tick came as clock then value, clocks never going back: {summary:#}");
     // Each client left right after the value of its last tick: two events a tick, none lost.
     assert_eq!(summary["events_total"], 200 * TICKS * 2, "{summary:#}");
+    // The swarm reports the CPU it took itself: some, and no more than its run on every CPU.
+    let (cpu, duration) = (summary["cpu_s"].as_f64().unwrap(), summary["duration_s"].as_f64().unwrap());
+    let cpus = std::thread::available_parallelism().unwrap().get() as f64;
+    assert!(cpu > 0.0 && cpu <= duration * cpus, "swarm CPU {cpu} s over {duration} s: {summary:#}");
 
     wait_metric(&host, "mx_server_active_conn_gauge", &[("app", "mx-server")], |v| v == 0.0).await;
     let metrics = host.metrics().await;

@@ -6,7 +6,8 @@
 //! The release host serves `tracker`; `scalelab swarm sockets` (on the same
 //! machine, so it takes some of the CPU too) holds C clients for a few
 //! seconds; C doubles until a client falls below 95 ticks/s, then a binary
-//! search narrows it to within 5%.
+//! search narrows it to within 5%. The swarm reports the CPU it took at the
+//! largest count held, so the limit is also given against what it leaves.
 
 use crate::bench::{Prepared, prepare, spawn_host};
 use crate::workspace::Workspace;
@@ -39,12 +40,16 @@ pub fn run(ws: &Workspace, hold: Duration) -> Result<()> {
     let mut rows = Vec::new();
     for (name, extra) in configs {
         println!("{name}:");
-        let (good, bad) = largest(&scalelab, &guests_dir, &bench_dir, extra, hold)?;
+        let (good, bad, swarm_cores) = largest(&scalelab, &guests_dir, &bench_dir, extra, hold)?;
+        let limit_left = (cpus - swarm_cores).max(0.0) * 1e9 / native_ns / TICKS_PER_SECOND;
         rows.push(json!({
             "config": name,
             "largest_clients_at_95": good,
             "first_failing": bad,
             "share_of_limit": f64::from(good) / limit,
+            "swarm_cores": swarm_cores,
+            "cpu_limit_left_clients": limit_left,
+            "share_of_limit_left": f64::from(good) / limit_left,
         }));
     }
     let result = json!({
@@ -55,18 +60,21 @@ pub fn run(ws: &Workspace, hold: Duration) -> Result<()> {
     });
     println!();
     println!(
-        "| host | native client-tick | CPU limit ({cpus} CPUs, 100 ticks/s) | largest held at >= 95 ticks/s | share of limit | goal >= 75% |"
+        "| host | native client-tick | CPU limit ({cpus} CPUs, 100 ticks/s) | largest held at >= 95 ticks/s | share of limit | goal >= 75% | swarm CPU | limit on what the swarm leaves | share of that |"
     );
-    println!("| --- | ---: | ---: | ---: | ---: | --- |");
+    println!("| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |");
     for row in result["runs"].as_array().expect("an array") {
         let share = row["share_of_limit"].as_f64().unwrap_or(0.0);
         println!(
-            "| {} | {:.1} µs | {limit:.0} clients | {} clients | {:.0}% | {} |",
+            "| {} | {:.1} µs | {limit:.0} clients | {} clients | {:.0}% | {} | {:.2} cores | {:.0} clients | {:.0}% |",
             row["config"].as_str().unwrap_or("?"),
             native_ns / 1e3,
             row["largest_clients_at_95"],
             share * 100.0,
-            if share >= 0.75 { "met" } else { "NOT met" }
+            if share >= 0.75 { "met" } else { "NOT met" },
+            row["swarm_cores"].as_f64().unwrap_or(0.0),
+            row["cpu_limit_left_clients"].as_f64().unwrap_or(0.0),
+            row["share_of_limit_left"].as_f64().unwrap_or(0.0) * 100.0,
         );
     }
     let path = bench_dir.join("sockets.json");
@@ -76,8 +84,9 @@ pub fn run(ws: &Workspace, hold: Duration) -> Result<()> {
 }
 
 /// The largest client count one host (with `extra` flags) holds at the
-/// target, and the smallest that failed.
-fn largest(scalelab: &Path, guests_dir: &Path, bench_dir: &Path, extra: &[&str], hold: Duration) -> Result<(u32, u32)> {
+/// target, the smallest that failed, and the CPU cores the swarm took
+/// (on average over its run) at the largest count held.
+fn largest(scalelab: &Path, guests_dir: &Path, bench_dir: &Path, extra: &[&str], hold: Duration) -> Result<(u32, u32, f64)> {
     let mut args: Vec<OsString> = ["--guest", "tracker", "--max-sessions", "100000"].iter().map(OsString::from).collect();
     args.extend(extra.iter().map(OsString::from));
     let (host, lines) = spawn_host("tracker", scalelab, guests_dir, &bench_dir.join("cache"), &args, false)?;
@@ -93,10 +102,11 @@ fn largest(scalelab: &Path, guests_dir: &Path, bench_dir: &Path, extra: &[&str],
             .context("running the swarm")?;
         let summary: Value = serde_json::from_slice(&out.stdout).context("the swarm printed no JSON summary")?;
         println!(
-            "  {clients:>5} clients: ticks/s per client min {:.1}, p1 {:.1}, median {:.1}",
+            "  {clients:>5} clients: ticks/s per client min {:.1}, p1 {:.1}, median {:.1}; swarm {:.2} cores",
             summary["ticks_per_s_min"].as_f64().unwrap_or(0.0),
             summary["ticks_per_s_p1"].as_f64().unwrap_or(0.0),
-            summary["ticks_per_s_median"].as_f64().unwrap_or(0.0)
+            summary["ticks_per_s_median"].as_f64().unwrap_or(0.0),
+            swarm_cores(&summary)
         );
         // Let the server see every client go before the next probe.
         std::thread::sleep(Duration::from_millis(500));
@@ -106,11 +116,12 @@ fn largest(scalelab: &Path, guests_dir: &Path, bench_dir: &Path, extra: &[&str],
         summary["connected"] == summary["clients"] && summary["ticks_per_s_min"].as_f64().unwrap_or(0.0) >= TARGET
     };
 
-    let (mut good, mut bad) = (0u32, None);
+    let (mut good, mut bad, mut good_cores) = (0u32, None, 0.0);
     let mut clients = 50u32;
     while bad.is_none() {
-        if holds(&probe(clients)?) {
-            good = clients;
+        let summary = probe(clients)?;
+        if holds(&summary) {
+            (good, good_cores) = (clients, swarm_cores(&summary));
             clients *= 2;
             if clients > 20_000 {
                 bail!("no limit found below 20,000 clients");
@@ -122,7 +133,14 @@ fn largest(scalelab: &Path, guests_dir: &Path, bench_dir: &Path, extra: &[&str],
     let mut bad = bad.expect("set above");
     while f64::from(bad - good) > f64::from(good.max(1)) * 0.05 {
         let middle = (good + bad) / 2;
-        if holds(&probe(middle)?) { good = middle } else { bad = middle }
+        let summary = probe(middle)?;
+        if holds(&summary) { (good, good_cores) = (middle, swarm_cores(&summary)) } else { bad = middle }
     }
-    Ok((good, bad))
+    Ok((good, bad, good_cores))
+}
+
+/// The CPU cores a swarm took on average over its run, from its summary.
+fn swarm_cores(summary: &Value) -> f64 {
+    let (cpu, duration) = (summary["cpu_s"].as_f64().unwrap_or(0.0), summary["duration_s"].as_f64().unwrap_or(0.0));
+    if duration > 0.0 { cpu / duration } else { 0.0 }
 }

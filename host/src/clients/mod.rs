@@ -5,4 +5,5 @@
 
 pub mod load;
 pub mod report;
+pub mod scheduling;
 pub mod swarm;

@@ -64,6 +64,11 @@ impl Mailbox {
         self.taken(item)
     }
 
+    /// Whether nothing is queued now.
+    pub fn is_empty(&self) -> bool {
+        self.receiver.is_empty()
+    }
+
     /// The next message if one is queued.
     pub fn try_recv(&mut self) -> Option<Outgoing> {
         let item = self.receiver.try_recv().ok();

@@ -242,13 +242,9 @@ impl SessionHost {
                 _ = overflow.wait() => break self.slow_consumer(id, &overflow, SlowConsumer::Overflow),
                 out = mailbox.recv() => match out {
                     Some(Outgoing::Data(data)) => {
-                        let written = self.write_out(&mut transport, data, &mut mailbox, &overflow, &mut shutdown).await;
-                        match written {
-                            Written::Done => {}
-                            Written::Closed(reason) => break (CloseReason::Guest, reason),
-                            Written::Failed(e) => break (failure_reason(&e), format!("write failed: {e}")),
-                            Written::SlowConsumer(why) => break self.slow_consumer(id, &overflow, why),
-                            Written::Shutdown => break (CloseReason::Shutdown, "host shutting down".to_string()),
+                        let written = self.write_out(&mut transport, [data], &mut mailbox, &overflow, &mut shutdown).await;
+                        if let Some(ending) = self.ending(id, &overflow, written) {
+                            break ending;
                         }
                     }
                     Some(Outgoing::Close(reason)) => break (CloseReason::Guest, reason),
@@ -257,7 +253,9 @@ impl SessionHost {
                 _ = shutdown.changed() => {}
                 _ = async { session_tick.as_mut().expect("guarded").tick().await }, if session_tick.is_some() => {
                     let effects = Box::pin(self.call(&active, id, Call::SessionTick)).await;
-                    self.apply(effects);
+                    if let Some(ending) = self.answer(&mut transport, id, effects, &mut mailbox, &overflow, &mut shutdown).await {
+                        break ending;
+                    }
                 }
                 _ = swaps.changed(), if drain.is_none() => {
                     if !Arc::ptr_eq(&self.live.active(), &active) {
@@ -271,7 +269,9 @@ impl SessionHost {
                     Ok(Some(data)) => {
                         self.received.inc();
                         let effects = Box::pin(self.call(&active, id, Call::Received(data))).await;
-                        self.apply(effects);
+                        if let Some(ending) = self.answer(&mut transport, id, effects, &mut mailbox, &overflow, &mut shutdown).await {
+                            break ending;
+                        }
                     }
                     Ok(None) => break (CloseReason::Peer, "peer closed".to_string()),
                     Err(e) => break (failure_reason(&e), format!("read failed: {e}")),
@@ -294,12 +294,15 @@ impl SessionHost {
     async fn write_queued<T: Transport>(
         &self,
         transport: &mut T,
-        first: Bytes,
+        first: impl IntoIterator<Item = Bytes> + Send,
         mailbox: &mut Mailbox,
     ) -> io::Result<Option<String>> {
-        let mut next = Some(Outgoing::Data(first));
+        for data in first {
+            transport.send(data).await?;
+            self.sent.inc();
+        }
         let mut close = None;
-        while let Some(item) = next.take() {
+        while let Some(item) = mailbox.try_recv() {
             match item {
                 Outgoing::Data(data) => {
                     transport.send(data).await?;
@@ -310,10 +313,46 @@ impl SessionHost {
                     break;
                 }
             }
-            next = mailbox.try_recv();
         }
         transport.flush().await?;
         Ok(close)
+    }
+
+    /// Carries out the effects of a call made for session `id`: written
+    /// by the session itself when they are only its own frames
+    /// ([`own_frames`]), else applied through the table. `Some` when the
+    /// session ends on the write.
+    async fn answer<T: Transport>(
+        &self,
+        transport: &mut T,
+        id: SessionId,
+        effects: Vec<Effect>,
+        mailbox: &mut Mailbox,
+        overflow: &Overflow,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Option<(CloseReason, String)> {
+        match own_frames(id, effects, mailbox) {
+            Ok(frames) if frames.is_empty() => None,
+            Ok(frames) => {
+                let written = self.write_out(transport, frames, mailbox, overflow, shutdown).await;
+                self.ending(id, overflow, written)
+            }
+            Err(effects) => {
+                self.apply(effects);
+                None
+            }
+        }
+    }
+
+    /// How the session ends after `written`, if it does.
+    fn ending(&self, id: SessionId, overflow: &Overflow, written: Written) -> Option<(CloseReason, String)> {
+        match written {
+            Written::Done => None,
+            Written::Closed(reason) => Some((CloseReason::Guest, reason)),
+            Written::Failed(e) => Some((failure_reason(&e), format!("write failed: {e}"))),
+            Written::SlowConsumer(why) => Some(self.slow_consumer(id, overflow, why)),
+            Written::Shutdown => Some((CloseReason::Shutdown, "host shutting down".to_string())),
+        }
     }
 
     /// Writes `first` and what is queued behind it. The write usually
@@ -323,7 +362,7 @@ impl SessionHost {
     async fn write_out<T: Transport>(
         &self,
         transport: &mut T,
-        first: Bytes,
+        first: impl IntoIterator<Item = Bytes> + Send,
         mailbox: &mut Mailbox,
         overflow: &Overflow,
         shutdown: &mut watch::Receiver<bool>,
@@ -441,6 +480,25 @@ impl SessionHost {
     }
 }
 
+/// The frames of `effects` when the session can write them itself: all of
+/// them are sends to session `id` and nothing waits in its mailbox, so they
+/// go out in the order the guest returned them, after everything queued
+/// before, without the session table's lock, queue and wake-up (a tick's
+/// usual answer). Anything else goes through the table (`Err`).
+fn own_frames(id: SessionId, effects: Vec<Effect>, mailbox: &Mailbox) -> Result<Vec<Bytes>, Vec<Effect>> {
+    let own = |effect: &Effect| matches!(effect, Effect::Send((to, _)) if *to == id);
+    if !mailbox.is_empty() || !effects.iter().all(own) {
+        return Err(effects);
+    }
+    Ok(effects
+        .into_iter()
+        .filter_map(|effect| match effect {
+            Effect::Send((_, data)) => Some(Bytes::from(data)),
+            _ => None,
+        })
+        .collect())
+}
+
 /// Makes one call of the session contract on a warm instance.
 async fn call_guest(warm: &mut Warm, id: SessionId, call: Call) -> wasmtime::Result<Vec<Effect>> {
     let guest = warm.session.as_ref().expect("session guests have the export");
@@ -452,5 +510,42 @@ async fn call_guest(warm: &mut Warm, id: SessionId, call: Call) -> wasmtime::Res
         Call::Closed(reason) => handler.call_closed(&mut *store, id, &reason).await,
         Call::Tick => handler.call_tick(&mut *store).await,
         Call::SessionTick => handler.call_session_tick(&mut *store, id).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::session_table::SessionTable;
+
+    fn send(to: SessionId, data: &str) -> Effect {
+        Effect::Send((to, data.as_bytes().to_vec()))
+    }
+
+    #[test]
+    fn a_session_writes_its_own_frames_itself_only_when_that_keeps_the_order() {
+        let table = SessionTable::new(1 << 20);
+        let (me, mut mailbox) = table.open();
+        let (other, _other_mailbox) = table.open();
+        let (me, other) = (me.id, other.id);
+
+        let frames = own_frames(me, vec![send(me, "clock"), send(me, "value")], &mailbox).unwrap();
+        assert_eq!(frames, [Bytes::from("clock"), Bytes::from("value")], "in the guest's order");
+        assert_eq!(own_frames(me, Vec::new(), &mailbox).unwrap(), Vec::<Bytes>::new());
+
+        // A frame for another session, a broadcast or a close: all through the table.
+        for mixed in [
+            vec![send(me, "a"), send(other, "b")],
+            vec![send(me, "a"), Effect::Broadcast(b"all".to_vec())],
+            vec![Effect::Close((me, "bye".into()))],
+        ] {
+            assert!(own_frames(me, mixed, &mailbox).is_err());
+        }
+
+        // Something already queued for this session goes out first: through the table.
+        assert!(table.send(me, Bytes::from("queued")));
+        assert!(own_frames(me, vec![send(me, "later")], &mailbox).is_err());
+        assert!(matches!(mailbox.try_recv(), Some(Outgoing::Data(data)) if data == "queued"));
+        assert!(own_frames(me, vec![send(me, "now")], &mailbox).is_ok());
     }
 }

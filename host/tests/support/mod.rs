@@ -338,6 +338,19 @@ pub fn swarm_command(broker: SocketAddr, extra: &[&str]) -> Command {
     cmd
 }
 
+/// `scalelab swarm sockets` against `url` with `extra` flags (JSON summary
+/// on stdout, JSON logs on stderr, both piped; no metrics listener).
+pub fn swarm_sockets_command(url: &str, extra: &[&str]) -> Command {
+    let mut cmd = scalelab();
+    cmd.args(["--log-format", "json", "swarm", "sockets", "--url", url])
+        .args(["--metrics-listen", "off", "--output", "json"])
+        .args(extra)
+        .env_remove("RUST_BACKTRACE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
 /// Raises this test process's open-file limit to its hard limit, for tests
 /// that hold a thousand sockets or more (the soft limit may be 1024).
 pub fn raise_fd_limit() {
@@ -390,4 +403,28 @@ pub fn clients_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/clients"));
     assert!(dir.join("node_modules/socket.io-client").is_dir(), "no clients in {}: run `cargo xtask test`", dir.display());
     dir
+}
+
+/// `SCHED_BATCH` in `/proc/<pid>/task/<tid>/stat` (field 41, `policy`).
+pub const SCHED_BATCH: u32 = 3;
+
+/// The scheduling policy of each thread of process `pid`, once its async
+/// runtime has started (more than one thread).
+pub async fn thread_policies(pid: u32) -> Vec<u32> {
+    for _ in 0..200 {
+        let policies: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .filter_map(|task| {
+                let stat = std::fs::read_to_string(task.ok()?.path().join("stat")).ok()?;
+                // Fields after the command name (which may hold spaces); `policy` is the 41st field.
+                stat.rsplit_once(')')?.1.split_whitespace().nth(38)?.parse().ok()
+            })
+            .collect();
+        if policies.len() >= 2 {
+            return policies;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the swarm (pid {pid}) never started its runtime threads")
 }

@@ -7,7 +7,7 @@
 //! falling behind shows, and whether every client got its ticks in order,
 //! which is what tests assert (a rate depends on the machine, order does not).
 
-use super::{serve_metrics, stop_signal};
+use super::{own_cpu_seconds, serve_metrics, stop_signal};
 use crate::cli::{OutputFormat, SocketsArgs};
 use crate::protocol::socketio::{self as packet, Packet};
 use anyhow::{Context, Result};
@@ -66,6 +66,9 @@ pub struct Summary {
     /// Events out of tick order, over all clients (0 when the server keeps order).
     pub out_of_order: u64,
     pub duration_s: f64,
+    /// CPU seconds the swarm itself used (user + system): on a machine it
+    /// shares with the server, what the server did not get.
+    pub cpu_s: f64,
 }
 
 pub async fn run(args: SocketsArgs) -> Result<()> {
@@ -85,6 +88,7 @@ pub async fn run(args: SocketsArgs) -> Result<()> {
     tracing::info!(url = %ws_url, clients = args.clients, hold = ?args.hold, "starting socket.io clients");
 
     let started = Instant::now();
+    let cpu_at_start = own_cpu_seconds();
     let mut tasks = tokio::task::JoinSet::new();
     for n in 0..args.clients {
         if n > 0 && !args.spawn_interval.is_zero() {
@@ -97,7 +101,8 @@ pub async fn run(args: SocketsArgs) -> Result<()> {
     }
     while tasks.join_next().await.is_some() {}
 
-    let summary = summarise(&stats, args.clients, started.elapsed());
+    let mut summary = summarise(&stats, args.clients, started.elapsed());
+    summary.cpu_s = own_cpu_seconds() - cpu_at_start;
     match args.output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&summary).context("encoding the summary")?),
         OutputFormat::Table => print!("{}", table(&summary)),
@@ -287,6 +292,7 @@ fn summarise(stats: &Stats, clients: u32, elapsed: Duration) -> Summary {
         ticks_min: results.iter().map(|r| r.ticks).min().unwrap_or(0),
         out_of_order: results.iter().map(|r| r.out_of_order).sum(),
         duration_s: elapsed.as_secs_f64(),
+        cpu_s: 0.0,
     }
 }
 
@@ -297,7 +303,8 @@ fn table(s: &Summary) -> String {
          events/s per client  min {:.1}  p1 {:.1}  median {:.1}\n\
          events received      {}\n\
          whole ticks          min {} per client, {} events out of order\n\
-         duration             {:.1} s\n",
+         duration             {:.1} s\n\
+         swarm CPU            {:.1} s ({:.2} cores)\n",
         s.clients,
         s.connected,
         s.failed,
@@ -311,7 +318,9 @@ fn table(s: &Summary) -> String {
         s.events_total,
         s.ticks_min,
         s.out_of_order,
-        s.duration_s
+        s.duration_s,
+        s.cpu_s,
+        s.cpu_s / s.duration_s.max(1e-9)
     )
 }
 
