@@ -19,6 +19,7 @@ pub mod compile;
 pub mod fd_limit;
 pub mod logging;
 pub mod metrics;
+pub mod process_stats;
 pub mod protocol;
 pub mod runtime;
 pub mod serve;

@@ -437,7 +437,7 @@ impl prometheus::core::Collector for ProcessCpu {
 
     fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
         let Ok(counter) = prometheus::Counter::new(PROCESS_CPU, PROCESS_CPU_HELP) else { return Vec::new() };
-        counter.inc_by(crate::runtime::process_stats::read().1);
+        counter.inc_by(crate::process_stats::read().1);
         prometheus::core::Collector::collect(&counter)
     }
 }

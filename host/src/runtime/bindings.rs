@@ -89,7 +89,7 @@ impl metrics::Host for GuestState {
     }
 
     fn read_process_stats(&mut self) -> metrics::ProcessStats {
-        let (resident_bytes, cpu_seconds) = crate::runtime::process_stats::read();
+        let (resident_bytes, cpu_seconds) = crate::process_stats::read();
         metrics::ProcessStats { resident_bytes, cpu_seconds }
     }
 

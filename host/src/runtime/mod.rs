@@ -20,7 +20,6 @@ pub mod engine;
 pub mod guest;
 pub mod instances;
 pub mod live;
-pub mod process_stats;
 pub mod services;
 pub mod session_table;
 pub mod setup;

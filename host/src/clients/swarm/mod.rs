@@ -75,18 +75,3 @@ pub(crate) fn stop_signal(duration: Option<Duration>) -> Result<watch::Receiver<
     });
     Ok(stopped)
 }
-
-/// CPU time (user + system) this process has used so far, in seconds: the
-/// swarm's own cost, which on a shared machine the server does not get.
-pub(crate) fn own_cpu_seconds() -> f64 {
-    // SAFETY: `usage` is written by the call before it is read.
-    let usage = unsafe {
-        let mut usage = std::mem::zeroed::<libc::rusage>();
-        if libc::getrusage(libc::RUSAGE_SELF, &mut usage) != 0 {
-            return 0.0;
-        }
-        usage
-    };
-    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    seconds(usage.ru_utime) + seconds(usage.ru_stime)
-}

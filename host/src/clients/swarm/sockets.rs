@@ -7,8 +7,9 @@
 //! falling behind shows, and whether every client got its ticks in order,
 //! which is what tests assert (a rate depends on the machine, order does not).
 
-use super::{own_cpu_seconds, serve_metrics, stop_signal};
+use super::{serve_metrics, stop_signal};
 use crate::cli::{OutputFormat, SocketsArgs};
+use crate::process_stats;
 use crate::protocol::socketio::{self as packet, Packet};
 use anyhow::{Context, Result};
 use futures_util::{SinkExt, StreamExt};
@@ -88,7 +89,7 @@ pub async fn run(args: SocketsArgs) -> Result<()> {
     tracing::info!(url = %ws_url, clients = args.clients, hold = ?args.hold, "starting socket.io clients");
 
     let started = Instant::now();
-    let cpu_at_start = own_cpu_seconds();
+    let cpu_at_start = process_stats::read().1;
     let mut tasks = tokio::task::JoinSet::new();
     for n in 0..args.clients {
         if n > 0 && !args.spawn_interval.is_zero() {
@@ -101,8 +102,7 @@ pub async fn run(args: SocketsArgs) -> Result<()> {
     }
     while tasks.join_next().await.is_some() {}
 
-    let mut summary = summarise(&stats, args.clients, started.elapsed());
-    summary.cpu_s = own_cpu_seconds() - cpu_at_start;
+    let summary = summarise(&stats, args.clients, started.elapsed(), process_stats::read().1 - cpu_at_start);
     match args.output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&summary).context("encoding the summary")?),
         OutputFormat::Table => print!("{}", table(&summary)),
@@ -260,7 +260,7 @@ impl TickOrder {
     }
 }
 
-fn summarise(stats: &Stats, clients: u32, elapsed: Duration) -> Summary {
+fn summarise(stats: &Stats, clients: u32, elapsed: Duration, cpu_s: f64) -> Summary {
     let results = stats.clients.lock().unwrap();
     let rates = |count: fn(&ClientResult) -> u64| -> Vec<f64> {
         let mut rates: Vec<f64> =
@@ -292,7 +292,7 @@ fn summarise(stats: &Stats, clients: u32, elapsed: Duration) -> Summary {
         ticks_min: results.iter().map(|r| r.ticks).min().unwrap_or(0),
         out_of_order: results.iter().map(|r| r.out_of_order).sum(),
         duration_s: elapsed.as_secs_f64(),
-        cpu_s: 0.0,
+        cpu_s,
     }
 }
 

@@ -1,5 +1,6 @@
-//! This process's resident memory and CPU time, from `/proc/self` (for the
-//! `metrics.process-stats` import, which guests use in status lines).
+//! This process's resident memory and CPU time, from `/proc/self`: for the
+//! `metrics.process-stats` import (which guests use in status lines), the
+//! host's CPU metric, and the CPU a swarm reports it took.
 
 /// Clock ticks per second of `/proc/<pid>/stat` times (`USER_HZ`, 100 on Linux).
 const TICKS_PER_SECOND: f64 = 100.0;
