@@ -58,6 +58,14 @@ pub struct Warm {
     uses: u32,
 }
 
+/// Whether a kept WASI context may still be handed on. A mount directory's
+/// handle is opened when its context is built: one replaced on the host
+/// since is seen only by contexts built after, so none is used past
+/// `SPARE_CONTEXT_LIFETIME`, whether it waited in the list or not.
+fn young(wasi: &(Instant, WasiCtx)) -> bool {
+    wasi.0.elapsed() <= SPARE_CONTEXT_LIFETIME
+}
+
 pub struct Instances {
     pre: InstancePre<GuestState>,
     http: Option<ProxyIndices>,
@@ -148,8 +156,7 @@ impl Instances {
         }
         let started = Instant::now();
         let (grants, services, name) = (self.grants.clone(), self.services.clone(), self.name.clone());
-        let spare = self.spare_wasi.lock().unwrap().pop();
-        let state = match spare {
+        let state = match self.spare_context() {
             Some(wasi) => GuestState::around(wasi, self.max_memory, grants, services, name),
             None => GuestState::new(self.max_memory, grants, services, name),
         };
@@ -170,6 +177,24 @@ impl Instances {
         }
     }
 
+    /// A kept WASI context still young enough to hand on; older ones met on
+    /// the way are dropped (outside the lock).
+    fn spare_context(&self) -> Option<(Instant, WasiCtx)> {
+        let mut stale = Vec::new();
+        let found = {
+            let mut spare = self.spare_wasi.lock().unwrap();
+            loop {
+                match spare.pop() {
+                    Some(wasi) if young(&wasi) => break Some(wasi),
+                    Some(old) => stale.push(old),
+                    None => break None,
+                }
+            }
+        };
+        drop(stale);
+        found
+    }
+
     /// Returns an instance whose call ended normally, unless it has served
     /// its share of requests (then only its WASI context is kept, for a new
     /// instance) or enough instances are idle already.
@@ -179,9 +204,7 @@ impl Instances {
         }
         if warm.uses >= self.max_uses {
             let wasi = warm.store.into_data().into_wasi();
-            // A mount directory's handle is opened when its context is built:
-            // one replaced since is seen by contexts built after.
-            if wasi.0.elapsed() > SPARE_CONTEXT_LIFETIME {
+            if !young(&wasi) {
                 return;
             }
             let mut spare = self.spare_wasi.lock().unwrap();
