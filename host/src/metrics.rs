@@ -143,6 +143,9 @@ pub struct Metrics {
     guest_info: IntGaugeVec,
     swaps: IntCounterVec,
     swap_duration: HistogramVec,
+    /// Reads of the guest config file, by what caused them: shows whether
+    /// the directory watch works where the pod runs (else only polls count).
+    config_checks: IntCounterVec,
     /// Seconds from process start to ready, set once at start-up.
     pub startup_seconds: Gauge,
     /// Open sessions, by transport.
@@ -213,6 +216,13 @@ impl Metrics {
             .buckets(vec![0.0001, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
             &["phase"],
         )?;
+        let config_checks = IntCounterVec::new(
+            Opts::new(
+                "scalelab_config_checks_total",
+                "Reads of the guest config file, by trigger (event: a change in its directory; poll: --config-poll)",
+            ),
+            &["trigger"],
+        )?;
         let startup_seconds =
             Gauge::new("scalelab_startup_seconds", "Seconds from process start until the guest was ready to serve")?;
 
@@ -275,6 +285,7 @@ impl Metrics {
             Box::new(guest_info.clone()),
             Box::new(swaps.clone()),
             Box::new(swap_duration.clone()),
+            Box::new(config_checks.clone()),
             Box::new(startup_seconds.clone()),
         ] {
             registry.register(collector)?;
@@ -298,6 +309,9 @@ impl Metrics {
         }
         for phase in ["compile", "switch"] {
             swap_duration.with_label_values(&[phase]);
+        }
+        for trigger in ["event", "poll"] {
+            config_checks.with_label_values(&[trigger]);
         }
         for transport in ["tcp", "socket.io"] {
             sessions_active.with_label_values(&[transport]);
@@ -326,6 +340,7 @@ impl Metrics {
             guest_info,
             swaps,
             swap_duration,
+            config_checks,
             startup_seconds,
             sessions_active,
             sessions_opened,
@@ -384,6 +399,11 @@ impl Metrics {
     }
 
     /// Counts a swap; a successful one also records its phases (ms).
+    /// Counts one read of the guest config file (`trigger`: event or poll).
+    pub fn config_checked(&self, trigger: &'static str) {
+        self.config_checks.with_label_values(&[trigger]).inc();
+    }
+
     pub fn swapped(&self, ok: bool, phases_ms: Option<(f64, f64)>) {
         self.swaps.with_label_values(&[if ok { "ok" } else { "rejected" }]).inc();
         if let Some((compile, switch)) = phases_ms {

@@ -120,6 +120,41 @@ fn swaps_under_load_through_the_file_and_the_admin_api_fail_no_request() {
     assert_eq!(info["name"], "upload");
 }
 
+/// A plain config file (no ConfigMap links) edited in place is seen through
+/// the directory watch; writes to a file kept open beside it (a SQLite
+/// database in the same directory) do not wake the watch at all.
+#[test]
+fn the_directory_watch_sees_edits_in_place_and_ignores_writes_beside_the_config() {
+    use std::io::Write;
+    let dir = temp_dir("plainconfig");
+    let path = dir.join("guest.toml");
+    std::fs::write(&path, "guest = \"prime\"\n").unwrap();
+    let mut cmd = serve_command_without_guest(&["--config-poll", "1h"]);
+    cmd.arg("--config").arg(&path);
+    let host = Host::start_command(cmd);
+    wait_serving(&host, "prime");
+    let events = || metric(&host, "scalelab_config_checks_total", &[("trigger", "event")]).unwrap();
+
+    // Opening the neighbour creates it: at most that one event.
+    let mut neighbour = std::fs::File::create(dir.join("data.db")).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let before = events();
+    for _ in 0..60 {
+        neighbour.write_all(&[0u8; 512]).unwrap();
+        neighbour.sync_data().unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(events(), before, "writes to an open file beside the config woke the watch");
+
+    // Truncate and rewrite, as an editor or `kubectl cp` does; no poll for an hour.
+    std::fs::write(&path, "guest = \"fixture-wstd\"\n").unwrap();
+    wait_serving(&host, "fixture-wstd");
+    assert!(events() > before, "the edit was not seen as an event");
+    assert_eq!(metric(&host, "scalelab_config_checks_total", &[("trigger", "poll")]), Some(1.0), "only the first tick polls");
+    drop(neighbour);
+}
+
 #[test]
 fn invalid_guests_are_rejected_and_the_old_guest_keeps_serving() {
     let mut map = ConfigMapDir::new("guest = \"prime\"\n");

@@ -3,21 +3,35 @@
 //! Kubernetes updates a mounted ConfigMap by writing a new timestamped
 //! directory and atomically renaming a `..data` symlink onto it; the file
 //! itself (`guest.toml -> ..data/guest.toml`) never changes, so watching the
-//! file is not enough. This watches the file's *directory* (inotify, through
-//! the `notify` crate) and re-reads the file, following the links, on any
-//! event there; and it also polls every `--config-poll`, for file systems
-//! without inotify. Either way a change is recognised by the file's content,
-//! so duplicate events cost nothing.
+//! file is not enough. This watches the file's *directory* (inotify) and
+//! re-reads the file, following the links, when an entry there is created,
+//! deleted, renamed or closed after writing; and it also polls every
+//! `--config-poll`, for file systems without inotify. Either way a change is
+//! recognised by the file's content, so duplicate events cost nothing.
+//!
+//! Writes to files that stay open (a SQLite database next to the config,
+//! logs) raise no event at all: the watch asks the kernel for no `MODIFY` or
+//! `OPEN` events, so a busy neighbour never wakes this process.
 
 use crate::cli::DatabaseArgs;
 use crate::metrics::Metrics;
 use crate::serve::config::{ConfigError, GuestConfig};
 use crate::serve::settings::{FileChange, GrantsRequest, Pinned};
 use crate::serve::swap::{GuestSource, SwapRequest, Swapper};
-use notify::{RecursiveMode, Watcher};
-use std::path::PathBuf;
+use inotify::{Inotify, WatchMask};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The directory events that can change what the config path reads: a file
+/// written and closed (an edit in place), an entry created, removed or
+/// renamed (an editor's save-by-rename, the `..data` symlink swap).
+const CHANGES: WatchMask = WatchMask::CLOSE_WRITE
+    .union(WatchMask::CREATE)
+    .union(WatchMask::DELETE)
+    .union(WatchMask::MOVED_FROM)
+    .union(WatchMask::MOVED_TO)
+    .union(WatchMask::ONLYDIR);
 
 /// What was last read from the file, to recognise changes.
 pub struct Watched {
@@ -34,20 +48,38 @@ pub struct Watched {
 /// keeps), and the loop runs in a task until the process exits.
 pub fn spawn(watched: Watched, poll: Duration, swapper: Arc<Swapper>, metrics: Arc<Metrics>) {
     let (events, changed) = tokio::sync::mpsc::unbounded_channel();
-    let watcher = watched.path.parent().and_then(|dir| {
-        let mut watcher = notify::recommended_watcher(move |_event| {
-            let _ = events.send(());
-        })
-        .ok()?;
-        match watcher.watch(dir, RecursiveMode::NonRecursive) {
-            Ok(()) => Some(watcher),
-            Err(e) => {
-                tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the config directory; polling only");
-                None
+    if let Some(dir) = watched.path.parent()
+        && let Err(e) = watch_dir(dir, events)
+    {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the config directory; polling only");
+    }
+    tokio::spawn(run(watched, poll, swapper, metrics, changed));
+}
+
+/// Watches `dir` for [`CHANGES`] on a thread of its own (inotify reads
+/// block), sending one message per batch of events, until `events` closes.
+fn watch_dir(dir: &Path, events: tokio::sync::mpsc::UnboundedSender<()>) -> std::io::Result<()> {
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let mut inotify = Inotify::init()?;
+    inotify.watches().add(dir, CHANGES)?;
+    std::thread::Builder::new().name("config-watch".into()).spawn(move || {
+        let mut buffer = [0u8; 4096];
+        loop {
+            match inotify.read_events_blocking(&mut buffer) {
+                Ok(batch) => {
+                    if batch.count() > 0 && events.send(()).is_err() {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "the config directory watch failed; polling only");
+                    return;
+                }
             }
         }
-    });
-    tokio::spawn(run(watched, poll, swapper, metrics, watcher, changed));
+    })?;
+    Ok(())
 }
 
 /// Re-reads the file on every event and every `poll`, for ever.
@@ -56,21 +88,21 @@ async fn run(
     poll: Duration,
     swapper: Arc<Swapper>,
     metrics: Arc<Metrics>,
-    // Kept alive for the life of this task.
-    _watcher: Option<notify::RecommendedWatcher>,
     mut changed: tokio::sync::mpsc::UnboundedReceiver<()>,
 ) {
     let mut tick = tokio::time::interval(poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
+        let trigger = tokio::select! {
             Some(()) = changed.recv() => {
                 // A symlink swap is several events: let them settle, then read once.
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 while changed.try_recv().is_ok() {}
+                "event"
             }
-            _ = tick.tick() => {}
-        }
+            _ = tick.tick() => "poll",
+        };
+        metrics.config_checked(trigger);
         check(&mut watched, &swapper, &metrics).await;
     }
 }
