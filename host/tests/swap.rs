@@ -135,9 +135,14 @@ fn the_directory_watch_sees_edits_in_place_and_ignores_writes_beside_the_config(
     wait_serving(&host, "prime");
     let events = || metric(&host, "scalelab_config_checks_total", &[("trigger", "event")]).unwrap();
 
-    // Opening the neighbour creates it: at most that one event.
+    // Creating the neighbour is one event: wait until it has been counted.
+    let initial = events();
     let mut neighbour = std::fs::File::create(dir.join("data.db")).unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    let give_up = Instant::now() + support::PATIENCE;
+    while events() == initial {
+        assert!(Instant::now() < give_up, "creating a file beside the config was never seen");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let before = events();
     for _ in 0..60 {
         neighbour.write_all(&[0u8; 512]).unwrap();

@@ -411,7 +411,8 @@ pub const SCHED_BATCH: u32 = 3;
 /// The scheduling policy of each thread of process `pid`, once its async
 /// runtime has started (more than one thread).
 pub async fn thread_policies(pid: u32) -> Vec<u32> {
-    for _ in 0..200 {
+    let give_up = std::time::Instant::now() + PATIENCE;
+    while std::time::Instant::now() < give_up {
         let policies: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))
             .into_iter()
             .flatten()
