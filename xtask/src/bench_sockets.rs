@@ -8,8 +8,16 @@
 //! seconds; C doubles until a client falls below 95 ticks/s, then a binary
 //! search narrows it to within 5%. The swarm reports the CPU it took at the
 //! largest count held, so the limit is also given against what it leaves.
+//!
+//! Where a client-tick's CPU goes: in the middle of each probe (clients
+//! connected, before they leave) the bench reads the host's CPU time and its
+//! `session_tick` call metrics twice, so the table also gives, at the largest
+//! count held, the host's CPU per client-tick and how much of it was spent
+//! inside guest calls (the guest's work plus the call's own cost), next to
+//! what 75% of the limit allows per client-tick.
 
-use crate::bench::{Prepared, prepare, spawn_host};
+use crate::bench::{Contender, Prepared, prepare, spawn_host};
+use crate::bench_engines::cpu_seconds;
 use crate::workspace::Workspace;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
@@ -22,6 +30,8 @@ use std::time::Duration;
 const TARGET: f64 = 95.0;
 /// The tracker's default tick: 100 per second.
 const TICKS_PER_SECOND: f64 = 100.0;
+/// The share of the CPU limit the issue asks for.
+const GOAL: f64 = 0.75;
 
 pub fn run(ws: &Workspace, hold: Duration) -> Result<()> {
     let Prepared { guests_dir, release, bench_dir } = prepare(ws, &["tracker-work"])?;
@@ -40,7 +50,7 @@ pub fn run(ws: &Workspace, hold: Duration) -> Result<()> {
     let mut rows = Vec::new();
     for (name, extra) in configs {
         println!("{name}:");
-        let (good, bad, swarm_cores) = largest(&scalelab, &guests_dir, &bench_dir, extra, hold)?;
+        let Largest { good, bad, swarm_cores, cost } = largest(&scalelab, &guests_dir, &bench_dir, extra, hold)?;
         let limit_left = (cpus - swarm_cores).max(0.0) * 1e9 / native_ns / TICKS_PER_SECOND;
         rows.push(json!({
             "config": name,
@@ -50,6 +60,8 @@ pub fn run(ws: &Workspace, hold: Duration) -> Result<()> {
             "swarm_cores": swarm_cores,
             "cpu_limit_left_clients": limit_left,
             "share_of_limit_left": f64::from(good) / limit_left,
+            "host_cpu_per_tick_us": cost.map(|c| c.host_us),
+            "in_guest_calls_per_tick_us": cost.map(|c| c.in_calls_us),
         }));
     }
     let result = json!({
@@ -60,68 +72,148 @@ pub fn run(ws: &Workspace, hold: Duration) -> Result<()> {
     });
     println!();
     println!(
-        "| host | native client-tick | CPU limit ({cpus} CPUs, 100 ticks/s) | largest held at >= 95 ticks/s | share of limit | goal >= 75% | swarm CPU | limit on what the swarm leaves | share of that |"
+        "| host | native client-tick | CPU limit ({cpus} CPUs, 100 ticks/s) | largest held at >= 95 ticks/s | share of limit | goal >= 75% | swarm CPU | limit on what the swarm leaves | share of that | host CPU per client-tick | of it in guest calls |"
     );
-    println!("| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |");
+    println!("| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |");
     for row in result["runs"].as_array().expect("an array") {
         let share = row["share_of_limit"].as_f64().unwrap_or(0.0);
+        let host_us = row["host_cpu_per_tick_us"].as_f64().unwrap_or(0.0);
+        let in_calls_us = row["in_guest_calls_per_tick_us"].as_f64().unwrap_or(0.0);
         println!(
-            "| {} | {:.1} µs | {limit:.0} clients | {} clients | {:.0}% | {} | {:.2} cores | {:.0} clients | {:.0}% |",
+            "| {} | {:.1} µs | {limit:.0} clients | {} clients | {:.0}% | {} | {:.2} cores | {:.0} clients | {:.0}% | {host_us:.1} µs | {in_calls_us:.1} µs ({:.0}%) |",
             row["config"].as_str().unwrap_or("?"),
             native_ns / 1e3,
             row["largest_clients_at_95"],
             share * 100.0,
-            if share >= 0.75 { "met" } else { "NOT met" },
+            if share >= GOAL { "met" } else { "NOT met" },
             row["swarm_cores"].as_f64().unwrap_or(0.0),
             row["cpu_limit_left_clients"].as_f64().unwrap_or(0.0),
             row["share_of_limit_left"].as_f64().unwrap_or(0.0) * 100.0,
+            if host_us > 0.0 { in_calls_us / host_us * 100.0 } else { 0.0 },
         );
     }
+    println!(
+        "\n{:.0}% of the limit on what the swarm leaves allows the host at most {:.1} µs of CPU per client-tick \
+         (the native client-tick / {GOAL}); on the whole machine, less by the swarm's share.",
+        GOAL * 100.0,
+        native_ns / 1e3 / GOAL
+    );
     let path = bench_dir.join("sockets.json");
     std::fs::write(&path, serde_json::to_string_pretty(&result)?)?;
     println!("\n(written to {})", path.display());
     Ok(())
 }
 
+/// What the search for one host found.
+struct Largest {
+    /// The largest client count held at the target.
+    good: u32,
+    /// The smallest count that missed it.
+    bad: u32,
+    /// The CPU cores the swarm took (on average over its run) at `good`.
+    swarm_cores: f64,
+    /// Where a client-tick's host CPU went at `good` (`None` if no tick was counted).
+    cost: Option<TickCost>,
+}
+
+/// The host's CPU per client-tick over a window of a probe, and the part of
+/// it spent inside `session_tick` calls.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct TickCost {
+    host_us: f64,
+    in_calls_us: f64,
+}
+
+/// The host's CPU time and its `session_tick` calls (seconds inside them,
+/// count) at one moment.
+struct Reading {
+    cpu_s: f64,
+    calls_s: f64,
+    calls: f64,
+}
+
+impl Reading {
+    fn take(host: &Contender) -> Result<Reading> {
+        let admin = host.admin.as_deref().context("not a scalelab contender")?;
+        let text = ureq::get(&format!("{admin}/metrics")).call()?.body_mut().read_to_string()?;
+        let series =
+            |suffix: &str| labelled(&text, &format!("scalelab_session_call_duration_seconds_{suffix}"), "call=\"session_tick\"");
+        Ok(Reading {
+            cpu_s: cpu_seconds(host.pid())?,
+            calls_s: series("sum").unwrap_or(0.0),
+            calls: series("count").unwrap_or(0.0),
+        })
+    }
+
+    /// What one client-tick cost between `self` and `later`.
+    fn cost_until(&self, later: &Reading) -> Option<TickCost> {
+        let ticks = later.calls - self.calls;
+        (ticks > 0.0).then(|| TickCost {
+            host_us: (later.cpu_s - self.cpu_s) / ticks * 1e6,
+            in_calls_us: (later.calls_s - self.calls_s) / ticks * 1e6,
+        })
+    }
+}
+
+/// The value of the first series `name{...}` in a Prometheus text exposition
+/// whose labels contain `label` (`key="value"`).
+fn labelled(text: &str, name: &str, label: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let labels = series.strip_prefix(name)?.strip_prefix('{')?;
+        labels.contains(label).then(|| value.parse().ok()).flatten()
+    })
+}
+
 /// The largest client count one host (with `extra` flags) holds at the
-/// target, the smallest that failed, and the CPU cores the swarm took
-/// (on average over its run) at the largest count held.
-fn largest(scalelab: &Path, guests_dir: &Path, bench_dir: &Path, extra: &[&str], hold: Duration) -> Result<(u32, u32, f64)> {
+/// target, the smallest that failed, the CPU cores the swarm took at the
+/// largest count held, and where the host's CPU per client-tick went there.
+fn largest(scalelab: &Path, guests_dir: &Path, bench_dir: &Path, extra: &[&str], hold: Duration) -> Result<Largest> {
     let mut args: Vec<OsString> = ["--guest", "tracker", "--max-sessions", "100000"].iter().map(OsString::from).collect();
     args.extend(extra.iter().map(OsString::from));
     let (host, lines) = spawn_host("tracker", scalelab, guests_dir, &bench_dir.join("cache"), &args, false)?;
     std::thread::spawn(move || while lines.recv().is_ok() {});
 
-    let probe = |clients: u32| -> Result<Value> {
-        let out = Command::new(scalelab)
+    let probe = |clients: u32| -> Result<(Value, Option<TickCost>)> {
+        let swarm = Command::new(scalelab)
             .args(["swarm", "sockets", "--url", &host.url, "--clients", &clients.to_string(), "--spawn-interval", "1ms"])
             .args(["--hold", &format!("{}ms", hold.as_millis()), "--metrics-listen", "off", "--output", "json"])
             .env_remove("RUST_BACKTRACE")
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
-            .output()
+            .spawn()
             .context("running the swarm")?;
+        // The middle half of the hold: every client connected (the swarm
+        // opens one a millisecond), none gone yet.
+        std::thread::sleep(hold / 4);
+        let before = Reading::take(&host)?;
+        std::thread::sleep(hold / 2);
+        let cost = before.cost_until(&Reading::take(&host)?);
+        let out = swarm.wait_with_output().context("running the swarm")?;
         let summary: Value = serde_json::from_slice(&out.stdout).context("the swarm printed no JSON summary")?;
         println!(
-            "  {clients:>5} clients: ticks/s per client min {:.1}, p1 {:.1}, median {:.1}; swarm {:.2} cores",
+            "  {clients:>5} clients: ticks/s per client min {:.1}, p1 {:.1}, median {:.1}; swarm {:.2} cores; host {:.1} µs of CPU per client-tick, {:.1} in guest calls",
             summary["ticks_per_s_min"].as_f64().unwrap_or(0.0),
             summary["ticks_per_s_p1"].as_f64().unwrap_or(0.0),
             summary["ticks_per_s_median"].as_f64().unwrap_or(0.0),
-            swarm_cores(&summary)
+            swarm_cores(&summary),
+            cost.map_or(0.0, |c| c.host_us),
+            cost.map_or(0.0, |c| c.in_calls_us),
         );
         // Let the server see every client go before the next probe.
         std::thread::sleep(Duration::from_millis(500));
-        Ok(summary)
+        Ok((summary, cost))
     };
     let holds = |summary: &Value| {
         summary["connected"] == summary["clients"] && summary["ticks_per_s_min"].as_f64().unwrap_or(0.0) >= TARGET
     };
 
-    let (mut good, mut bad, mut good_cores) = (0u32, None, 0.0);
+    let (mut good, mut bad, mut good_cores, mut good_cost) = (0u32, None, 0.0, None);
     let mut clients = 50u32;
     while bad.is_none() {
-        let summary = probe(clients)?;
+        let (summary, cost) = probe(clients)?;
         if holds(&summary) {
-            (good, good_cores) = (clients, swarm_cores(&summary));
+            (good, good_cores, good_cost) = (clients, swarm_cores(&summary), cost);
             clients *= 2;
             if clients > 20_000 {
                 bail!("no limit found below 20,000 clients");
@@ -133,14 +225,48 @@ fn largest(scalelab: &Path, guests_dir: &Path, bench_dir: &Path, extra: &[&str],
     let mut bad = bad.expect("set above");
     while f64::from(bad - good) > f64::from(good.max(1)) * 0.05 {
         let middle = (good + bad) / 2;
-        let summary = probe(middle)?;
-        if holds(&summary) { (good, good_cores) = (middle, swarm_cores(&summary)) } else { bad = middle }
+        let (summary, cost) = probe(middle)?;
+        if holds(&summary) { (good, good_cores, good_cost) = (middle, swarm_cores(&summary), cost) } else { bad = middle }
     }
-    Ok((good, bad, good_cores))
+    Ok(Largest { good, bad, swarm_cores: good_cores, cost: good_cost })
 }
 
 /// The CPU cores a swarm took on average over its run, from its summary.
 fn swarm_cores(summary: &Value) -> f64 {
     let (cpu, duration) = (summary["cpu_s"].as_f64().unwrap_or(0.0), summary["duration_s"].as_f64().unwrap_or(0.0));
     if duration > 0.0 { cpu / duration } else { 0.0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const METRICS: &str = "\
+# TYPE scalelab_session_call_duration_seconds histogram
+scalelab_session_call_duration_seconds_bucket{call=\"session_tick\",guest=\"tracker\",le=\"0.001\"} 90
+scalelab_session_call_duration_seconds_sum{call=\"opened\",guest=\"tracker\"} 0.5
+scalelab_session_call_duration_seconds_sum{call=\"session_tick\",guest=\"tracker\"} 3.25
+scalelab_session_call_duration_seconds_count{call=\"session_tick\",guest=\"tracker\"} 100
+scalelab_session_call_duration_seconds_sum_other{call=\"session_tick\"} 7
+";
+
+    #[test]
+    fn a_labelled_series_is_found_by_name_and_label() {
+        let sum = labelled(METRICS, "scalelab_session_call_duration_seconds_sum", "call=\"session_tick\"");
+        assert_eq!(sum, Some(3.25));
+        let count = labelled(METRICS, "scalelab_session_call_duration_seconds_count", "call=\"session_tick\"");
+        assert_eq!(count, Some(100.0));
+        assert_eq!(labelled(METRICS, "scalelab_session_call_duration_seconds_sum", "call=\"tick\""), None);
+        assert_eq!(labelled(METRICS, "scalelab_absent_total", "call=\"session_tick\""), None);
+    }
+
+    #[test]
+    fn the_cost_of_a_client_tick_is_the_difference_of_two_readings() {
+        let before = Reading { cpu_s: 10.0, calls_s: 2.0, calls: 1_000.0 };
+        let after = Reading { cpu_s: 10.5, calls_s: 2.3, calls: 11_000.0 };
+        let cost = before.cost_until(&after).expect("ticks were counted");
+        assert!((cost.host_us - 50.0).abs() < 1e-9, "{cost:?}");
+        assert!((cost.in_calls_us - 30.0).abs() < 1e-9, "{cost:?}");
+        assert_eq!(before.cost_until(&before), None, "no tick counted: no cost");
+    }
 }
