@@ -1,5 +1,5 @@
 //! `cargo xtask build-guests`: builds every crate under `guests/` for
-//! `wasm32-wasip2` with the guests' size-optimised release profile (see
+//! `wasm32-wasip2` with the guests' release profile (opt-level 3, LTO; see
 //! `guests/Cargo.toml`) and copies each component to
 //! `target/guests/<name>.wasm`. The guests live in two workspaces
 //! ([`WORKSPACES`]): `prime`, built without std, is one of its own.
