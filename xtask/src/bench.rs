@@ -11,6 +11,7 @@
 //! result is written as JSON to `target/bench/`.
 
 use crate::guests;
+use crate::scrape;
 use crate::wasmtime_serve;
 use crate::workspace::{self, Workspace};
 use anyhow::{Context, Result, bail};
@@ -511,11 +512,8 @@ pub fn load_with(scalelab: &Path, target: &[&str], concurrency: u32, duration: D
 /// Mean instantiation time from the contender's own metrics.
 fn instantiate_micros(contender: &Contender) -> Result<f64> {
     let admin = contender.admin.as_deref().context("not a scalelab contender")?;
-    let text =
-        ureq::get(&format!("{admin}/metrics")).call().context("reading the contender's metrics")?.body_mut().read_to_string()?;
-    let value = |name: &str| -> f64 {
-        text.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-    };
+    let text = scrape::fetch(admin).context("reading the contender's metrics")?;
+    let value = |name: &str| scrape::labelled(&text, name, "").unwrap_or(0.0);
     let count = value("scalelab_guest_instantiate_duration_seconds_count");
     Ok(if count > 0.0 { value("scalelab_guest_instantiate_duration_seconds_sum") / count * 1e6 } else { 0.0 })
 }

@@ -11,6 +11,7 @@
 //! the default is 100,000 or what that limit allows, whichever is smaller.
 
 use crate::bench::{Prepared, prepare, spawn_host};
+use crate::scrape::metric;
 use crate::workspace::Workspace;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
@@ -125,14 +126,6 @@ pub fn run(ws: &Workspace, engines: Option<u32>, hold: Duration) -> Result<()> {
         bail!("sequence errors or lost engines during the hold");
     }
     Ok(())
-}
-
-/// The value of the series `name` (with its labels, if any) on a host's `/metrics`.
-pub fn metric(admin: &str, name: &str) -> Result<f64> {
-    let text = ureq::get(&format!("{admin}/metrics")).call()?.body_mut().read_to_string()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .with_context(|| format!("no {name} in /metrics"))
 }
 
 /// Resident memory of a process, from /proc.

@@ -18,6 +18,7 @@
 
 use crate::bench::{Contender, Prepared, prepare, spawn_host};
 use crate::bench_engines::cpu_seconds;
+use crate::scrape;
 use crate::workspace::Workspace;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
@@ -135,9 +136,10 @@ struct Reading {
 impl Reading {
     fn take(host: &Contender) -> Result<Reading> {
         let admin = host.admin.as_deref().context("not a scalelab contender")?;
-        let text = ureq::get(&format!("{admin}/metrics")).call()?.body_mut().read_to_string()?;
-        let series =
-            |suffix: &str| labelled(&text, &format!("scalelab_session_call_duration_seconds_{suffix}"), "call=\"session_tick\"");
+        let text = scrape::fetch(admin)?;
+        let series = |suffix: &str| {
+            scrape::labelled(&text, &format!("scalelab_session_call_duration_seconds_{suffix}"), "call=\"session_tick\"")
+        };
         Ok(Reading {
             cpu_s: cpu_seconds(host.pid())?,
             calls_s: series("sum").unwrap_or(0.0),
@@ -153,16 +155,6 @@ impl Reading {
             in_calls_us: (later.calls_s - self.calls_s) / ticks * 1e6,
         })
     }
-}
-
-/// The value of the first series `name{...}` in a Prometheus text exposition
-/// whose labels contain `label` (`key="value"`).
-fn labelled(text: &str, name: &str, label: &str) -> Option<f64> {
-    text.lines().find_map(|line| {
-        let (series, value) = line.rsplit_once(' ')?;
-        let labels = series.strip_prefix(name)?.strip_prefix('{')?;
-        labels.contains(label).then(|| value.parse().ok()).flatten()
-    })
 }
 
 /// The largest client count one host (with `extra` flags) holds at the
@@ -240,25 +232,6 @@ fn swarm_cores(summary: &Value) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const METRICS: &str = "\
-# TYPE scalelab_session_call_duration_seconds histogram
-scalelab_session_call_duration_seconds_bucket{call=\"session_tick\",guest=\"tracker\",le=\"0.001\"} 90
-scalelab_session_call_duration_seconds_sum{call=\"opened\",guest=\"tracker\"} 0.5
-scalelab_session_call_duration_seconds_sum{call=\"session_tick\",guest=\"tracker\"} 3.25
-scalelab_session_call_duration_seconds_count{call=\"session_tick\",guest=\"tracker\"} 100
-scalelab_session_call_duration_seconds_sum_other{call=\"session_tick\"} 7
-";
-
-    #[test]
-    fn a_labelled_series_is_found_by_name_and_label() {
-        let sum = labelled(METRICS, "scalelab_session_call_duration_seconds_sum", "call=\"session_tick\"");
-        assert_eq!(sum, Some(3.25));
-        let count = labelled(METRICS, "scalelab_session_call_duration_seconds_count", "call=\"session_tick\"");
-        assert_eq!(count, Some(100.0));
-        assert_eq!(labelled(METRICS, "scalelab_session_call_duration_seconds_sum", "call=\"tick\""), None);
-        assert_eq!(labelled(METRICS, "scalelab_absent_total", "call=\"session_tick\""), None);
-    }
 
     #[test]
     fn the_cost_of_a_client_tick_is_the_difference_of_two_readings() {

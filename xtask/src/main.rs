@@ -37,6 +37,7 @@ mod k8s_checks;
 mod lint;
 mod manifests;
 mod report;
+mod scrape;
 mod soak;
 mod swap;
 mod tools;

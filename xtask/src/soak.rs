@@ -20,7 +20,8 @@
 //! `target/bench/soak.json`.
 
 use crate::bench::{Prepared, prepare, spawn_host};
-use crate::bench_engines::{metric, rss_bytes};
+use crate::bench_engines::rss_bytes;
+use crate::scrape::{self, metric};
 use crate::workspace::Workspace;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
@@ -230,7 +231,7 @@ fn start_load(scalelab: &Path, url: &str, tcp: Option<&str>, guest: &str, durati
 }
 
 fn sample(pid: u32, admin: &str, at: Duration, warnings: &AtomicU64) -> Result<Sample> {
-    let text = ureq::get(&format!("{admin}/metrics")).call()?.body_mut().read_to_string()?;
+    let text = scrape::fetch(admin)?;
     // Sums the series whose line starts with `prefix` and contains `part`
     // (an empty sum is -0: adding 0 makes it 0).
     let sum = |prefix: &str, part: &str| -> f64 {
