@@ -144,16 +144,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_metric_in_the_readme_is_exposed_and_every_exposed_one_documented() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
-    let table = readme.split("## Metrics").nth(1).unwrap().split("\n## ").next().unwrap();
-    let documented: Vec<String> = table
-        .lines()
-        .filter(|l| l.starts_with("| `"))
-        .flat_map(|l| {
-            let first_cell = l.split('|').nth(1).unwrap();
-            first_cell.split('`').skip(1).step_by(2).map(str::to_string).collect::<Vec<_>>()
-        })
-        .collect();
+    let documented: Vec<String> = readme_metric_rows().into_keys().collect();
     assert!(documented.len() >= 15, "{documented:?}");
 
     let host = Host::start("prime", &[]);
@@ -168,10 +159,70 @@ async fn every_metric_in_the_readme_is_exposed_and_every_exposed_one_documented(
         let exposed = if name.starts_with("scalelab_sql_") { &sql_metrics } else { &metrics };
         assert!(exposed.has(name), "{name} is documented but not exposed");
     }
-    for line in metrics.0.lines().filter(|l| l.starts_with("# TYPE scalelab_")) {
+    for line in metrics.0.lines().chain(sql_metrics.0.lines()).filter(|l| l.starts_with("# TYPE scalelab_")) {
         let name = line.split(' ').nth(2).unwrap();
         assert!(documented.iter().any(|d| d == name), "{name} is exposed but not documented");
     }
+}
+
+/// The README's rows of the metrics table, by metric name: the labels it
+/// gives and its meaning.
+fn readme_metric_rows() -> std::collections::HashMap<String, (Vec<String>, String)> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let table = readme.split("## Metrics").nth(1).unwrap().split("\n## ").next().unwrap();
+    let backticked = |cell: &str| cell.split('`').skip(1).step_by(2).map(str::to_string).collect::<Vec<_>>();
+    let mut rows = std::collections::HashMap::new();
+    for line in table.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = line.split('|').collect();
+        for name in backticked(cells[1]) {
+            rows.insert(name, (backticked(cells[3]), cells[4].to_string()));
+        }
+    }
+    rows
+}
+
+/// Each series' labels are the ones its README row gives, and each value of a
+/// label with a fixed set (a reason, a result, a transport...) is named in
+/// that row: the values exist from the start, so the check sees them all.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_readme_names_each_metrics_labels_and_their_values() {
+    let rows = readme_metric_rows();
+    let host = Host::start("prime", &[]);
+    reqwest::get(host.url("/prime/7")).await.unwrap();
+    let data = support::temp_dir("readme-labels");
+    let todo = Host::start("todo", &["--data-dir", data.to_str().unwrap(), "--tcp-listen", "off"]);
+    reqwest::get(todo.url("/api/todos")).await.unwrap();
+    let (mut checked, mut unnamed) = (0, std::collections::BTreeSet::new());
+    for exposition in [host.metrics().await.0, todo.metrics().await.0] {
+        let families: Vec<&str> =
+            exposition.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.split(' ').next()).collect();
+        for line in exposition.lines().filter(|l| l.starts_with("scalelab_")) {
+            let (series, _value) = line.rsplit_once(' ').unwrap();
+            let (name, labels) = series.split_once('{').map_or((series, ""), |(n, l)| (n, l.trim_end_matches('}')));
+            let family = families.iter().filter(|f| name.starts_with(**f)).max_by_key(|f| f.len()).unwrap();
+            let (documented, meaning) = &rows[*family];
+            let labels: Vec<(&str, &str)> = labels
+                .split(',')
+                .filter(|l| !l.is_empty())
+                .map(|l| l.split_once('=').unwrap())
+                .map(|(k, v)| (k, v.trim_matches('"')))
+                .filter(|(k, _)| *k != "le")
+                .collect();
+            let mut names: Vec<&str> = labels.iter().map(|(k, _)| *k).collect();
+            let mut documented: Vec<&str> = documented.iter().map(String::as_str).collect();
+            names.sort();
+            documented.sort();
+            assert_eq!(names, documented, "{family}: labels exposed against the README's");
+            for (label, value) in labels.iter().filter(|(k, _)| !["guest", "sha256", "code"].contains(k)) {
+                if !meaning.contains(&format!("`{value}`")) {
+                    unnamed.insert(format!("{family}: {label}={value}"));
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(unnamed.is_empty(), "label values the README does not name: {unnamed:#?}");
+    assert!(checked >= 30, "only {checked} label values checked");
 }
 
 /// The prime guest is built without std (guests/prime/src/runtime/): it

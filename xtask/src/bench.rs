@@ -101,76 +101,14 @@ pub fn run(ws: &Workspace, quick: bool) -> Result<()> {
         start_wasm("wasm, fresh instances", &scalelab, &guests_dir, &cache, &["--instance-reuse", "1"], false)?,
         wasmtime_serve::start("wasmtime serve 48.0.8", &wasmtime, &guests_dir.join("prime.wasm"))?,
     ];
-
-    let total = WORKLOADS.len() * settings.rounds * contenders.len();
-    println!(
-        "loading {} contenders x {} workloads x {} rounds of {} s, {CONCURRENCY} connections ({total} runs)",
-        contenders.len(),
-        WORKLOADS.len(),
-        settings.rounds,
-        settings.round.as_secs()
-    );
-    // results[workload][contender] = one load report per round
-    let mut results: Vec<Vec<Vec<Value>>> = vec![vec![Vec::new(); contenders.len()]; WORKLOADS.len()];
-    for (w, workload) in WORKLOADS.iter().enumerate() {
-        for _ in 0..settings.rounds {
-            for (c, contender) in contenders.iter().enumerate() {
-                let report = load(&scalelab, &format!("{}{workload}", contender.url), settings.round)?;
-                results[w][c].push(report);
-            }
-        }
-    }
-
+    let results = Results::measure(&scalelab, &contenders, &settings)?;
     let swap = swap_latency(&scalelab, &guests_dir, &bench_dir, if quick { 5 } else { 20 })?;
-
     // The fresh-instance contender instantiates for every request.
     let instantiate_us = instantiate_micros(&contenders[FRESH])?;
     let peak_rss: Vec<(String, f64)> = contenders.iter().map(|c| (c.name.to_string(), peak_rss_mb(c.child.id()))).collect();
 
-    // The table.
-    let mut out = String::new();
-    let mut rows = Vec::new();
-    out.push_str(&format!(
-        "{:<17} {:<26} {:>10} {:>9} {:>9} {:>10} {:>12}\n",
-        "workload", "contender", "req/s", "p50 ms", "p99 ms", "vs native", "vs wasmtime"
-    ));
-    let mut median_rps = vec![vec![0.0; contenders.len()]; WORKLOADS.len()];
-    for (w, runs) in results.iter().enumerate() {
-        for (c, runs) in runs.iter().enumerate() {
-            median_rps[w][c] = median(runs.iter().map(|r| r["requests_per_second"].as_f64().unwrap_or(0.0)));
-        }
-    }
-    let ratio_to = |w: usize, c: usize, to: usize| median_rps[w][c] / median_rps[w][to].max(f64::MIN_POSITIVE);
-    for (w, workload) in WORKLOADS.iter().enumerate() {
-        for (c, contender) in contenders.iter().enumerate() {
-            let runs = &results[w][c];
-            let rps = median_rps[w][c];
-            let p50 = median(runs.iter().map(|r| r["latency_ms"]["p50"].as_f64().unwrap_or(0.0)));
-            let p99 = median(runs.iter().map(|r| r["latency_ms"]["p99"].as_f64().unwrap_or(0.0)));
-            let errors: u64 =
-                runs.iter().map(|r| r["requests"].as_u64().unwrap_or(0) - r["status"]["200"].as_u64().unwrap_or(0)).sum();
-            let (ratio, to_wasmtime) = (ratio_to(w, c, NATIVE), ratio_to(w, c, WASMTIME));
-            out.push_str(&format!(
-                "{:<17} {:<26} {:>10.0} {:>9.3} {:>9.3} {:>9.2}x {:>11.2}x{}\n",
-                if c == NATIVE { format!("GET {workload}") } else { String::new() },
-                contender.name,
-                rps,
-                p50,
-                p99,
-                ratio,
-                to_wasmtime,
-                if errors > 0 { format!("  ({errors} non-200)") } else { String::new() }
-            ));
-            rows.push(json!({
-                "workload": workload, "contender": contender.name, "requests_per_second": rps,
-                "p50_ms": p50, "p99_ms": p99, "ratio_to_native": ratio, "ratio_to_wasmtime_serve": to_wasmtime, "non_200": errors,
-                "rounds": runs.iter().map(|r| r["requests_per_second"].clone()).collect::<Vec<_>>(),
-            }));
-        }
-    }
-    let ratio = |w: usize, c: usize| ratio_to(w, c, NATIVE);
-    let backtrace_change: Vec<f64> =
-        (0..WORKLOADS.len()).map(|w| median_rps[w][BACKTRACE] / median_rps[w][WASM].max(f64::MIN_POSITIVE) - 1.0).collect();
+    let (mut out, rows) = results.table(&contenders);
+    let backtrace_change = results.backtrace_change();
     out.push_str(&format!("\ninstantiation of a fresh instance: {instantiate_us:.1} us\n"));
     out.push_str(&format!("start-up to ready: cold compile cache {cold_ms:.1} ms, warm {warm_ms:.1} ms\n"));
     out.push_str(&format!(
@@ -186,42 +124,7 @@ pub fn run(ws: &Workspace, quick: bool) -> Result<()> {
         "RUST_BACKTRACE=1 changes wasm throughput by {}\n",
         WORKLOADS.iter().zip(&backtrace_change).map(|(w, d)| format!("{:+.1}% ({w})", d * 100.0)).collect::<Vec<_>>().join(", ")
     ));
-    let goals = [
-        ("GET /prime/10000: wasm >= 0.9x native", ratio(2, WASM), 0.9),
-        ("GET /prime/1000: wasm >= 0.8x native", ratio(1, WASM), 0.8),
-        ("GET /prime/1: wasm >= 0.6x native", ratio(0, WASM), 0.6),
-        ("GET /prime/1: fresh instances >= 0.3x native", ratio(0, FRESH), 0.3),
-        ("GET /prime/1: wasm >= 3x wasmtime serve", ratio_to(0, WASM, WASMTIME), 3.0),
-        ("GET /prime/1000: wasm >= 1.5x wasmtime serve", ratio_to(1, WASM, WASMTIME), 1.5),
-    ];
-    out.push_str("\ngoals\n");
-    for (goal, got, want) in goals {
-        out.push_str(&format!("  {goal:<44} {got:.2}x  {}\n", if got >= want { "met" } else { "NOT met" }));
-    }
-    out.push_str(&format!(
-        "  {:<44} {instantiate_us:.1} us  {}\n",
-        "instantiation of a fresh instance <= 10 us",
-        if instantiate_us <= 10.0 { "met" } else { "NOT met" }
-    ));
-    out.push_str(&format!(
-        "  {:<44} {:.1} ms  {}\n",
-        "config change -> new guest serving < 50 ms",
-        swap.cached_ms,
-        if swap.cached_ms < 50.0 { "met" } else { "NOT met" }
-    ));
-    out.push_str(&format!(
-        "  {:<44} {:.1} ms  {}\n",
-        "... uncached: < compile time + 50 ms",
-        swap.uncached_ms,
-        if swap.uncached_ms < swap.compile_ms + 50.0 { "met" } else { "NOT met" }
-    ));
-    let worst_backtrace = backtrace_change.iter().fold(0.0f64, |m, d| m.max(d.abs()));
-    out.push_str(&format!(
-        "  {:<44} {:.1}%  {}\n",
-        "RUST_BACKTRACE=1 changes throughput < 5%",
-        worst_backtrace * 100.0,
-        if worst_backtrace < 0.05 { "met" } else { "NOT met" }
-    ));
+    out.push_str(&goals(&results, instantiate_us, &swap, &backtrace_change));
     print!("\n{out}");
 
     let report = json!({
@@ -239,8 +142,132 @@ pub fn run(ws: &Workspace, quick: bool) -> Result<()> {
     save_report(ws, &bench_dir, "bench", "latest.json", &report)
 }
 
-/// Writes a benchmark's JSON result to `bench_dir` as `<stem>-<unix_time>.json`
-/// and as `latest`, and says where.
+/// Every load report of the run, and the median requests/s of each workload
+/// and contender.
+struct Results {
+    /// `runs[workload][contender]`: one load report per round.
+    runs: Vec<Vec<Vec<Value>>>,
+    /// `rps[workload][contender]`: the median of those rounds.
+    rps: Vec<Vec<f64>>,
+}
+
+impl Results {
+    /// Loads every contender with every workload, alternating contenders
+    /// within each round.
+    fn measure(scalelab: &Path, contenders: &[Contender], settings: &Settings) -> Result<Results> {
+        let total = WORKLOADS.len() * settings.rounds * contenders.len();
+        println!(
+            "loading {} contenders x {} workloads x {} rounds of {} s, {CONCURRENCY} connections ({total} runs)",
+            contenders.len(),
+            WORKLOADS.len(),
+            settings.rounds,
+            settings.round.as_secs()
+        );
+        let mut runs = vec![vec![Vec::new(); contenders.len()]; WORKLOADS.len()];
+        for (w, workload) in WORKLOADS.iter().enumerate() {
+            for _ in 0..settings.rounds {
+                for (c, contender) in contenders.iter().enumerate() {
+                    runs[w][c].push(load(scalelab, &format!("{}{workload}", contender.url), settings.round)?);
+                }
+            }
+        }
+        let rps = runs
+            .iter()
+            .map(|by_contender: &Vec<Vec<Value>>| {
+                by_contender.iter().map(|rounds| median(rounds.iter().map(|r| field(r, &["requests_per_second"])))).collect()
+            })
+            .collect();
+        Ok(Results { runs, rps })
+    }
+
+    /// The median requests/s of contender `c` over that of contender `to`, at workload `w`.
+    fn ratio(&self, w: usize, c: usize, to: usize) -> f64 {
+        self.rps[w][c] / self.rps[w][to].max(f64::MIN_POSITIVE)
+    }
+
+    /// How much `RUST_BACKTRACE=1` changes the wasm host's throughput, per workload.
+    fn backtrace_change(&self) -> Vec<f64> {
+        (0..WORKLOADS.len()).map(|w| self.ratio(w, BACKTRACE, WASM) - 1.0).collect()
+    }
+
+    /// The printed table (a row per workload and contender) and its rows as JSON.
+    fn table(&self, contenders: &[Contender]) -> (String, Vec<Value>) {
+        let mut out = format!(
+            "{:<17} {:<26} {:>10} {:>9} {:>9} {:>10} {:>12}\n",
+            "workload", "contender", "req/s", "p50 ms", "p99 ms", "vs native", "vs wasmtime"
+        );
+        let mut rows = Vec::new();
+        for (w, workload) in WORKLOADS.iter().enumerate() {
+            for (c, contender) in contenders.iter().enumerate() {
+                let runs = &self.runs[w][c];
+                let rps = self.rps[w][c];
+                let p50 = median(runs.iter().map(|r| field(r, &["latency_ms", "p50"])));
+                let p99 = median(runs.iter().map(|r| field(r, &["latency_ms", "p99"])));
+                let errors: u64 =
+                    runs.iter().map(|r| r["requests"].as_u64().unwrap_or(0) - r["status"]["200"].as_u64().unwrap_or(0)).sum();
+                let (ratio, to_wasmtime) = (self.ratio(w, c, NATIVE), self.ratio(w, c, WASMTIME));
+                out.push_str(&format!(
+                    "{:<17} {:<26} {:>10.0} {:>9.3} {:>9.3} {:>9.2}x {:>11.2}x{}\n",
+                    if c == NATIVE { format!("GET {workload}") } else { String::new() },
+                    contender.name,
+                    rps,
+                    p50,
+                    p99,
+                    ratio,
+                    to_wasmtime,
+                    if errors > 0 { format!("  ({errors} non-200)") } else { String::new() }
+                ));
+                rows.push(json!({
+                    "workload": workload, "contender": contender.name, "requests_per_second": rps,
+                    "p50_ms": p50, "p99_ms": p99, "ratio_to_native": ratio, "ratio_to_wasmtime_serve": to_wasmtime, "non_200": errors,
+                    "rounds": runs.iter().map(|r| r["requests_per_second"].clone()).collect::<Vec<_>>(),
+                }));
+            }
+        }
+        (out, rows)
+    }
+}
+
+/// A number in a load report (0 when absent).
+fn field(report: &Value, path: &[&str]) -> f64 {
+    path.iter().fold(report, |value, key| &value[key]).as_f64().unwrap_or(0.0)
+}
+
+/// The goals of issue 17 and the swap's, each met or not.
+fn goals(results: &Results, instantiate_us: f64, swap: &SwapLatency, backtrace_change: &[f64]) -> String {
+    let ratio = |w: usize, c: usize| results.ratio(w, c, NATIVE);
+    let worst_backtrace = backtrace_change.iter().fold(0.0f64, |m, d| m.max(d.abs()));
+    let lines = [
+        ("GET /prime/10000: wasm >= 0.9x native", format!("{:.2}x", ratio(2, WASM)), ratio(2, WASM) >= 0.9),
+        ("GET /prime/1000: wasm >= 0.8x native", format!("{:.2}x", ratio(1, WASM)), ratio(1, WASM) >= 0.8),
+        ("GET /prime/1: wasm >= 0.6x native", format!("{:.2}x", ratio(0, WASM)), ratio(0, WASM) >= 0.6),
+        ("GET /prime/1: fresh instances >= 0.3x native", format!("{:.2}x", ratio(0, FRESH)), ratio(0, FRESH) >= 0.3),
+        (
+            "GET /prime/1: wasm >= 3x wasmtime serve",
+            format!("{:.2}x", results.ratio(0, WASM, WASMTIME)),
+            results.ratio(0, WASM, WASMTIME) >= 3.0,
+        ),
+        (
+            "GET /prime/1000: wasm >= 1.5x wasmtime serve",
+            format!("{:.2}x", results.ratio(1, WASM, WASMTIME)),
+            results.ratio(1, WASM, WASMTIME) >= 1.5,
+        ),
+        ("instantiation of a fresh instance <= 10 us", format!("{instantiate_us:.1} us"), instantiate_us <= 10.0),
+        ("config change -> new guest serving < 50 ms", format!("{:.1} ms", swap.cached_ms), swap.cached_ms < 50.0),
+        (
+            "... uncached: < compile time + 50 ms",
+            format!("{:.1} ms", swap.uncached_ms),
+            swap.uncached_ms < swap.compile_ms + 50.0,
+        ),
+        ("RUST_BACKTRACE=1 changes throughput < 5%", format!("{:.1}%", worst_backtrace * 100.0), worst_backtrace < 0.05),
+    ];
+    let mut out = String::from("\ngoals\n");
+    for (goal, got, met) in lines {
+        out.push_str(&format!("  {goal:<44} {got}  {}\n", if met { "met" } else { "NOT met" }));
+    }
+    out
+}
+
 pub fn save_report(ws: &Workspace, bench_dir: &Path, stem: &str, latest: &str, report: &Value) -> Result<()> {
     let text = serde_json::to_string_pretty(report)?;
     let file = bench_dir.join(format!("{stem}-{}.json", report["unix_time"]));

@@ -28,8 +28,8 @@ use serde_json::{Value, json};
 use std::ffi::OsString;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 /// How often the host is sampled.
@@ -84,16 +84,7 @@ fn soak(scalelab: &Path, guests_dir: &Path, bench_dir: &Path, guest: &str, durat
     std::fs::write(&config, format!("guest = \"{guest}\"\n"))?;
     let args: Vec<OsString> = vec!["--config".into(), config.clone().into(), "--session-drain".into(), SESSION_DRAIN.into()];
     let (host, lines) = spawn_host("soak", scalelab, guests_dir, &bench_dir.join("cache"), &args, false)?;
-    // Count warnings and errors the host logs; keep reading so it never blocks.
-    let warnings = Arc::new(AtomicU64::new(0));
-    let counted = warnings.clone();
-    std::thread::spawn(move || {
-        while let Ok(line) = lines.recv() {
-            if line.contains("\"level\":\"WARN\"") || line.contains("\"level\":\"ERROR\"") {
-                counted.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    });
+    let warnings = count_warnings(lines);
     let admin = host.admin.clone().context("no admin address")?;
     let pid = host.pid();
     let baseline_fds = open_fds(pid)?;
@@ -103,10 +94,7 @@ fn soak(scalelab: &Path, guests_dir: &Path, bench_dir: &Path, guest: &str, durat
     let mut samples = Vec::new();
     let mut swaps = 0;
     let mut restarts = 0;
-    println!(
-        "{:>6} {:>9} {:>6} {:>9} {:>9} {:>9} {:>7} {:>9}",
-        "t (s)", "RSS (MB)", "fds", "sessions", "requests", "failures", "5xx", "warnings"
-    );
+    println!("{}", Sample::HEADER);
     while started.elapsed() < duration {
         std::thread::sleep(SAMPLE.min(duration.saturating_sub(started.elapsed())));
         if started.elapsed() >= SWAP * (swaps + 1) && started.elapsed() < duration {
@@ -114,17 +102,7 @@ fn soak(scalelab: &Path, guests_dir: &Path, bench_dir: &Path, guest: &str, durat
             std::fs::write(&config, format!("guest = \"{guest}\"\n# swap {swaps}\n"))?;
         }
         let sample = sample(pid, &admin, started.elapsed(), &warnings)?;
-        println!(
-            "{:>6.0} {:>9.1} {:>6} {:>9} {:>9} {:>9} {:>7} {:>9}",
-            sample.at.as_secs_f64(),
-            sample.rss as f64 / 1e6,
-            sample.fds,
-            sample.sessions,
-            sample.requests,
-            sample.failures,
-            sample.http_5xx,
-            sample.warnings
-        );
+        println!("{}", sample.row());
         // `swarm sockets` does not reconnect: once the drain after a swap
         // has closed its clients, a new swarm takes their place.
         if guest == "tracker" && sample.sessions == 0.0 && started.elapsed() + SAMPLE < duration {
@@ -139,36 +117,18 @@ fn soak(scalelab: &Path, guests_dir: &Path, bench_dir: &Path, guest: &str, durat
     for child in &mut load {
         stop(child);
     }
-    // Sessions close once their clients are gone; give the host a moment.
-    let give_up = Instant::now() + Duration::from_secs(30);
-    let mut final_fds = open_fds(pid)?;
-    while final_fds > baseline_fds && Instant::now() < give_up {
-        std::thread::sleep(Duration::from_millis(500));
-        final_fds = open_fds(pid)?;
-    }
+    let final_fds = fds_after_load(pid, baseline_fds)?;
     let swaps_ok = metric(&admin, "scalelab_guest_swaps_total{result=\"ok\"}")?;
 
-    let warm = samples.len() / 5;
-    let warmup_peak = samples.iter().take(warm + 1).map(|s| s.rss).max().unwrap_or(0);
-    let after = &samples[warm..];
-    let peak_after = after.iter().map(|s| s.rss).max().unwrap_or(0);
-    let low_after = after.iter().map(|s| s.rss).min().unwrap_or(0);
-    let growth = peak_after as f64 / warmup_peak.max(1) as f64 - 1.0;
-    let mut problems = Vec::new();
-    if growth >= MAX_GROWTH {
-        problems.push(format!("RSS grew {:.1}% above its warm-up peak", growth * 100.0));
-    }
-    if final_fds > baseline_fds {
-        problems.push(format!("{final_fds} fds open after the load, {baseline_fds} before"));
-    }
-    let verdict = if problems.is_empty() { "ok".to_string() } else { problems.join(", ") };
+    let verdict = Verdict::of(&samples, baseline_fds, final_fds);
     let mb = |bytes: u64| bytes as f64 / 1e6;
     println!(
-        "{guest}: RSS peak {:.1} MB during warm-up, {:.1} to {:.1} MB after it (peak {:+.1}%); fds {baseline_fds} before, {final_fds} after; {swaps_ok} swaps; verdict: {verdict}",
-        mb(warmup_peak),
-        mb(low_after),
-        mb(peak_after),
-        growth * 100.0
+        "{guest}: RSS peak {:.1} MB during warm-up, {:.1} to {:.1} MB after it (peak {:+.1}%); fds {baseline_fds} before, {final_fds} after; {swaps_ok} swaps; verdict: {}",
+        mb(verdict.warmup_peak),
+        mb(verdict.low_after),
+        mb(verdict.peak_after),
+        verdict.growth * 100.0,
+        verdict.text()
     );
     let last = samples.last();
     Ok(json!({
@@ -176,10 +136,10 @@ fn soak(scalelab: &Path, guests_dir: &Path, bench_dir: &Path, guest: &str, durat
         "minutes": duration.as_secs() / 60,
         "swaps": swaps_ok,
         "swarm_restarts": restarts,
-        "rss_warmup_peak_bytes": warmup_peak,
-        "rss_low_after_warmup_bytes": low_after,
-        "rss_peak_after_warmup_bytes": peak_after,
-        "rss_growth": growth,
+        "rss_warmup_peak_bytes": verdict.warmup_peak,
+        "rss_low_after_warmup_bytes": verdict.low_after,
+        "rss_peak_after_warmup_bytes": verdict.peak_after,
+        "rss_growth": verdict.growth,
         "fds_before": baseline_fds,
         "fds_after": final_fds,
         "requests": last.map(|s| s.requests),
@@ -190,8 +150,92 @@ fn soak(scalelab: &Path, guests_dir: &Path, bench_dir: &Path, guest: &str, durat
             "t": s.at.as_secs(), "rss": s.rss, "fds": s.fds, "sessions": s.sessions, "requests": s.requests,
             "failures": s.failures, "http_5xx": s.http_5xx, "warnings": s.warnings,
         })).collect::<Vec<_>>(),
-        "verdict": verdict,
+        "verdict": verdict.text(),
     }))
+}
+
+impl Sample {
+    const HEADER: &str = "  t (s)  RSS (MB)    fds  sessions  requests  failures     5xx  warnings";
+
+    /// The sample as a row under [`Sample::HEADER`].
+    fn row(&self) -> String {
+        format!(
+            "{:>7.0} {:>9.1} {:>6} {:>9} {:>9} {:>9} {:>7} {:>9}",
+            self.at.as_secs_f64(),
+            self.rss as f64 / 1e6,
+            self.fds,
+            self.sessions,
+            self.requests,
+            self.failures,
+            self.http_5xx,
+            self.warnings
+        )
+    }
+}
+
+/// Counts the warnings and errors the host logs; keeps reading so that the
+/// host never blocks on its output.
+fn count_warnings(lines: mpsc::Receiver<String>) -> Arc<AtomicU64> {
+    let warnings = Arc::new(AtomicU64::new(0));
+    let counted = warnings.clone();
+    std::thread::spawn(move || {
+        while let Ok(line) = lines.recv() {
+            if line.contains("\"level\":\"WARN\"") || line.contains("\"level\":\"ERROR\"") {
+                counted.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    warnings
+}
+
+/// The host's open fds once the load has stopped: sessions close once their
+/// clients are gone, so this waits up to 30 s for the count to come back
+/// down to `baseline`.
+fn fds_after_load(pid: u32, baseline: usize) -> Result<usize> {
+    let give_up = Instant::now() + Duration::from_secs(30);
+    let mut fds = open_fds(pid)?;
+    while fds > baseline && Instant::now() < give_up {
+        std::thread::sleep(Duration::from_millis(500));
+        fds = open_fds(pid)?;
+    }
+    Ok(fds)
+}
+
+/// A guest's soak judged: RSS after the warm-up (the first fifth of the
+/// samples) against its warm-up peak, and the fds left open.
+#[derive(Debug)]
+struct Verdict {
+    warmup_peak: u64,
+    low_after: u64,
+    peak_after: u64,
+    /// How far the peak after warm-up is above the warm-up peak (0.05 = 5%).
+    growth: f64,
+    /// What went wrong; none when the soak passed.
+    problems: Vec<String>,
+}
+
+impl Verdict {
+    fn of(samples: &[Sample], baseline_fds: usize, final_fds: usize) -> Verdict {
+        let warm = samples.len() / 5;
+        let warmup_peak = samples.iter().take(warm + 1).map(|s| s.rss).max().unwrap_or(0);
+        let after = &samples[warm.min(samples.len())..];
+        let peak_after = after.iter().map(|s| s.rss).max().unwrap_or(0);
+        let low_after = after.iter().map(|s| s.rss).min().unwrap_or(0);
+        let growth = peak_after as f64 / warmup_peak.max(1) as f64 - 1.0;
+        let mut problems = Vec::new();
+        if growth >= MAX_GROWTH {
+            problems.push(format!("RSS grew {:.1}% above its warm-up peak", growth * 100.0));
+        }
+        if final_fds > baseline_fds {
+            problems.push(format!("{final_fds} fds open after the load, {baseline_fds} before"));
+        }
+        Verdict { warmup_peak, low_after, peak_after, growth, problems }
+    }
+
+    /// `ok`, or the problems.
+    fn text(&self) -> String {
+        if self.problems.is_empty() { "ok".to_string() } else { self.problems.join(", ") }
+    }
 }
 
 /// The guest's load: HTTP at a steady rate, plus engines or socket.io clients.
@@ -269,4 +313,44 @@ fn stop(child: &mut Child) {
 
 fn open_fds(pid: u32) -> Result<usize> {
     Ok(std::fs::read_dir(format!("/proc/{pid}/fd")).with_context(|| format!("reading the fds of {pid}"))?.count())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples(rss_mb: &[u64]) -> Vec<Sample> {
+        rss_mb
+            .iter()
+            .enumerate()
+            .map(|(i, mb)| Sample {
+                at: SAMPLE * i as u32,
+                rss: mb * 1_000_000,
+                fds: 10,
+                sessions: 0.0,
+                requests: 0.0,
+                failures: 0.0,
+                http_5xx: 0.0,
+                warnings: 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rss_that_moves_around_its_warm_up_peak_passes() {
+        // Ten samples: the warm-up is the first fifth, up to the third sample;
+        // swaps move RSS by a few MB either way.
+        let verdict = Verdict::of(&samples(&[30, 40, 38, 41, 39, 40, 41, 38, 40, 41]), 12, 12);
+        assert_eq!(verdict.text(), "ok");
+        assert_eq!((verdict.warmup_peak, verdict.low_after, verdict.peak_after), (40_000_000, 38_000_000, 41_000_000));
+    }
+
+    #[test]
+    fn rss_that_climbs_past_its_warm_up_peak_or_fds_left_open_fail() {
+        let climbing = Verdict::of(&samples(&[30, 40, 41, 42, 43, 44, 45, 46, 47, 48]), 12, 12);
+        assert_eq!(climbing.text(), "RSS grew 17.1% above its warm-up peak");
+        let leaking = Verdict::of(&samples(&[40; 10]), 12, 15);
+        assert_eq!(leaking.text(), "15 fds open after the load, 12 before");
+        assert_eq!(Verdict::of(&[], 12, 12).text(), "ok");
+    }
 }

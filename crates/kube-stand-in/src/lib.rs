@@ -229,21 +229,24 @@ fn serve(stream: TcpStream, world: &Mutex<World>) {
     );
 }
 
-fn route(method: &str, target: &str, content_type: &str, body: &[u8], world: &mut World) -> (u16, Value) {
+/// One request: what the server answers.
+struct Request<'a> {
+    method: &'a str,
+    path: &'a str,
+    query: &'a str,
+    body: &'a [u8],
+}
+
+type Answer = (u16, Value);
+
+fn route(method: &str, target: &str, content_type: &str, body: &[u8], world: &mut World) -> Answer {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let not_found = (404, json!({"kind": "Status", "code": 404, "message": format!("{method} {path}")}));
+    let request = Request { method, path, query, body };
+    let not_found = || not_found(&request);
 
     if method == "PATCH" && content_type == "application/apply-patch+yaml" {
-        let object: Value = serde_json::from_slice(body).unwrap();
-        world.applies.push(Apply {
-            path: path.to_string(),
-            query: query.to_string(),
-            content_type: content_type.into(),
-            body: object.clone(),
-        });
-        world.objects.insert(path.to_string(), object.clone());
-        return (200, object);
+        return apply(&request, content_type, world);
     }
     if method == "DELETE" {
         return match world.objects.remove(path) {
@@ -251,173 +254,206 @@ fn route(method: &str, target: &str, content_type: &str, body: &[u8], world: &mu
                 world.deletes.push(path.to_string());
                 (200, object)
             }
-            None => not_found,
+            None => not_found(),
         };
     }
     if let Some(group_version) = discovery_path(&segments) {
-        if world.removed_groups.contains(&group_version) {
-            return not_found;
-        }
-        let resources: Vec<Value> = RESOURCES
-            .iter()
-            .filter(|(gv, ..)| *gv == group_version)
-            .map(|(_, plural, kind, namespaced)| {
-                json!({
-                    "name": plural, "singularName": kind.to_ascii_lowercase(), "namespaced": namespaced, "kind": kind,
-                    "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]
-                })
-            })
-            .collect();
-        if resources.is_empty() {
-            return not_found;
-        }
-        return (
-            200,
-            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}),
-        );
+        return discovery(&group_version, world).unwrap_or_else(not_found);
     }
-
-    match segments.as_slice() {
-        ["api", "v1", "namespaces", ns, "configmaps", "scalelab-guest"] => {
-            world.namespaces.push(ns.to_string());
-            if method == "PATCH" {
-                let patch: Value = serde_json::from_slice(body).unwrap();
-                world.config = patch["data"]["guest.toml"].as_str().unwrap().to_string();
-                world.patches.push(patch);
-                world.b_delay = 3;
-                let guest = world.config.lines().next().unwrap().split('"').nth(1).unwrap().to_string();
-                // Pod a swaps at once; pod b after a few polls (unless stuck).
-                let a = &mut world.pods[0];
-                a.2 = guest;
-                a.3 += 1;
-            }
-            (
-                200,
-                json!({"apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {"name": "scalelab-guest", "namespace": ns},
-                "data": {"guest.toml": world.config}}),
-            )
-        }
-        ["apis", "apps", "v1", "namespaces", ns, "deployments", name] => {
-            let applied = world.objects.get(path).cloned();
-            match applied {
-                // An applied Deployment: available from its third read.
-                Some(mut object) => {
-                    world.deployment_reads.push(name.to_string());
-                    let reads = world.deployment_reads.iter().filter(|d| d == name).count() as i64;
-                    let replicas = object["spec"]["replicas"].as_i64().unwrap_or(1);
-                    object["spec"]["replicas"] = json!(replicas);
-                    object["metadata"]["generation"] = json!(1);
-                    object["status"] = json!({
-                        "observedGeneration": 1,
-                        "replicas": replicas,
-                        "updatedReplicas": if reads >= 2 { replicas } else { 0 },
-                        "availableReplicas": if reads >= 3 { replicas } else { 0 },
-                    });
-                    (200, object)
-                }
-                None if *name == "scalelab" => {
-                    let mut object = json!({
-                        "apiVersion": "apps/v1", "kind": "Deployment",
-                        "metadata": {"name": "scalelab", "namespace": ns},
-                        "spec": {"selector": {"matchLabels": {"app.kubernetes.io/name": "scalelab"}},
-                            "template": {"metadata": {"labels": {"app.kubernetes.io/name": "scalelab"}}, "spec": {"containers": []}}}
-                    });
-                    if let Some(hpa) = &world.hpa {
-                        let read = hpa.reads;
-                        object["spec"]["replicas"] = json!(hpa.desired(read - 1));
-                        object["status"] = json!({"replicas": hpa.desired(read - 1), "readyReplicas": hpa.desired(read - 2)});
-                    }
-                    (200, object)
-                }
-                None => not_found,
-            }
-        }
+    let found = match segments.as_slice() {
+        ["api", "v1", "namespaces", ns, "configmaps", "scalelab-guest"] => Some(guest_config_map(&request, ns, world)),
+        ["apis", "apps", "v1", "namespaces", ns, "deployments", name] => deployment(&request, ns, name, world),
         ["apis", "autoscaling", "v2", "namespaces", ns, "horizontalpodautoscalers", name]
             if method == "GET" && world.hpa.as_ref().is_some_and(|h| h.name == *name) =>
         {
-            let hpa = world.hpa.as_mut().unwrap();
-            hpa.reads += 1;
-            let read = hpa.reads;
-            let (desired, current) = (hpa.desired(read), hpa.desired(read - 1));
-            (
-                200,
-                json!({
-                    "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
-                    "metadata": {"name": name, "namespace": ns},
-                    "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "scalelab"},
-                        "minReplicas": 1, "maxReplicas": hpa.max,
-                        "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}}]},
-                    "status": {
-                        "currentReplicas": current, "desiredReplicas": desired,
-                        "currentMetrics": [
-                            {"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": 40 + 10 * read, "averageValue": "120m"}}},
-                            {"type": "External", "external": {"metric": {"name": "s0-prometheus"}, "current": {"averageValue": format!("{}", 5 * read)}}}
-                        ]
-                    }
-                }),
-            )
+            Some(scripted_hpa(ns, name, world))
         }
-        ["api", "v1", "namespaces", _, "services", _] => match world.objects.get(path) {
-            Some(applied) => {
-                let mut object = applied.clone();
-                if object["spec"]["clusterIP"].is_null() {
-                    object["spec"]["clusterIP"] = json!("10.96.0.10");
-                }
-                (200, object)
-            }
-            None => not_found,
-        },
-        ["api", "v1", "namespaces", _, "pods"] => {
-            assert!(query.contains("labelSelector=app.kubernetes.io%2Fname%3Dscalelab"), "{target}");
-            let items: Vec<Value> = world
-                .pods
-                .iter()
-                .map(|(name, ready, _, _)| {
-                    json!({
-                        "metadata": {"name": name},
-                        "status": {"conditions": [{"type": "Ready", "status": if *ready { "True" } else { "False" }}]}
-                    })
-                })
-                .collect();
-            (200, json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items}))
-        }
+        ["api", "v1", "namespaces", _, "services", _] => service(path, world),
+        ["api", "v1", "namespaces", _, "pods"] => Some(pods(&request, world)),
         ["api", "v1", "namespaces", _, "pods", pod_port, "proxy", "admin", "guest"] => {
-            let pod = pod_port.trim_end_matches(":9090");
-            world.proxy_requests.push(pod.to_string());
-            if pod == "scalelab-b" && !world.stuck && !world.patches.is_empty() {
-                if world.b_delay > 0 {
-                    world.b_delay -= 1;
-                } else if world.pods[1].2 != world.pods[0].2 {
-                    let guest = world.pods[0].2.clone();
-                    world.pods[1].2 = guest;
-                    world.pods[1].3 += 1;
-                }
-            }
-            match world.pods.iter().find(|p| p.0 == pod) {
-                Some((_, _, guest, swaps)) => {
-                    (200, json!({"name": guest, "sha256": "ab".repeat(32), "since": format!("swap {swaps}")}))
-                }
-                None => not_found,
-            }
+            pod_guest(pod_port.trim_end_matches(":9090"), world)
         }
-        // A list of one kind in a namespace, filtered by the label selector.
-        [.., "namespaces", _, _] if method == "GET" => {
-            let selector =
-                query.split('&').find_map(|pair| pair.strip_prefix("labelSelector=")).map(percent_decode).unwrap_or_default();
-            let prefix = format!("{path}/");
-            let items: Vec<Value> = world
-                .objects
-                .iter()
-                .filter(|(p, o)| {
-                    p.starts_with(&prefix) && !p[prefix.len()..].contains('/') && selects(&selector, &o["metadata"]["labels"])
-                })
-                .map(|(_, o)| o.clone())
-                .collect();
-            (200, json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": items}))
-        }
-        _ => not_found,
+        [.., "namespaces", _, _] if method == "GET" => Some(list(&request, world)),
+        _ => None,
+    };
+    found.unwrap_or_else(not_found)
+}
+
+fn not_found(request: &Request<'_>) -> Answer {
+    (404, json!({"kind": "Status", "code": 404, "message": format!("{} {}", request.method, request.path)}))
+}
+
+/// Server-side apply: the object is recorded and stored as sent.
+fn apply(request: &Request<'_>, content_type: &str, world: &mut World) -> Answer {
+    let object: Value = serde_json::from_slice(request.body).unwrap();
+    world.applies.push(Apply {
+        path: request.path.to_string(),
+        query: request.query.to_string(),
+        content_type: content_type.into(),
+        body: object.clone(),
+    });
+    world.objects.insert(request.path.to_string(), object.clone());
+    (200, object)
+}
+
+/// The resources of one API group version (none for a removed group).
+fn discovery(group_version: &str, world: &World) -> Option<Answer> {
+    if world.removed_groups.iter().any(|g| g == group_version) {
+        return None;
     }
+    let resources: Vec<Value> = RESOURCES
+        .iter()
+        .filter(|(gv, ..)| *gv == group_version)
+        .map(|(_, plural, kind, namespaced)| {
+            json!({
+                "name": plural, "singularName": kind.to_ascii_lowercase(), "namespaced": namespaced, "kind": kind,
+                "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]
+            })
+        })
+        .collect();
+    if resources.is_empty() {
+        return None;
+    }
+    Some((200, json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources})))
+}
+
+/// The guest ConfigMap; a PATCH swaps pod a at once and pod b a few polls later.
+fn guest_config_map(request: &Request<'_>, ns: &str, world: &mut World) -> Answer {
+    world.namespaces.push(ns.to_string());
+    if request.method == "PATCH" {
+        let patch: Value = serde_json::from_slice(request.body).unwrap();
+        world.config = patch["data"]["guest.toml"].as_str().unwrap().to_string();
+        world.patches.push(patch);
+        world.b_delay = 3;
+        let guest = world.config.lines().next().unwrap().split('"').nth(1).unwrap().to_string();
+        // Pod a swaps at once; pod b after a few polls (unless stuck).
+        let a = &mut world.pods[0];
+        a.2 = guest;
+        a.3 += 1;
+    }
+    (
+        200,
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "scalelab-guest", "namespace": ns},
+        "data": {"guest.toml": world.config}}),
+    )
+}
+
+/// An applied Deployment (available from its third read), or the host's own
+/// `scalelab` Deployment following the scripted HPA.
+fn deployment(request: &Request<'_>, ns: &str, name: &str, world: &mut World) -> Option<Answer> {
+    if let Some(mut object) = world.objects.get(request.path).cloned() {
+        world.deployment_reads.push(name.to_string());
+        let reads = world.deployment_reads.iter().filter(|d| *d == name).count() as i64;
+        let replicas = object["spec"]["replicas"].as_i64().unwrap_or(1);
+        object["spec"]["replicas"] = json!(replicas);
+        object["metadata"]["generation"] = json!(1);
+        object["status"] = json!({
+            "observedGeneration": 1,
+            "replicas": replicas,
+            "updatedReplicas": if reads >= 2 { replicas } else { 0 },
+            "availableReplicas": if reads >= 3 { replicas } else { 0 },
+        });
+        return Some((200, object));
+    }
+    if name != "scalelab" {
+        return None;
+    }
+    let mut object = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "scalelab", "namespace": ns},
+        "spec": {"selector": {"matchLabels": {"app.kubernetes.io/name": "scalelab"}},
+            "template": {"metadata": {"labels": {"app.kubernetes.io/name": "scalelab"}}, "spec": {"containers": []}}}
+    });
+    if let Some(hpa) = &world.hpa {
+        let read = hpa.reads;
+        object["spec"]["replicas"] = json!(hpa.desired(read - 1));
+        object["status"] = json!({"replicas": hpa.desired(read - 1), "readyReplicas": hpa.desired(read - 2)});
+    }
+    Some((200, object))
+}
+
+/// The scripted HPA: each read is one step further in its scale-out.
+fn scripted_hpa(ns: &str, name: &str, world: &mut World) -> Answer {
+    let hpa = world.hpa.as_mut().unwrap();
+    hpa.reads += 1;
+    let read = hpa.reads;
+    let (desired, current) = (hpa.desired(read), hpa.desired(read - 1));
+    (
+        200,
+        json!({
+            "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "scalelab"},
+                "minReplicas": 1, "maxReplicas": hpa.max,
+                "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}}]},
+            "status": {
+                "currentReplicas": current, "desiredReplicas": desired,
+                "currentMetrics": [
+                    {"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": 40 + 10 * read, "averageValue": "120m"}}},
+                    {"type": "External", "external": {"metric": {"name": "s0-prometheus"}, "current": {"averageValue": format!("{}", 5 * read)}}}
+                ]
+            }
+        }),
+    )
+}
+
+/// An applied Service, given a cluster IP.
+fn service(path: &str, world: &World) -> Option<Answer> {
+    let mut object = world.objects.get(path)?.clone();
+    if object["spec"]["clusterIP"].is_null() {
+        object["spec"]["clusterIP"] = json!("10.96.0.10");
+    }
+    Some((200, object))
+}
+
+/// The host's pods, selected by its label, with their readiness.
+fn pods(request: &Request<'_>, world: &World) -> Answer {
+    assert!(request.query.contains("labelSelector=app.kubernetes.io%2Fname%3Dscalelab"), "{}", request.query);
+    let items: Vec<Value> = world
+        .pods
+        .iter()
+        .map(|(name, ready, _, _)| {
+            json!({
+                "metadata": {"name": name},
+                "status": {"conditions": [{"type": "Ready", "status": if *ready { "True" } else { "False" }}]}
+            })
+        })
+        .collect();
+    (200, json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items}))
+}
+
+/// `GET /admin/guest` of one pod through the API server's proxy; pod b
+/// catches up with pod a's guest a few polls after a patch (unless stuck).
+fn pod_guest(pod: &str, world: &mut World) -> Option<Answer> {
+    world.proxy_requests.push(pod.to_string());
+    if pod == "scalelab-b" && !world.stuck && !world.patches.is_empty() {
+        if world.b_delay > 0 {
+            world.b_delay -= 1;
+        } else if world.pods[1].2 != world.pods[0].2 {
+            let guest = world.pods[0].2.clone();
+            world.pods[1].2 = guest;
+            world.pods[1].3 += 1;
+        }
+    }
+    let (_, _, guest, swaps) = world.pods.iter().find(|p| p.0 == pod)?;
+    Some((200, json!({"name": guest, "sha256": "ab".repeat(32), "since": format!("swap {swaps}")})))
+}
+
+/// A list of one kind in a namespace, filtered by the label selector.
+fn list(request: &Request<'_>, world: &World) -> Answer {
+    let selector =
+        request.query.split('&').find_map(|pair| pair.strip_prefix("labelSelector=")).map(percent_decode).unwrap_or_default();
+    let prefix = format!("{}/", request.path);
+    let items: Vec<Value> = world
+        .objects
+        .iter()
+        .filter(|(p, o)| {
+            p.starts_with(&prefix) && !p[prefix.len()..].contains('/') && selects(&selector, &o["metadata"]["labels"])
+        })
+        .map(|(_, o)| o.clone())
+        .collect();
+    (200, json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": items}))
 }
 
 /// Whether a label selector of `key`, `key=value` and `key!=value` terms selects these labels.

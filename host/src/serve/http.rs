@@ -100,7 +100,7 @@ impl Handler {
             );
         }
         let Some(permit) = self.live.try_slot() else {
-            self.metrics.reject(RejectReason::InFlightLimit);
+            self.metrics.http.reject(RejectReason::InFlightLimit);
             return json_error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "in_flight_limit",
@@ -136,7 +136,7 @@ impl Handler {
         };
         let declared = request.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|len| len > max) {
-            self.metrics.reject(RejectReason::BodyTooLarge);
+            self.metrics.http.reject(RejectReason::BodyTooLarge);
             return Err(too_large());
         }
         let (parts, body) = request.into_parts();
@@ -153,11 +153,11 @@ impl Handler {
         match collected {
             Ok(collected) => Ok(Request::from_parts(parts, Full::new(collected.to_bytes()))),
             Err(e) if e.is::<LengthLimitError>() => {
-                self.metrics.reject(RejectReason::BodyTooLarge);
+                self.metrics.http.reject(RejectReason::BodyTooLarge);
                 Err(too_large())
             }
             Err(e) => {
-                self.metrics.reject(RejectReason::BadBody);
+                self.metrics.http.reject(RejectReason::BadBody);
                 Err(json_error(StatusCode::BAD_REQUEST, "bad_body", &format!("could not read the request body: {e}")))
             }
         }
@@ -165,7 +165,7 @@ impl Handler {
 
     /// The 408 for a body that did not arrive within the deadline, counted.
     fn body_timeout(&self, limit: std::time::Duration) -> Response<Body> {
-        self.metrics.reject(RejectReason::BodyTimeout);
+        self.metrics.http.reject(RejectReason::BodyTimeout);
         let message =
             format!("the request body did not arrive within the {} deadline (--deadline)", humantime::format_duration(limit));
         let mut response = json_error(StatusCode::REQUEST_TIMEOUT, "body_timeout", &message);
@@ -283,8 +283,8 @@ struct InFlight {
 
 impl InFlight {
     fn admit(permit: OwnedSemaphorePermit, metrics: &Metrics) -> InFlight {
-        metrics.in_flight.inc();
-        InFlight { _permit: permit, gauge: metrics.in_flight.clone() }
+        metrics.http.in_flight.inc();
+        InFlight { _permit: permit, gauge: metrics.http.in_flight.clone() }
     }
 }
 

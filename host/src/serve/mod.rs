@@ -94,72 +94,132 @@ pub async fn run(args: ServeArgs, explicit: Explicit, process_start: Instant) ->
             return Ok(());
         }
     };
-
-    let parts = ActiveParts {
-        guest: loaded.guest,
-        limits: limits.clone(),
-        grants,
-        source: loaded.path.display().to_string(),
-        tick_override: config.file.tick_interval,
-    };
-    let active = Active::new(parts, &metrics, &services);
-    let (name, sha256) = (active.guest.name.clone(), active.guest.sha256.clone());
-    let live = Arc::new(LiveGuest::new(active, args.max_in_flight));
-    tokio::spawn(database_check::run(live.clone(), ready.clone()));
-    let handler = Arc::new(Handler::new(live.clone(), metrics.clone(), args.max_body));
-    let swapper = Arc::new(Swapper::new(SwapperParts {
-        engine: loaded.engine,
-        epochs: limits.deadline.is_some(),
-        linker: loaded.linker,
-        uploads: args.guest.cache_dir.clone().unwrap_or_else(std::env::temp_dir).join("scalelab-uploads"),
-        cache: loaded.cache,
-        guests_dir: args.guest.guests_dir.clone(),
-        live: live.clone(),
-        metrics: metrics.clone(),
-        services: services.clone(),
-        max_memory_ceiling: settings.max_memory,
-    }));
-    let (close_sessions, sessions_closing) = tokio::sync::watch::channel(false);
-    let session_host = Arc::new(SessionHost::new(live, services, metrics.clone(), session_limits(&args), sessions_closing));
-    let tcp_task = listeners.tcp.map(|listener| tokio::spawn(tcp::serve(listener, session_host.clone())));
-    tokio::spawn(session_host.clone().run_ticks());
-    let _ = admin.swapper.set(swapper.clone());
-    let watched = Watched {
-        path: config.path.clone(),
-        last: config.text.clone(),
-        pinned: settings.pinned(),
-        database: args.database.clone(),
-    };
-    watch::spawn(watched, args.config_poll, swapper, metrics.clone());
+    let common = Common { metrics, services, ready, admin };
+    let serving = Serving::start(&args, &config, limits, grants, loaded, listeners.tcp, &common);
 
     let startup = process_start.elapsed();
-    metrics.startup_seconds.set(startup.as_secs_f64());
-    ready.set(true);
-    tracing::info!(step = "ready", guest = %name, sha256 = %sha256, startup_ms = startup.as_secs_f64() * 1e3, "ready to serve");
+    common.metrics.startup_seconds.set(startup.as_secs_f64());
+    common.ready.set(true);
+    tracing::info!(
+        step = "ready",
+        guest = %serving.guest,
+        sha256 = %serving.sha256,
+        startup_ms = startup.as_secs_f64() * 1e3,
+        "ready to serve"
+    );
 
     let heartbeat = socketio::Heartbeat { ping_interval: args.socketio_ping_interval, ping_timeout: args.socketio_ping_timeout };
-    let socket_io = Arc::new(SocketIo::new(session_host.clone(), heartbeat));
+    let socket_io = Arc::new(SocketIo::new(serving.session_host.clone(), heartbeat));
     let graceful = GracefulShutdown::new();
     let signal = tokio::select! {
-        never = accept_traffic(&listeners.traffic, &handler, &socket_io, &graceful, &args) => match never {},
+        never = accept_traffic(&listeners.traffic, &serving.handler, &socket_io, &graceful, &args) => match never {},
         signal = shutdown.recv() => signal,
     };
-
-    ready.set(false);
-    drop(listeners.traffic);
-    if let Some(task) = tcp_task {
-        task.abort();
-    }
-    tracing::info!(
-        signal,
-        in_flight = metrics.in_flight.get(),
-        sessions = session_host.open_sessions(),
-        drain_timeout = ?args.drain_timeout,
-        "shutting down: not ready, no new connections, draining in-flight requests, closing sessions"
-    );
-    let _ = close_sessions.send(true);
-    drain(graceful, &session_host, &metrics, args.drain_timeout).await;
+    serving.shut_down(signal, listeners.traffic, graceful, &common, args.drain_timeout).await;
     Ok(())
+}
+
+/// What start-up makes before the guest loads, which serving shares.
+struct Common {
+    metrics: Arc<Metrics>,
+    services: Arc<Services>,
+    ready: Readiness,
+    admin: Arc<Admin>,
+}
+
+/// The serving side once the first guest is loaded: the HTTP handler, the
+/// session host and its listener, and what shutdown needs of them.
+struct Serving {
+    handler: Arc<Handler>,
+    session_host: Arc<SessionHost>,
+    /// The raw TCP listener's task, unless `--tcp-listen off`.
+    tcp_task: Option<tokio::task::JoinHandle<()>>,
+    /// Tells every session to close, at shutdown.
+    close_sessions: tokio::sync::watch::Sender<bool>,
+    /// The first guest's name and file hash, for the "ready" line.
+    guest: String,
+    sha256: String,
+}
+
+impl Serving {
+    /// Makes the first guest live and starts what serves it: the database
+    /// check, the HTTP handler, the swapper (admin API and config watch), the
+    /// session host, its TCP listener and its ticks.
+    fn start(
+        args: &ServeArgs,
+        config: &StartConfig,
+        limits: Limits,
+        grants: Arc<Grants>,
+        loaded: Loaded,
+        tcp: Option<TcpListener>,
+        common: &Common,
+    ) -> Serving {
+        let Common { metrics, services, ready, admin } = common;
+        let parts = ActiveParts {
+            guest: loaded.guest,
+            limits: limits.clone(),
+            grants,
+            source: loaded.path.display().to_string(),
+            tick_override: config.file.tick_interval,
+        };
+        let active = Active::new(parts, metrics, services);
+        let (guest, sha256) = (active.guest.name.clone(), active.guest.sha256.clone());
+        let live = Arc::new(LiveGuest::new(active, args.max_in_flight));
+        tokio::spawn(database_check::run(live.clone(), ready.clone()));
+        let handler = Arc::new(Handler::new(live.clone(), metrics.clone(), args.max_body));
+        let swapper = Arc::new(Swapper::new(SwapperParts {
+            engine: loaded.engine,
+            epochs: limits.deadline.is_some(),
+            linker: loaded.linker,
+            uploads: args.guest.cache_dir.clone().unwrap_or_else(std::env::temp_dir).join("scalelab-uploads"),
+            cache: loaded.cache,
+            guests_dir: args.guest.guests_dir.clone(),
+            live: live.clone(),
+            metrics: metrics.clone(),
+            services: services.clone(),
+            max_memory_ceiling: config.settings.max_memory,
+        }));
+        let (close_sessions, sessions_closing) = tokio::sync::watch::channel(false);
+        let session_host =
+            Arc::new(SessionHost::new(live, services.clone(), metrics.clone(), session_limits(args), sessions_closing));
+        let tcp_task = tcp.map(|listener| tokio::spawn(tcp::serve(listener, session_host.clone())));
+        tokio::spawn(session_host.clone().run_ticks());
+        let _ = admin.swapper.set(swapper.clone());
+        let watched = Watched {
+            path: config.path.clone(),
+            last: config.text.clone(),
+            pinned: config.settings.pinned(),
+            database: args.database.clone(),
+        };
+        watch::spawn(watched, args.config_poll, swapper, metrics.clone());
+        Serving { handler, session_host, tcp_task, close_sessions, guest, sha256 }
+    }
+
+    /// After `signal`: unready at once, no new connections (`traffic` is
+    /// closed) or TCP sessions, every session told to close, then the drain.
+    async fn shut_down(
+        self,
+        signal: &str,
+        traffic: TcpListener,
+        graceful: GracefulShutdown,
+        common: &Common,
+        drain_timeout: std::time::Duration,
+    ) {
+        common.ready.set(false);
+        drop(traffic);
+        if let Some(task) = self.tcp_task {
+            task.abort();
+        }
+        tracing::info!(
+            signal,
+            in_flight = common.metrics.http.in_flight.get(),
+            sessions = self.session_host.open_sessions(),
+            drain_timeout = ?drain_timeout,
+            "shutting down: not ready, no new connections, draining in-flight requests, closing sessions"
+        );
+        let _ = self.close_sessions.send(true);
+        drain(graceful, &self.session_host, &common.metrics, drain_timeout).await;
+    }
 }
 
 /// Waits, up to `timeout`, for the HTTP connections to finish their requests
@@ -169,7 +229,7 @@ async fn drain(graceful: GracefulShutdown, session_host: &SessionHost, metrics: 
     match tokio::time::timeout(timeout, drained).await {
         Ok(_) => tracing::info!("drained; exiting"),
         Err(_) => tracing::warn!(
-            in_flight = metrics.in_flight.get(),
+            in_flight = metrics.http.in_flight.get(),
             sessions = session_host.open_sessions(),
             "drain timeout reached; closing the remaining connections"
         ),
@@ -310,7 +370,7 @@ async fn accept_traffic(
     loop {
         let (stream, peer) = accept::next(traffic, "traffic").await;
         let Ok(permit) = limit.clone().try_acquire_owned() else {
-            handler.metrics().reject(RejectReason::ConnectionLimit);
+            handler.metrics().http.reject(RejectReason::ConnectionLimit);
             tracing::debug!(%peer, "connection refused: --max-connections reached");
             tokio::spawn(connection::refuse(stream));
             continue;

@@ -17,7 +17,7 @@
 //! waits for each one to have closed its socket and called `closed`
 //! ([`SessionHost::closed`]), not merely to have left the session table.
 
-use crate::metrics::{CloseReason, Metrics, SessionCallKind};
+use crate::metrics::{CloseReason, Metrics, SessionCallKind, SessionRefusal};
 use crate::runtime::active::Active;
 use crate::runtime::bindings::{Effect, Peer};
 use crate::runtime::call::Failure;
@@ -152,7 +152,7 @@ impl SessionHost {
         limits: SessionLimits,
         shutdown: watch::Receiver<bool>,
     ) -> SessionHost {
-        let (received, sent) = metrics.session_message_counters();
+        let (received, sent) = metrics.sessions.message_counters();
         SessionHost {
             live,
             services,
@@ -171,12 +171,12 @@ impl SessionHost {
     /// guest does not handle sessions.
     pub fn admit(&self) -> Option<OwnedSemaphorePermit> {
         if self.live.active().guest.session.is_none() {
-            self.metrics.session_refused("not_a_session_guest");
+            self.metrics.sessions.refused(SessionRefusal::NotASessionGuest);
             return None;
         }
         let permit = self.limit.clone().try_acquire_owned().ok();
         if permit.is_none() {
-            self.metrics.session_refused("session_limit");
+            self.metrics.sessions.refused(SessionRefusal::SessionLimit);
         }
         permit
     }
@@ -217,7 +217,7 @@ impl SessionHost {
         let (registration, mut mailbox) = self.services.sessions.open();
         let overflow = mailbox.overflow();
         let id = registration.id;
-        self.metrics.session_opened(T::KIND);
+        self.metrics.sessions.opened(T::KIND);
         tracing::debug!(session = id, %peer, transport = T::KIND, guest = %active.guest.name, "session opened");
 
         let opened = Peer { address: peer.to_string(), transport: T::KIND.to_string() };
@@ -284,7 +284,7 @@ impl SessionHost {
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, transport.close(&message)).await;
         let effects = Box::pin(self.call(&active, id, Call::Closed(message.clone()))).await;
         self.apply(effects);
-        self.metrics.session_closed(T::KIND, reason);
+        self.metrics.sessions.closed(T::KIND, reason);
         tracing::debug!(session = id, reason = reason.as_str(), cause = %message, "session closed");
     }
 

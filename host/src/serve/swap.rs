@@ -123,7 +123,7 @@ impl Swapper {
         let result = self.try_swap(request).await;
         match &result {
             Ok(report) => {
-                self.metrics.swapped(true, Some((report.compile_ms, report.switch_ms)));
+                self.metrics.swaps.swapped(true, Some((report.compile_ms, report.switch_ms)));
                 tracing::info!(
                     step = "swap",
                     origin,
@@ -135,7 +135,7 @@ impl Swapper {
                 );
             }
             Err(e) => {
-                self.metrics.swapped(false, None);
+                self.metrics.swaps.swapped(false, None);
                 tracing::error!(
                     step = "swap",
                     origin,
@@ -190,7 +190,7 @@ impl Swapper {
         let info = active.info();
         self.live.switch_to(active);
         current.instances.retire();
-        self.metrics.retire_guest(&current.guest.name, &current.guest.sha256, &info.name, &info.sha256);
+        self.metrics.instances.retire_guest(&current.guest.name, &current.guest.sha256, &info.name, &info.sha256);
         Ok(SwapReport { guest: info, compile_ms: compile.as_secs_f64() * 1e3, switch_ms: started.elapsed().as_secs_f64() * 1e3 })
     }
 

@@ -102,7 +102,7 @@ async fn run(
             }
             _ = tick.tick() => "poll",
         };
-        metrics.config_checked(trigger);
+        metrics.swaps.config_checked(trigger);
         check(&mut watched, &swapper, &metrics).await;
     }
 }
@@ -128,7 +128,7 @@ async fn check(watched: &mut Watched, swapper: &Swapper, metrics: &Metrics) {
     let config = match GuestConfig::parse(&watched.path, &text) {
         Ok(config) => config,
         Err(e) => {
-            metrics.swapped(false, None);
+            metrics.swaps.swapped(false, None);
             tracing::error!(step = "swap", origin = "config file", error = %e, "swap rejected; the current guest keeps serving");
             return;
         }
@@ -136,7 +136,7 @@ async fn check(watched: &mut Watched, swapper: &Swapper, metrics: &Metrics) {
     let grants = match GrantsRequest::of(&config, &watched.database, &watched.path) {
         Ok(grants) => grants,
         Err(e) => {
-            metrics.swapped(false, None);
+            metrics.swaps.swapped(false, None);
             tracing::error!(step = "swap", origin = "config file", error = %e, "swap rejected; the current guest keeps serving");
             return;
         }

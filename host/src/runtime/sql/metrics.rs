@@ -31,20 +31,26 @@ impl SqlMetrics {
         let duration = HistogramVec::new(
             HistogramOpts::new(
                 "scalelab_sql_query_duration_seconds",
-                "Time of an SQL call, waiting for a connection included, by backend",
+                "Time of an SQL call, waiting for a connection included, by backend (sqlite, postgres)",
             )
             .buckets(BUCKETS.to_vec()),
             &["backend"],
         )
         .unwrap();
         let connections = IntGaugeVec::new(
-            Opts::new("scalelab_sql_pool_connections", "Connections of the SQL pool, by backend and state (idle, in_use)"),
+            Opts::new(
+                "scalelab_sql_pool_connections",
+                "Connections of the SQL pool, by backend (sqlite, postgres) and state (idle, in_use)",
+            ),
             &["backend", "state"],
         )
         .unwrap();
         let wait = HistogramVec::new(
-            HistogramOpts::new("scalelab_sql_pool_wait_seconds", "Time an SQL call waited for a pooled connection, by backend")
-                .buckets(BUCKETS.to_vec()),
+            HistogramOpts::new(
+                "scalelab_sql_pool_wait_seconds",
+                "Time an SQL call waited for a pooled connection, by backend (sqlite, postgres)",
+            )
+            .buckets(BUCKETS.to_vec()),
             &["backend"],
         )
         .unwrap();
