@@ -218,7 +218,7 @@ impl Verdict {
     fn of(samples: &[Sample], baseline_fds: usize, final_fds: usize) -> Verdict {
         let warm = samples.len() / 5;
         let warmup_peak = samples.iter().take(warm + 1).map(|s| s.rss).max().unwrap_or(0);
-        let after = &samples[warm.min(samples.len())..];
+        let after = &samples[warm..];
         let peak_after = after.iter().map(|s| s.rss).max().unwrap_or(0);
         let low_after = after.iter().map(|s| s.rss).min().unwrap_or(0);
         let growth = peak_after as f64 / warmup_peak.max(1) as f64 - 1.0;

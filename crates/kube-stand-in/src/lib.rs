@@ -243,7 +243,7 @@ fn route(method: &str, target: &str, content_type: &str, body: &[u8], world: &mu
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let request = Request { method, path, query, body };
-    let not_found = || not_found(&request);
+    let missing = || not_found(&request);
 
     if method == "PATCH" && content_type == "application/apply-patch+yaml" {
         return apply(&request, content_type, world);
@@ -254,11 +254,11 @@ fn route(method: &str, target: &str, content_type: &str, body: &[u8], world: &mu
                 world.deletes.push(path.to_string());
                 (200, object)
             }
-            None => not_found(),
+            None => missing(),
         };
     }
     if let Some(group_version) = discovery_path(&segments) {
-        return discovery(&group_version, world).unwrap_or_else(not_found);
+        return discovery(&group_version, world).unwrap_or_else(missing);
     }
     let found = match segments.as_slice() {
         ["api", "v1", "namespaces", ns, "configmaps", "scalelab-guest"] => Some(guest_config_map(&request, ns, world)),
@@ -276,7 +276,7 @@ fn route(method: &str, target: &str, content_type: &str, body: &[u8], world: &mu
         [.., "namespaces", _, _] if method == "GET" => Some(list(&request, world)),
         _ => None,
     };
-    found.unwrap_or_else(not_found)
+    found.unwrap_or_else(missing)
 }
 
 fn not_found(request: &Request<'_>) -> Answer {
