@@ -32,6 +32,10 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Compile a guest ahead of time into the compile cache (or to --output).
     Compile(CompileArgs),
+    /// Internal: what a serving host runs as a child process to compile a
+    /// guest (see `runtime::compile_child`).
+    #[command(hide = true)]
+    CompileChild(CompileChildArgs),
     /// Drive HTTP load at URLs and report latency percentiles, throughput and errors.
     Load(LoadArgs),
     /// Simulate many long-lived clients from one process.
@@ -479,6 +483,12 @@ pub struct ServeArgs {
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
     #[arg(long, env = "SCALELAB_DRAIN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+
+    /// Not a flag: the scalelab binary, set by `main`, so that guests are
+    /// compiled in a child process running it (`compile-child`). `None`
+    /// (a host run from the library, as in unit tests) compiles in-process.
+    #[arg(skip)]
+    pub compile_exe: Option<PathBuf>,
 }
 
 /// The database behind the `sql` host service. Each of the first three wins
@@ -521,6 +531,27 @@ pub struct CompileArgs {
     /// Write the precompiled `.cwasm` here instead of into the compile cache.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
+}
+
+/// The settings of the serving host's engine that shape compiled code, so
+/// that the child's code loads into that engine. The guest comes on stdin.
+#[derive(Debug, Args)]
+pub struct CompileChildArgs {
+    /// Where to write the compiled component.
+    #[arg(long)]
+    pub output: PathBuf,
+
+    /// Whether compiled code checks the epoch (the host has a deadline).
+    #[arg(long, action = clap::ArgAction::Set)]
+    pub epoch_interruption: bool,
+
+    /// The host's largest linear memory, in bytes.
+    #[arg(long)]
+    pub max_memory: u64,
+
+    /// The host's memory reservation (`guarded` or `checked`).
+    #[arg(long)]
+    pub memory_reservation: crate::runtime::engine::Reservation,
 }
 
 /// Which serve settings came from a flag or the environment (and so win over

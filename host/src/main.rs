@@ -28,7 +28,8 @@ fn main() -> ExitCode {
     }
 
     let result = match cli.command {
-        cli::Command::Serve(args) => {
+        cli::Command::Serve(mut args) => {
+            args.compile_exe = own_executable();
             let explicit = matches.subcommand_matches("serve").map(cli::Explicit::of).unwrap_or_default();
             let workers = workers::count(args.workers);
             fd_limit::raise();
@@ -46,6 +47,7 @@ fn main() -> ExitCode {
             runtime(workers::count(None)).and_then(|rt| rt.block_on(swarm::run(args)))
         }
         cli::Command::Compile(args) => runtime(1).and_then(|rt| rt.block_on(compile::run(args))),
+        cli::Command::CompileChild(args) => scalelab::runtime::compile_child::run(args),
         cli::Command::Report(args) => runtime(workers::count(None)).and_then(|rt| rt.block_on(report::run(args)).map(|_| ())),
         cli::Command::Load(args) => {
             let workers = workers::count(None);
@@ -74,6 +76,14 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// This binary, to run as a compile child; without it (an unusual
+/// `/proc`), guests compile in the host.
+fn own_executable() -> Option<std::path::PathBuf> {
+    std::env::current_exe()
+        .inspect_err(|e| tracing::warn!(error = %e, "cannot find the scalelab binary; guests compile in the host process"))
+        .ok()
 }
 
 fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {

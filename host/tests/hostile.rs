@@ -516,14 +516,6 @@ async fn websocket_garbage_closes_its_session_only() {
     still_served(&host, &mut good).await;
 }
 
-/// The host's resident memory, from /proc.
-fn resident_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 =
-        status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches(" kB").trim().parse().unwrap();
-    kb * 1024
-}
-
 /// 64 MiB of random bytes as fast as loopback takes them on one raw TCP
 /// session of the broker: counted as malformed, memory stays flat, and an
 /// engine beside it heartbeats in sequence throughout.
@@ -532,7 +524,7 @@ async fn tcp_garbage_at_full_speed_is_counted_while_engines_go_on() {
     let host = Host::start("broker", &[]);
     let addr = host.tcp();
     let mut engine = register(addr, "steady");
-    let before = resident_bytes(host.pid());
+    let before = host.resident_bytes();
     let flood = std::thread::spawn(move || {
         let mut stream = TcpStream::connect(addr).unwrap();
         let mut x = 0x9e37_79b9_7f4a_7c15_u64;
@@ -564,7 +556,7 @@ async fn tcp_garbage_at_full_speed_is_counted_while_engines_go_on() {
     let metrics = host.metrics().await;
     assert_eq!(metrics.value("broker_sequence_errors_total", &[]), Some(0.0));
     assert!(metrics.value("broker_malformed_messages_total", &[]).unwrap() > 0.0);
-    let grown = resident_bytes(host.pid()).saturating_sub(before);
+    let grown = host.resident_bytes().saturating_sub(before);
     eprintln!("tcp garbage: {} MiB in {took:?}; {beats} heartbeats; RSS grew {} KiB", sent >> 20, grown >> 10);
     assert!(grown < 64 << 20, "resident memory grew by {grown} bytes");
 }
@@ -578,7 +570,7 @@ async fn ten_thousand_idle_keep_alive_connections_stay_open_at_bounded_memory() 
     support::raise_fd_limit();
     let host = Host::start("prime", &["--header-read-timeout", "10m"]);
     served(host.traffic, "/prime/10", 200);
-    let before = resident_bytes(host.pid());
+    let before = host.resident_bytes();
     let request = b"GET /prime/10 HTTP/1.1\r\nHost: x\r\n\r\n";
     let mut idle = Vec::with_capacity(10_000);
     for _ in 0..10_000 {
@@ -590,7 +582,7 @@ async fn ten_thousand_idle_keep_alive_connections_stay_open_at_bounded_memory() 
         assert!(answer[..n].starts_with(b"HTTP/1.1 200 "), "{}", String::from_utf8_lossy(&answer[..n]));
         idle.push(stream);
     }
-    let grown = resident_bytes(host.pid()).saturating_sub(before);
+    let grown = host.resident_bytes().saturating_sub(before);
     let per_connection = grown / 10_000;
     eprintln!("10,000 idle keep-alive connections: RSS grew {} KiB, {per_connection} bytes each", grown >> 10);
     assert!(per_connection < 64 << 10, "{per_connection} bytes per idle connection");

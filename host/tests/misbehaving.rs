@@ -121,7 +121,9 @@ async fn shared_state_and_metric_declarations_stay_within_their_settings() {
     let held = metrics.value("scalelab_state_bytes", &[]).unwrap();
     assert!(held <= 256.0 * 1024.0, "{held}");
     assert!(held >= 240_000.0, "{held}");
-    assert!(host.logs().iter().any(|l| l["error"].as_str().is_some_and(|e| e.contains("--state-max-bytes"))));
+    // The metric counts the failure before its log line reaches the reader.
+    let over_total = host.wait_log(PATIENCE, |l| l["error"].as_str().is_some_and(|e| e.contains("--state-max-bytes")));
+    assert!(over_total.is_some(), "the refusal was not logged: {:#?}", host.logs());
 
     // The state outlives sessions; an overwrite with a small value frees room.
     assert_eq!(others[0].ask("state 10"), "stored 10\n");

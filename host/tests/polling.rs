@@ -150,7 +150,9 @@ async fn the_heartbeat_runs_over_polls_and_a_silent_client_times_out() {
     assert_eq!(host.metrics().await.value("scalelab_sessions_active", &[("transport", "socket.io")]), Some(1.0));
     // No pong: closed for the ping timeout.
     closed(&host, "error", 1.0).await;
-    assert!(host.logs().iter().any(|l| l.to_string().contains("ping timeout")), "no ping timeout logged");
+    // The metric counts the close before its log line reaches the reader.
+    let logged = host.wait_log(PATIENCE, |l| l.to_string().contains("ping timeout"));
+    assert!(logged.is_some(), "no ping timeout logged");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -7,8 +7,9 @@ mod support;
 use scalelab::metrics::{FailureReason, LimitValues, Metrics};
 use scalelab::runtime::active::{Active, ActiveParts};
 use scalelab::runtime::bindings::{Effect, Peer};
-use scalelab::runtime::cache::CompileCache;
+use scalelab::runtime::cache::{CompileCache, Origin};
 use scalelab::runtime::call::Limits;
+use scalelab::runtime::compile_child::ChildCompiler;
 use scalelab::runtime::engine::{self, EngineSettings};
 use scalelab::runtime::guest::{self, Guest};
 use scalelab::runtime::instances::SPARE_CONTEXT_LIFETIME;
@@ -153,4 +154,31 @@ async fn a_fresh_instance_takes_the_wasi_context_of_one_that_served_its_share() 
     }
     active.instances.retire();
     assert_eq!(active.instances.spare_contexts(), 0, "a retired guest keeps nothing for new instances");
+}
+
+/// A cache whose compile child cannot run still loads the guest, compiled
+/// in this process; with the real binary the child compiles it, and the
+/// code it wrote is the cache's entry for the next load.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guest_compiles_in_a_child_or_in_process_when_the_child_cannot_run() {
+    let settings = EngineSettings { epoch_interruption: true, max_memory: MAX_MEMORY, pool_slots: 2 };
+    let (engine, reservation) = engine::build(&settings).unwrap();
+    let path = support::guests_dir().join("broker.wasm");
+    let cached = |dir: &std::path::Path, exe: &str| {
+        let child = ChildCompiler::for_engine(Some(std::path::Path::new(exe)), &settings, reservation);
+        CompileCache::new(Some(dir.to_path_buf()), true).with_child(child)
+    };
+
+    let missing = cached(&support::temp_dir("child-missing"), "/nonexistent/scalelab");
+    let loaded = missing.load(&engine, &path).await.unwrap();
+    assert_eq!((loaded.origin, loaded.compiled_in()), (Origin::Compiled, Some("host")));
+
+    let dir = support::temp_dir("child-real");
+    let real = cached(&dir, env!("CARGO_BIN_EXE_scalelab"));
+    let loaded = real.load(&engine, &path).await.unwrap();
+    assert_eq!((loaded.origin, loaded.compiled_in()), (Origin::Compiled, Some("child process")));
+    let again = real.load(&engine, &path).await.unwrap();
+    assert_eq!((again.origin, again.compiled_in()), (Origin::CacheHit, None));
+    let files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(files.len(), 1, "{files:?}");
 }

@@ -1,5 +1,7 @@
 //! Loading a guest's compiled code: from a precompiled `.cwasm`, from the
-//! compile cache, or by compiling (and then filling the cache).
+//! compile cache, or by compiling (and then filling the cache). A serving
+//! host compiles in a child process (`compile_child`), and in-process only
+//! when it has no binary to run or the child failed.
 //!
 //! A cache entry is keyed by the sha256 of the guest file's bytes and by the
 //! engine's compatibility hash (wasmtime version, target CPU features, and the
@@ -8,10 +10,12 @@
 //! Entries are written to a temporary file and renamed into place, so a crash
 //! or a concurrent start never leaves a torn file behind.
 
+use crate::runtime::compile_child::ChildCompiler;
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use wasmtime::component::Component;
 use wasmtime::{Engine, Precompiled};
 
@@ -20,6 +24,9 @@ use wasmtime::{Engine, Precompiled};
 pub struct CompileCache {
     /// `None` disables the cache (`--no-cache`).
     dir: Option<PathBuf>,
+    /// Compiles in a child process, so the compiler's memory is not this
+    /// process's; `None` compiles in-process.
+    child: Option<ChildCompiler>,
 }
 
 /// How a guest's code was obtained, for logs and tests.
@@ -49,13 +56,31 @@ pub struct Loaded {
     /// Hex sha256 of the guest file as given (wasm or cwasm bytes).
     pub sha256: String,
     pub origin: Origin,
+    /// Whether a compile child compiled it (only ever with `Origin::Compiled`).
+    pub compiled_in_child: bool,
+}
+
+impl Loaded {
+    /// Where the code was compiled, for the log: `None` when it was not.
+    pub fn compiled_in(&self) -> Option<&'static str> {
+        match (self.origin, self.compiled_in_child) {
+            (Origin::Compiled, true) => Some("child process"),
+            (Origin::Compiled, false) => Some("host"),
+            _ => None,
+        }
+    }
 }
 
 impl CompileCache {
     /// The cache at `dir`, or at the default location; `enabled = false`
     /// turns it off.
     pub fn new(dir: Option<PathBuf>, enabled: bool) -> CompileCache {
-        CompileCache { dir: enabled.then(|| dir.unwrap_or_else(default_dir)) }
+        CompileCache { dir: enabled.then(|| dir.unwrap_or_else(default_dir)), child: None }
+    }
+
+    /// The same cache, compiling in a child process when `child` is given.
+    pub fn with_child(self, child: Option<ChildCompiler>) -> CompileCache {
+        CompileCache { child, ..self }
     }
 
     /// Loads the guest at `path`, compiling it on a blocking thread if needed.
@@ -84,7 +109,7 @@ impl CompileCache {
                             path.display()
                         )
                     })?;
-                return Ok(Loaded { component, sha256, origin: Origin::Precompiled });
+                return Ok(Loaded { component, sha256, origin: Origin::Precompiled, compiled_in_child: false });
             }
             Some(Precompiled::Module) => {
                 bail!("{} is a precompiled core module; scalelab runs components", path.display())
@@ -96,11 +121,14 @@ impl CompileCache {
         if let Some(entry) = &entry
             && entry.exists()
         {
-            // SAFETY: entries are written only by `store` below, into the
-            // operator's cache directory, atomically; wasmtime checks the
-            // engine compatibility again on load.
+            // SAFETY: entries are written only by this module (`store`, or a
+            // compile child's file renamed in), into the operator's cache
+            // directory, atomically; wasmtime checks the engine
+            // compatibility again on load.
             match unsafe { Component::deserialize_file(engine, entry) } {
-                Ok(component) => return Ok(Loaded { component, sha256, origin: Origin::CacheHit }),
+                Ok(component) => {
+                    return Ok(Loaded { component, sha256, origin: Origin::CacheHit, compiled_in_child: false });
+                }
                 Err(e) => tracing::warn!(
                     entry = %entry.display(),
                     error = format!("{e:#}"),
@@ -109,17 +137,31 @@ impl CompileCache {
             }
         }
 
-        let component = compile(engine, &bytes, path)?;
-        if let Some(entry) = &entry
-            && let Err(e) = store(&component, entry)
-        {
-            tracing::warn!(
-                entry = %entry.display(),
-                error = format!("{e:#}"),
-                "could not write the compile cache; the next start compiles again"
-            );
+        let (component, compiled_in_child) = self.compile(engine, &bytes, path, entry.as_deref())?;
+        Ok(Loaded { component, sha256, origin: Origin::Compiled, compiled_in_child })
+    }
+
+    /// Compiles in the child process if there is one, else (or when the
+    /// child fails) here, and fills the cache entry; says whether the child
+    /// compiled it.
+    fn compile(&self, engine: &Engine, bytes: &[u8], path: &Path, entry: Option<&Path>) -> Result<(Component, bool)> {
+        let Some(child) = &self.child else {
+            return Ok((compile_and_store(engine, bytes, path, entry)?, false));
+        };
+        match compile_in_child(child, engine, bytes, entry) {
+            Ok(component) => Ok((component, true)),
+            Err(child_error) => {
+                // A guest that does not compile fails here, with the error
+                // that names its file; anything else was the child's own
+                // trouble, worth a warning.
+                let component = compile_and_store(engine, bytes, path, entry)?;
+                tracing::warn!(
+                    error = format!("{child_error:#}"),
+                    "compiling in a child process failed; compiled in the host, whose memory now holds the compiler's"
+                );
+                Ok((component, false))
+            }
         }
-        Ok(Loaded { component, sha256, origin: Origin::Compiled })
     }
 
     /// The cache file of a guest with this content hash, or `None` when the
@@ -130,6 +172,48 @@ impl CompileCache {
         engine.precompile_compatibility_hash().hash(&mut hasher);
         Some(dir.join(format!("{sha256}-{:016x}.cwasm", hasher.finish())))
     }
+}
+
+/// Compiles in a child process into a temporary file, then renames it into
+/// the cache (`entry`) or, with the cache off, removes it once loaded (the
+/// loaded code is a mapping of the file, which outlives its name).
+fn compile_in_child(child: &ChildCompiler, engine: &Engine, bytes: &[u8], entry: Option<&Path>) -> Result<Component> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let unique = format!("child{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+    let output = match entry {
+        Some(entry) => {
+            let dir = entry.parent().context("cache entry has no directory")?;
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            entry.with_extension(unique)
+        }
+        None => std::env::temp_dir().join(format!("scalelab-compile-{unique}.cwasm")),
+    };
+    let compiled = child.compile(engine, bytes, &output);
+    let kept = match (&compiled, entry) {
+        (Ok(_), Some(entry)) => std::fs::rename(&output, entry).with_context(|| format!("renaming into {}", entry.display())),
+        _ => Ok(()),
+    };
+    if let Err(e) = kept {
+        tracing::warn!(error = format!("{e:#}"), "could not write the compile cache; the next start compiles again");
+    }
+    // Gone already when renamed or never written; otherwise not wanted.
+    let _ = std::fs::remove_file(&output);
+    compiled
+}
+
+/// Compiles in this process and fills the cache entry, if any.
+fn compile_and_store(engine: &Engine, bytes: &[u8], path: &Path, entry: Option<&Path>) -> Result<Component> {
+    let component = compile(engine, bytes, path)?;
+    if let Some(entry) = entry
+        && let Err(e) = store(&component, entry)
+    {
+        tracing::warn!(
+            entry = %entry.display(),
+            error = format!("{e:#}"),
+            "could not write the compile cache; the next start compiles again"
+        );
+    }
+    Ok(component)
 }
 
 /// Compiles a wasm component, with an error that says what is wrong.

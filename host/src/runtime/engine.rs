@@ -58,6 +58,18 @@ impl Reservation {
     }
 }
 
+impl std::str::FromStr for Reservation {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Reservation, String> {
+        match s {
+            "guarded" => Ok(Reservation::Guarded),
+            "checked" => Ok(Reservation::Checked),
+            _ => Err(format!("{s:?} is not a memory reservation (guarded or checked)")),
+        }
+    }
+}
+
 /// Bytes of each freed memory and table slot that are reset in place
 /// (memset) and stay resident, rather than being given back to the kernel.
 ///
@@ -91,7 +103,9 @@ pub fn build(settings: &EngineSettings) -> Result<(Engine, Reservation)> {
     Ok((build_with(settings, Reservation::Checked)?, Reservation::Checked))
 }
 
-fn build_with(settings: &EngineSettings, reservation: Reservation) -> Result<Engine> {
+/// Builds the engine with exactly this reservation (a compile child does,
+/// so that its code matches the serving host's engine).
+pub fn build_with(settings: &EngineSettings, reservation: Reservation) -> Result<Engine> {
     let max_memory = usize::try_from(settings.max_memory).context("--max-memory is too large")?;
     let slots = settings.pool_slots;
 

@@ -153,6 +153,7 @@ impl Guest {
             guest = %name,
             origin = loaded.origin.as_str(),
             sha256 = %loaded.sha256,
+            compiled_in = loaded.compiled_in(),
             duration_ms = started.elapsed().as_secs_f64() * 1e3,
             "guest code {}",
             match loaded.origin {

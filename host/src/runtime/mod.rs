@@ -1,10 +1,11 @@
 //! The wasm runtime: everything between a guest file and a finished call,
 //! and nothing that touches a socket. It compiles and caches guests
-//! (`engine`, `cache`), links them once (`guest`), keeps warm instances and
-//! runs every call on one under the deadline and memory cap (`instances`,
-//! `call`, `state`), holds the guest being served and switches it (`active`,
-//! `live`), runs a guest's one-time `setup`, and provides the host services
-//! guests import (`bindings`, `services`, `shared_state`, `declared_metrics`,
+//! (`engine`, `cache`, a compile in a child process: `compile_child`), links
+//! them once (`guest`), keeps warm instances and runs every call on one
+//! under the deadline and memory cap (`instances`, `call`, `state`), holds
+//! the guest being served and switches it (`active`, `live`), runs a guest's
+//! one-time `setup`, and provides the host services guests import
+//! (`bindings`, `services`, `shared_state`, `declared_metrics`,
 //! `session_table`, `sql`).
 //!
 //! The invariant: a guest keeps nothing that must last in its instance.
@@ -15,6 +16,7 @@ pub mod active;
 pub mod bindings;
 pub mod cache;
 pub mod call;
+pub mod compile_child;
 pub mod declared_metrics;
 pub mod engine;
 pub mod guest;

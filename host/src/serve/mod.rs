@@ -33,6 +33,7 @@ use crate::metrics::{LimitValues, Metrics, RejectReason};
 use crate::runtime::active::{Active, ActiveParts};
 use crate::runtime::cache::CompileCache;
 use crate::runtime::call::Limits;
+use crate::runtime::compile_child::ChildCompiler;
 use crate::runtime::engine::{self, EngineSettings};
 use crate::runtime::guest::{self, Guest};
 use crate::runtime::live::LiveGuest;
@@ -336,7 +337,8 @@ async fn load_first_guest(
         "engine configured"
     );
 
-    let cache = CompileCache::new(args.guest.cache_dir.clone(), !args.guest.no_cache);
+    let child = ChildCompiler::for_engine(args.compile_exe.as_deref(), &engine_settings, reservation);
+    let cache = CompileCache::new(args.guest.cache_dir.clone(), !args.guest.no_cache).with_child(child);
     let guest = Guest::load(&engine, &linker, &cache, &path, limits.max_memory, grants, services).await?;
     set_up(&guest, &engine, limits, grants, services).await;
     Ok(Loaded { engine, linker, cache, guest, path })

@@ -142,6 +142,14 @@ impl Host {
         self.child.id()
     }
 
+    /// The host's resident memory, from /proc.
+    pub fn resident_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let kb: u64 =
+            status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches(" kB").trim().parse().unwrap();
+        kb * 1024
+    }
+
     pub fn logs(&self) -> Vec<Value> {
         self.logs.lines.lock().unwrap().clone()
     }
