@@ -531,6 +531,14 @@ pub struct CompileArgs {
     /// Write the precompiled `.cwasm` here instead of into the compile cache.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
+
+    /// The memory reservation of the hosts that will load the code:
+    /// `guarded` (4 GiB per memory, no bounds checks) or `checked` (where a
+    /// host falls back when its address space is limited, as under `ulimit
+    /// -v`; its start-up log says `memory_reservation`) [default: guarded
+    /// when this machine's address space allows it].
+    #[arg(long, env = "SCALELAB_MEMORY_RESERVATION")]
+    pub memory_reservation: Option<crate::runtime::engine::Reservation>,
 }
 
 /// The settings of the serving host's engine that shape compiled code, so

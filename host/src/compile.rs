@@ -12,7 +12,11 @@ use wasmtime::Engine;
 pub async fn run(args: CompileArgs) -> Result<()> {
     let spec = args.guest.guest.as_deref().context("give the guest to compile with --guest (or SCALELAB_GUEST)")?;
     let path = guest::resolve(spec, args.guest.guests_dir.as_deref())?;
-    let (engine, _) = engine::build(&args.engine.engine_settings(1))?;
+    let settings = args.engine.engine_settings(1);
+    let engine = match args.memory_reservation {
+        Some(reservation) => engine::build_with(&settings, reservation)?,
+        None => engine::build(&settings)?.0,
+    };
     let started = Instant::now();
     match &args.output {
         Some(output) => {

@@ -71,21 +71,31 @@ fn reservation(host: &Host) -> String {
     line["memory_reservation"].as_str().expect("the reservation is logged").to_string()
 }
 
+/// Gives the command 48 GiB of address space: room for a bounds-checked
+/// pool (a few GiB), not for 4 GiB per memory slot (hundreds of GiB).
+fn limit_address_space(cmd: &mut std::process::Command) {
+    // SAFETY: setrlimit is async-signal-safe.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(cmd, || {
+            let limit = libc::rlimit { rlim_cur: 48 << 30, rlim_max: 48 << 30 };
+            if libc::setrlimit(libc::RLIMIT_AS, &limit) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+        });
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn memories_are_guarded_by_default_and_bounds_checked_when_the_address_space_is_limited() {
     let client = reqwest::Client::new();
     let guarded = Host::start("prime", &["--max-in-flight", "4"]);
     assert_eq!(reservation(&guarded), "guarded");
 
-    // 48 GiB of address space: room for the bounds-checked pool (a few GiB),
-    // not for 4 GiB per memory slot (hundreds of GiB).
-    let mut cmd = support::serve_command("prime", &["--max-in-flight", "4", "--max-memory", "8MiB"]);
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-            let limit = libc::rlimit { rlim_cur: 48 << 30, rlim_max: 48 << 30 };
-            if libc::setrlimit(libc::RLIMIT_AS, &limit) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
-        });
-    }
+    // Limited address space, and an empty cache: the
+    // guest is compiled, in a child process that must take the host's
+    // reservation (its one slot would fit the guarded one), or its code
+    // would not load and the host would compile it itself.
+    let args = ["--max-in-flight", "4", "--max-memory", "8MiB"];
+    let mut cmd = support::serve_command_with_cache("prime", &args, &support::temp_dir("checked-cache"));
+    limit_address_space(&mut cmd);
     let checked = Host::start_command(cmd);
     assert_eq!(reservation(&checked), "checked");
     let warning = checked
@@ -93,6 +103,8 @@ async fn memories_are_guarded_by_default_and_bounds_checked_when_the_address_spa
         .into_iter()
         .find(|l| l["level"] == "WARN" && l["message"].as_str().is_some_and(|m| m.contains("bounds checks")));
     assert!(warning.is_some(), "the fallback is logged: {:#?}", checked.logs());
+    let compiled = checked.logs().into_iter().find(|l| l["step"] == "compile").expect("the compile is logged");
+    assert_eq!(compiled["compiled_in"], "child process", "{:#?}", checked.logs());
     // Both serve, and the memory cap holds on both.
     for host in [&guarded, &checked] {
         let (status, body) = json(client.get(host.url("/prime/10000?algo=sieve")).send().await.unwrap()).await;
@@ -229,4 +241,33 @@ async fn reuse_counts(host: &Host) -> (f64, f64) {
         metrics.value("scalelab_guest_instantiations_total", &guest).unwrap(),
         metrics.value("scalelab_guest_instance_reuses_total", &guest).unwrap(),
     )
+}
+
+/// `scalelab compile --memory-reservation checked` makes a `.cwasm` for the
+/// hosts that fell back to bounds checks, on a machine that would itself
+/// take the guarded reservation: such a host serves it, a guarded host
+/// refuses it clearly.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cwasm_can_be_compiled_for_the_checked_reservation() {
+    let cwasm = support::temp_dir("checked-cwasm").join("prime.cwasm");
+    let out = support::scalelab()
+        .args(["compile", "--guest", "prime", "--max-memory", "8MiB", "--memory-reservation", "checked", "--output"])
+        .arg(&cwasm)
+        .env("SCALELAB_GUESTS_DIR", support::guests_dir())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let args = ["--max-in-flight", "4", "--max-memory", "8MiB", "--no-cache"];
+
+    let mut cmd = support::serve_command(cwasm.to_str().unwrap(), &args);
+    limit_address_space(&mut cmd);
+    let checked = Host::start_command(cmd);
+    assert_eq!(reservation(&checked), "checked");
+    let (status, body) = json(reqwest::get(checked.url("/prime/1000")).await.unwrap()).await;
+    assert_eq!((status, body["prime"].as_u64()), (200, Some(7919)));
+
+    let refused = support::serve_command(cwasm.to_str().unwrap(), &args).output().unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("different engine"), "{stderr}");
 }

@@ -11,26 +11,24 @@
 //! the default is 100,000 or what that limit allows, whichever is smaller.
 
 use crate::bench::{Prepared, prepare, spawn_host};
+use crate::process_stats::{cpu_seconds, rss_bytes};
 use crate::scrape::metric;
 use crate::workspace::Workspace;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Sockets the broker needs besides engines (listeners, epoll, files).
 const FD_HEADROOM: u64 = 500;
 
+/// Runs the broker and the swarm, holds the engines, prints the table and
+/// writes `engines.json`; an error when engines were lost or out of sequence.
 pub fn run(ws: &Workspace, engines: Option<u32>, hold: Duration) -> Result<()> {
     let Prepared { guests_dir, release, bench_dir } = prepare(ws, &[])?;
     let scalelab = release.join("scalelab");
-
-    let hard_limit = open_files_hard_limit()?;
-    let allowed = hard_limit.saturating_sub(FD_HEADROOM).min(100_000) as u32;
-    let engines = engines.unwrap_or(allowed);
-    if u64::from(engines) + FD_HEADROOM > hard_limit {
-        bail!("{engines} engines need more open files than the hard limit ({hard_limit}) allows; at most {allowed}");
-    }
+    let (engines, hard_limit) = engine_count(engines)?;
     println!("engines: {engines} (open-file hard limit {hard_limit}; goal 100,000)");
 
     let config = bench_dir.join("broker.toml");
@@ -44,83 +42,39 @@ pub fn run(ws: &Workspace, engines: Option<u32>, hold: Duration) -> Result<()> {
     let pid = broker.pid();
     let rss_before = rss_bytes(pid)?;
 
-    let ramp = 5000.0_f64;
-    let ramp_time = Duration::from_secs_f64(f64::from(engines) / ramp);
     // How long registration may take on a busy machine; the swarm runs until
     // it is stopped after the hold (SIGINT: it still prints its summary), so
     // a slow registration never ends it before the broker is measured.
-    let give_up_after = ramp_time * 4 + Duration::from_secs(30);
-    let duration = give_up_after + hold + Duration::from_secs(60);
+    let give_up_after = Duration::from_secs_f64(f64::from(engines) / RAMP) * 4 + Duration::from_secs(30);
     let started = Instant::now();
-    let swarm = Command::new(&scalelab)
-        .args(["--log-format", "json", "swarm", "engines", "--broker", &tcp, "--heartbeat", "10s"])
-        .args(["--engines", &engines.to_string(), "--ramp", &format!("{ramp}/s"), "--id-prefix", "bench-"])
-        .args(["--duration", &format!("{}ms", duration.as_millis()), "--metrics-listen", "off", "--output", "json"])
-        .env_remove("RUST_BACKTRACE")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting the swarm")?;
-
-    let give_up = started + give_up_after;
-    let mut all_registered = None;
-    while Instant::now() < give_up {
-        if metric(&admin, "broker_registered_engines")? >= f64::from(engines) {
-            all_registered = Some(started.elapsed());
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let Some(all_registered) = all_registered else {
-        bail!("the broker never had all {engines} engines registered");
-    };
+    let swarm = start_swarm(&scalelab, &tcp, engines, give_up_after + hold + Duration::from_secs(60))?;
+    let all_registered = wait_registered(&admin, engines, started + give_up_after)?.duration_since(started);
     println!("all {engines} registered after {:.2} s; holding them for {} s", all_registered.as_secs_f64(), hold.as_secs());
-    let (cpu_start, hold_start) = (cpu_seconds(pid)?, Instant::now());
-    let mut rss_peak = 0u64;
-    while hold_start.elapsed() < hold {
-        rss_peak = rss_peak.max(rss_bytes(pid)?);
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    let cpu_share = (cpu_seconds(pid)? - cpu_start) / hold_start.elapsed().as_secs_f64();
+    let (cpu_share, rss_peak) = hold_engines(pid, hold)?;
     let registered = metric(&admin, "broker_registered_engines")?;
     let heartbeats = metric(&admin, "broker_heartbeats_total")?;
     let sequence_errors = metric(&admin, "broker_sequence_errors_total")?;
     let _ = Command::new("kill").args(["-INT", &swarm.id().to_string()]).status();
     let out = swarm.wait_with_output()?;
-    let summary: Value = serde_json::from_slice(&out.stdout).context("the swarm printed no JSON summary")?;
+    let swarm: Value = serde_json::from_slice(&out.stdout).context("the swarm printed no JSON summary")?;
     drop(broker);
 
-    let per_engine = rss_peak.saturating_sub(rss_before) as f64 / f64::from(engines);
-    let result = json!({
-        "engines": engines,
-        "open_files_hard_limit": hard_limit,
-        "all_registered_after_s": all_registered.as_secs_f64(),
-        "registered_during_hold": registered,
-        "rss_before_mib": rss_before as f64 / 1048576.0,
-        "rss_peak_mib": rss_peak as f64 / 1048576.0,
-        "bytes_per_engine": per_engine,
-        "projected_rss_100k_mib": (rss_before as f64 + per_engine * 100_000.0) / 1048576.0,
-        "heartbeats_accepted": heartbeats,
-        "sequence_errors": sequence_errors,
-        "broker_cpu_share": cpu_share,
-        "swarm": summary,
-    });
+    let outcome = Outcome {
+        engines,
+        hard_limit,
+        all_registered,
+        registered,
+        rss_before,
+        rss_peak,
+        heartbeats,
+        sequence_errors,
+        cpu_share,
+        swarm,
+    };
     println!();
-    println!(
-        "| engines | all registered after | RSS before | RSS peak | per engine | 100k projected | heartbeats | sequence errors | broker CPU |"
-    );
-    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
-    println!(
-        "| {engines} | {:.2} s | {:.1} MiB | {:.1} MiB | {:.0} B | {:.0} MiB | {heartbeats} | {sequence_errors} | {:.1}% |",
-        all_registered.as_secs_f64(),
-        rss_before as f64 / 1048576.0,
-        rss_peak as f64 / 1048576.0,
-        per_engine,
-        result["projected_rss_100k_mib"].as_f64().unwrap_or(0.0),
-        cpu_share * 100.0
-    );
+    outcome.print_table();
     let path = bench_dir.join("engines.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&result)?)?;
+    std::fs::write(&path, serde_json::to_string_pretty(&outcome.json())?)?;
     println!("\n(written to {})", path.display());
     if sequence_errors > 0.0 || registered < f64::from(engines) {
         bail!("sequence errors or lost engines during the hold");
@@ -128,24 +82,121 @@ pub fn run(ws: &Workspace, engines: Option<u32>, hold: Duration) -> Result<()> {
     Ok(())
 }
 
-/// Resident memory of a process, from /proc.
-pub fn rss_bytes(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS")?;
-    Ok(kib * 1024)
+/// Engines started per second.
+const RAMP: f64 = 5000.0;
+
+/// The engines to run (given, or what the open-file hard limit allows, at
+/// most 100,000) and that limit; an error when the given count does not fit.
+fn engine_count(engines: Option<u32>) -> Result<(u32, u64)> {
+    let hard_limit = open_files_hard_limit()?;
+    let allowed = hard_limit.saturating_sub(FD_HEADROOM).min(100_000) as u32;
+    let engines = engines.unwrap_or(allowed);
+    if u64::from(engines) + FD_HEADROOM > hard_limit {
+        bail!("{engines} engines need more open files than the hard limit ({hard_limit}) allows; at most {allowed}");
+    }
+    Ok((engines, hard_limit))
 }
 
-/// User + system CPU seconds of a process.
-/// CPU time (user + system) a process has used, in seconds.
-pub fn cpu_seconds(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let fields: Vec<&str> = stat.rsplit_once(')').context("bad stat")?.1.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-    Ok(ticks as f64 / 100.0)
+/// `scalelab swarm engines` at the broker's `tcp`, printing a JSON summary
+/// on stdout when it ends (after `duration`, or at SIGINT).
+fn start_swarm(scalelab: &Path, tcp: &str, engines: u32, duration: Duration) -> Result<Child> {
+    Command::new(scalelab)
+        .args(["--log-format", "json", "swarm", "engines", "--broker", tcp, "--heartbeat", "10s"])
+        .args(["--engines", &engines.to_string(), "--ramp", &format!("{RAMP}/s"), "--id-prefix", "bench-"])
+        .args(["--duration", &format!("{}ms", duration.as_millis()), "--metrics-listen", "off", "--output", "json"])
+        .env_remove("RUST_BACKTRACE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting the swarm")
+}
+
+/// When the broker first counted all `engines` registered; an error at `give_up`.
+fn wait_registered(admin: &str, engines: u32, give_up: Instant) -> Result<Instant> {
+    while Instant::now() < give_up {
+        if metric(admin, "broker_registered_engines")? >= f64::from(engines) {
+            return Ok(Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("the broker never had all {engines} engines registered")
+}
+
+/// Holds the engines for `hold`: the broker's share of one core over it and
+/// its peak resident memory.
+fn hold_engines(pid: u32, hold: Duration) -> Result<(f64, u64)> {
+    let (cpu_start, hold_start) = (cpu_seconds(pid)?, Instant::now());
+    let mut rss_peak = 0u64;
+    while hold_start.elapsed() < hold {
+        rss_peak = rss_peak.max(rss_bytes(pid)?);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let cpu_share = (cpu_seconds(pid)? - cpu_start) / hold_start.elapsed().as_secs_f64();
+    Ok((cpu_share, rss_peak))
+}
+
+/// What one run measured.
+struct Outcome {
+    engines: u32,
+    hard_limit: u64,
+    all_registered: Duration,
+    /// The broker's count at the end of the hold (engines lost show here).
+    registered: f64,
+    rss_before: u64,
+    rss_peak: u64,
+    heartbeats: f64,
+    sequence_errors: f64,
+    cpu_share: f64,
+    /// The swarm's own summary.
+    swarm: Value,
+}
+
+const MIB: f64 = 1048576.0;
+
+impl Outcome {
+    fn bytes_per_engine(&self) -> f64 {
+        self.rss_peak.saturating_sub(self.rss_before) as f64 / f64::from(self.engines)
+    }
+
+    fn projected_100k_mib(&self) -> f64 {
+        (self.rss_before as f64 + self.bytes_per_engine() * 100_000.0) / MIB
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "engines": self.engines,
+            "open_files_hard_limit": self.hard_limit,
+            "all_registered_after_s": self.all_registered.as_secs_f64(),
+            "registered_during_hold": self.registered,
+            "rss_before_mib": self.rss_before as f64 / MIB,
+            "rss_peak_mib": self.rss_peak as f64 / MIB,
+            "bytes_per_engine": self.bytes_per_engine(),
+            "projected_rss_100k_mib": self.projected_100k_mib(),
+            "heartbeats_accepted": self.heartbeats,
+            "sequence_errors": self.sequence_errors,
+            "broker_cpu_share": self.cpu_share,
+            "swarm": self.swarm,
+        })
+    }
+
+    fn print_table(&self) {
+        println!(
+            "| engines | all registered after | RSS before | RSS peak | per engine | 100k projected | heartbeats | sequence errors | broker CPU |"
+        );
+        println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        println!(
+            "| {} | {:.2} s | {:.1} MiB | {:.1} MiB | {:.0} B | {:.0} MiB | {} | {} | {:.1}% |",
+            self.engines,
+            self.all_registered.as_secs_f64(),
+            self.rss_before as f64 / MIB,
+            self.rss_peak as f64 / MIB,
+            self.bytes_per_engine(),
+            self.projected_100k_mib(),
+            self.heartbeats,
+            self.sequence_errors,
+            self.cpu_share * 100.0
+        );
+    }
 }
 
 fn open_files_hard_limit() -> Result<u64> {

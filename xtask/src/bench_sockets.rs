@@ -17,7 +17,7 @@
 //! what 75% of the limit allows per client-tick.
 
 use crate::bench::{Contender, Prepared, prepare, spawn_host};
-use crate::bench_engines::cpu_seconds;
+use crate::process_stats::cpu_seconds;
 use crate::scrape;
 use crate::workspace::Workspace;
 use anyhow::{Context, Result, bail};

@@ -13,7 +13,7 @@
 //! two Postgres contenders, and writes the result as JSON to `target/bench/`.
 
 use crate::bench::{Contender, Prepared, load_with, median, prepare, save_report, spawn_host, start_native_with};
-use crate::bench_engines::cpu_seconds;
+use crate::process_stats::cpu_seconds;
 use crate::workspace::Workspace;
 use anyhow::{Context, Result};
 use local_postgres::Postgres;

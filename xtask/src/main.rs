@@ -36,6 +36,7 @@ mod image;
 mod k8s_checks;
 mod lint;
 mod manifests;
+mod process_stats;
 mod report;
 mod scrape;
 mod soak;

@@ -20,7 +20,7 @@
 //! `target/bench/soak.json`.
 
 use crate::bench::{Prepared, prepare, spawn_host};
-use crate::bench_engines::rss_bytes;
+use crate::process_stats::rss_bytes;
 use crate::scrape::{self, metric};
 use crate::workspace::Workspace;
 use anyhow::{Context, Result, bail};

@@ -2,7 +2,7 @@
 //! memory is never the serving host's.
 //!
 //! Cranelift works in 100-200 MB to compile a guest like `httpbin`. Freed,
-//! most of that stayed in the host's allocator (73-78 MB resident after a
+//! most of that stayed in the host's allocator (76-82 MB resident after a
 //! compile against 30 MB for the same guest from the compile cache), and a
 //! deployment that scales on memory read it as load, at start and after
 //! every swap to a guest not yet compiled. A child process that compiles and

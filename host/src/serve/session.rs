@@ -212,72 +212,15 @@ impl SessionHost {
             transport.close("the current guest does not handle sessions").await;
             return;
         }
-        let mut swaps = self.live.swaps();
-        let mut shutdown = self.shutdown.clone();
         let (registration, mut mailbox) = self.services.sessions.open();
-        let overflow = mailbox.overflow();
         let id = registration.id;
         self.metrics.sessions.opened(T::KIND);
         tracing::debug!(session = id, %peer, transport = T::KIND, guest = %active.guest.name, "session opened");
-
         let opened = Peer { address: peer.to_string(), transport: T::KIND.to_string() };
         let effects = Box::pin(self.call(&active, id, Call::Opened(opened))).await;
         self.apply(effects);
 
-        // Set when the guest has been swapped: the session closes then.
-        let mut drain: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
-        // The guest's per-session tick, if it asked for one. A late tick is
-        // delayed, not bunched up: falling behind shows as fewer ticks.
-        let mut session_tick = active.guest.session_tick_interval.map(|every| {
-            let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            ticker
-        });
-        let (reason, message) = loop {
-            if *shutdown.borrow() {
-                break (CloseReason::Shutdown, "host shutting down".to_string());
-            }
-            tokio::select! {
-                biased;
-                _ = overflow.wait() => break self.slow_consumer(id, &overflow, SlowConsumer::Overflow),
-                out = mailbox.recv() => match out {
-                    Some(Outgoing::Data(data)) => {
-                        let written = self.write_out(&mut transport, [data], &mut mailbox, &overflow, &mut shutdown).await;
-                        if let Some(ending) = self.ending(id, &overflow, written) {
-                            break ending;
-                        }
-                    }
-                    Some(Outgoing::Close(reason)) => break (CloseReason::Guest, reason),
-                    None => break (CloseReason::Error, "session table entry lost".to_string()),
-                },
-                _ = shutdown.changed() => {}
-                _ = async { session_tick.as_mut().expect("guarded").tick().await }, if session_tick.is_some() => {
-                    let effects = Box::pin(self.call(&active, id, Call::SessionTick)).await;
-                    if let Some(ending) = self.answer(&mut transport, id, effects, &mut mailbox, &overflow, &mut shutdown).await {
-                        break ending;
-                    }
-                }
-                _ = swaps.changed(), if drain.is_none() => {
-                    if !Arc::ptr_eq(&self.live.active(), &active) {
-                        drain = Some(Box::pin(tokio::time::sleep(self.drain)));
-                    }
-                }
-                _ = async { drain.as_mut().expect("guarded").await }, if drain.is_some() => {
-                    break (CloseReason::Swapped, "guest swapped".to_string());
-                }
-                read = transport.recv() => match read {
-                    Ok(Some(data)) => {
-                        self.received.inc();
-                        let effects = Box::pin(self.call(&active, id, Call::Received(data))).await;
-                        if let Some(ending) = self.answer(&mut transport, id, effects, &mut mailbox, &overflow, &mut shutdown).await {
-                            break ending;
-                        }
-                    }
-                    Ok(None) => break (CloseReason::Peer, "peer closed".to_string()),
-                    Err(e) => break (failure_reason(&e), format!("read failed: {e}")),
-                },
-            }
-        };
+        let (reason, message) = self.serve(&active, id, &mut transport, &mut mailbox).await;
 
         // Gone from the table first: what `closed` broadcasts skips this session.
         drop(registration);
@@ -286,6 +229,79 @@ impl SessionHost {
         self.apply(effects);
         self.metrics.sessions.closed(T::KIND, reason);
         tracing::debug!(session = id, reason = reason.as_str(), cause = %message, "session closed");
+    }
+
+    /// An open session's life until it ends, and why it ended: the peer's
+    /// data and the guest's ticks go to the guest, what the guest or others
+    /// send goes out, and a shutdown, a swap (after the drain), a slow
+    /// consumer or an error closes it.
+    async fn serve<T: Transport>(
+        &self,
+        active: &Arc<Active>,
+        id: u64,
+        transport: &mut T,
+        mailbox: &mut Mailbox,
+    ) -> (CloseReason, String) {
+        let mut swaps = self.live.swaps();
+        let mut shutdown = self.shutdown.clone();
+        let overflow = mailbox.overflow();
+        // Set when the guest has been swapped: the session closes then. A
+        // swap before `swaps` was taken (during the `opened` call) is seen
+        // here; the shutdown flag is read at every turn of the loop.
+        let mut drain: Option<std::pin::Pin<Box<tokio::time::Sleep>>> =
+            (!Arc::ptr_eq(&self.live.active(), active)).then(|| Box::pin(tokio::time::sleep(self.drain)));
+        // The guest's per-session tick, if it asked for one. A late tick is
+        // delayed, not bunched up: falling behind shows as fewer ticks.
+        let mut session_tick = active.guest.session_tick_interval.map(|every| {
+            let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticker
+        });
+        loop {
+            if *shutdown.borrow() {
+                return (CloseReason::Shutdown, "host shutting down".to_string());
+            }
+            tokio::select! {
+                biased;
+                _ = overflow.wait() => return self.slow_consumer(id, &overflow, SlowConsumer::Overflow),
+                out = mailbox.recv() => match out {
+                    Some(Outgoing::Data(data)) => {
+                        let written = self.write_out(transport, [data], mailbox, &overflow, &mut shutdown).await;
+                        if let Some(ending) = self.ending(id, &overflow, written) {
+                            return ending;
+                        }
+                    }
+                    Some(Outgoing::Close(reason)) => return (CloseReason::Guest, reason),
+                    None => return (CloseReason::Error, "session table entry lost".to_string()),
+                },
+                _ = shutdown.changed() => {}
+                _ = async { session_tick.as_mut().expect("guarded").tick().await }, if session_tick.is_some() => {
+                    let effects = Box::pin(self.call(active, id, Call::SessionTick)).await;
+                    if let Some(ending) = self.answer(transport, id, effects, mailbox, &overflow, &mut shutdown).await {
+                        return ending;
+                    }
+                }
+                _ = swaps.changed(), if drain.is_none() => {
+                    if !Arc::ptr_eq(&self.live.active(), active) {
+                        drain = Some(Box::pin(tokio::time::sleep(self.drain)));
+                    }
+                }
+                _ = async { drain.as_mut().expect("guarded").await }, if drain.is_some() => {
+                    return (CloseReason::Swapped, "guest swapped".to_string());
+                }
+                read = transport.recv() => match read {
+                    Ok(Some(data)) => {
+                        self.received.inc();
+                        let effects = Box::pin(self.call(active, id, Call::Received(data))).await;
+                        if let Some(ending) = self.answer(transport, id, effects, mailbox, &overflow, &mut shutdown).await {
+                            return ending;
+                        }
+                    }
+                    Ok(None) => return (CloseReason::Peer, "peer closed".to_string()),
+                    Err(e) => return (failure_reason(&e), format!("read failed: {e}")),
+                },
+            }
+        }
     }
 
     /// Writes `first` and everything queued behind it with one flush (a

@@ -4,6 +4,7 @@
 
 use super::ReportData;
 use super::chart::{Chart, Series};
+use super::projection::Projection;
 use std::fmt::Write;
 
 const STYLE: &str = "body{font-family:sans-serif;margin:24px;color:#222;max-width:1320px}\
@@ -117,6 +118,7 @@ fn timeline_charts(timeline: &[super::kube::Reading], unit: &str) -> Vec<Chart> 
     charts
 }
 
+/// The report's HTML page: verdict, charts, the steps, the autoscaler's view.
 pub fn render(data: &ReportData) -> String {
     let mut html = String::new();
     let _ = write!(
@@ -130,11 +132,23 @@ pub fn render(data: &ReportData) -> String {
     for chart in charts(data) {
         html.push_str(&chart.svg());
     }
+    html.push_str("</div>");
+    steps_table(data, &mut html);
+    if let Some(projection) = &data.projection {
+        projection_table(data, projection, &mut html);
+    }
+    let _ = writeln!(html, "<p>Generated {} by scalelab report.</p></body></html>", escape(&data.generated));
+    html
+}
+
+/// One row per step: the load, the host's CPU and memory, the guest's
+/// signals, and whether it met the SLO.
+fn steps_table(data: &ReportData, html: &mut String) {
     let signals = signal_names(data);
     let events = data.kind.events();
     let _ = write!(
         html,
-        "</div><h2>Steps</h2><table><tr><th>offered {unit}</th><th>{achieved}</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>errors</th>",
+        "<h2>Steps</h2><table><tr><th>offered {unit}</th><th>{achieved}</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>errors</th>",
         unit = escape(data.unit),
         achieved = escape(data.kind.achieved())
     );
@@ -174,33 +188,34 @@ pub fn render(data: &ReportData) -> String {
         let _ = write!(html, "<td>{mark}</td></tr>");
     }
     html.push_str("</table>");
-    if let Some(projection) = &data.projection {
+}
+
+/// The overlay's autoscaler: its replica range, the CPU per unit of load,
+/// and each target's verdict.
+fn projection_table(data: &ReportData, projection: &Projection, html: &mut String) {
+    let _ = write!(
+        html,
+        "<h2>The autoscaler's view: {}</h2><p>{} to {} pods; {:.3} ms of CPU per {}, {:.3} cores idle.</p><table><tr><th>metric</th><th>load per pod at the target</th><th>verdict</th><th></th></tr>",
+        escape(&projection.source),
+        projection.min_replicas,
+        projection.max_replicas,
+        projection.cpu_per_unit * 1e3,
+        match data.kind {
+            super::Kind::Http => "request",
+            super::Kind::Sockets => "client (core-ms per second)",
+            super::Kind::Engines => "engine (core-ms per second)",
+        },
+        projection.idle_cores
+    );
+    for target in &projection.targets {
         let _ = write!(
             html,
-            "<h2>The autoscaler's view: {}</h2><p>{} to {} pods; {:.3} ms of CPU per {}, {:.3} cores idle.</p><table><tr><th>metric</th><th>load per pod at the target</th><th>verdict</th><th></th></tr>",
-            escape(&projection.source),
-            projection.min_replicas,
-            projection.max_replicas,
-            projection.cpu_per_unit * 1e3,
-            match data.kind {
-                super::Kind::Http => "request",
-                super::Kind::Sockets => "client (core-ms per second)",
-                super::Kind::Engines => "engine (core-ms per second)",
-            },
-            projection.idle_cores
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td style=\"text-align:left\">{}</td></tr>",
+            escape(&target.metric),
+            target.load_at_target.map_or("-".to_string(), |l| format!("{l:.0} {}", data.unit)),
+            target.verdict.as_deref().unwrap_or("-"),
+            escape(&target.note)
         );
-        for target in &projection.targets {
-            let _ = write!(
-                html,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td style=\"text-align:left\">{}</td></tr>",
-                escape(&target.metric),
-                target.load_at_target.map_or("-".to_string(), |l| format!("{l:.0} {}", data.unit)),
-                target.verdict.as_deref().unwrap_or("-"),
-                escape(&target.note)
-            );
-        }
-        html.push_str("</table>");
     }
-    let _ = writeln!(html, "<p>Generated {} by scalelab report.</p></body></html>", escape(&data.generated));
-    html
+    html.push_str("</table>");
 }
