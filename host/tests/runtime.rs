@@ -182,3 +182,26 @@ async fn a_guest_compiles_in_a_child_or_in_process_when_the_child_cannot_run() {
     let files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(files.len(), 1, "{files:?}");
 }
+
+/// A cache directory that cannot be made (its parent is a file) leaves the
+/// cache unwritten, but the guest still compiles in the child, not in the
+/// host, and nothing is left in the temp dir.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cache_directory_that_cannot_be_made_still_compiles_in_the_child() {
+    let settings = EngineSettings { epoch_interruption: true, max_memory: MAX_MEMORY, pool_slots: 2 };
+    let (engine, reservation) = engine::build(&settings).unwrap();
+    let file = support::temp_dir("cache-parent").join("a-file");
+    std::fs::write(&file, "not a directory").unwrap();
+    let child = ChildCompiler::for_engine(Some(std::path::Path::new(env!("CARGO_BIN_EXE_scalelab"))), &settings, reservation);
+    let cache = CompileCache::new(Some(file.join("cache")), true).with_child(child);
+    let temp_files = || {
+        let pid = format!("scalelab-compile-child{}-", std::process::id());
+        std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with(&pid))
+            .count()
+    };
+    let loaded = cache.load(&engine, &support::guests_dir().join("broker.wasm")).await.unwrap();
+    assert_eq!((loaded.origin, loaded.compiled_in()), (Origin::Compiled, Some("child process")));
+    assert_eq!(temp_files(), 0);
+}

@@ -176,16 +176,16 @@ impl CompileCache {
 
 /// Compiles in a child process into a temporary file, then renames it into
 /// the cache (`entry`) or, with the cache off, removes it once loaded (the
-/// loaded code is a mapping of the file, which outlives its name).
+/// loaded code is a mapping of the file, which outlives its name). The file
+/// is made beside the entry, so the rename is atomic, or in the temp dir
+/// when the cache directory cannot be made (then the cache stays unwritten,
+/// with a warning, as an in-process compile leaves it).
 fn compile_in_child(child: &ChildCompiler, engine: &Engine, bytes: &[u8], entry: Option<&Path>) -> Result<Component> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let unique = format!("child{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-    let output = match entry {
-        Some(entry) => {
-            let dir = entry.parent().context("cache entry has no directory")?;
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-            entry.with_extension(unique)
-        }
+    let beside_entry = entry.filter(|entry| entry.parent().is_some_and(|dir| std::fs::create_dir_all(dir).is_ok()));
+    let output = match beside_entry {
+        Some(entry) => entry.with_extension(unique),
         None => std::env::temp_dir().join(format!("scalelab-compile-{unique}.cwasm")),
     };
     let compiled = child.compile(engine, bytes, &output);
