@@ -201,9 +201,12 @@ fn compile_in_child(child: &ChildCompiler, engine: &Engine, bytes: &[u8], entry:
     compiled
 }
 
-/// Compiles in this process and fills the cache entry, if any.
+/// Compiles in this process, which goes on running, so the compiler's
+/// memory is given back; fills the cache entry, if any.
 fn compile_and_store(engine: &Engine, bytes: &[u8], path: &Path, entry: Option<&Path>) -> Result<Component> {
-    let component = compile(engine, bytes, path)?;
+    let compiled = compile(engine, bytes, path);
+    release_compiler_memory();
+    let component = compiled?;
     if let Some(entry) = entry
         && let Err(e) = store(&component, entry)
     {
@@ -221,15 +224,13 @@ pub fn compile(engine: &Engine, bytes: &[u8], path: &Path) -> Result<Component> 
     if !bytes.starts_with(b"\0asm") {
         bail!("{} is not a WebAssembly file (no \\0asm header)", path.display());
     }
-    let compiled = Component::new(engine, bytes).map_err(anyhow::Error::from).with_context(|| {
+    Component::new(engine, bytes).map_err(anyhow::Error::from).with_context(|| {
         format!(
             "compiling {} (scalelab runs WebAssembly components; a core module must be \
              turned into a component first, for example by building for wasm32-wasip2)",
             path.display()
         )
-    });
-    release_compiler_memory();
-    compiled
+    })
 }
 
 /// Gives the memory Cranelift worked in back to the system.
@@ -244,6 +245,8 @@ pub fn compile(engine: &Engine, bytes: &[u8], path: &Path) -> Result<Component> 
 /// collect on those threads brings it to 73-78 MB (3 runs each, `serve
 /// --guest httpbin` with an empty `--cache-dir`). Cheap next to a compile;
 /// harmless where mimalloc is not the global allocator (the library's tests).
+/// Only for compiles in a process that goes on: a serving host compiles in a
+/// child (`compile_child`), whose memory goes when it exits.
 fn release_compiler_memory() {
     // SAFETY: mi_collect only frees memory mimalloc holds and no block in use.
     rayon::broadcast(|_| unsafe { libmimalloc_sys::mi_collect(true) });
