@@ -332,3 +332,50 @@ fn a_session_guest_swapped_with_live_sessions_drains_before_closing() {
     let _ = swarm.kill();
     let _ = swarm.wait();
 }
+
+/// A swap while a session's `opened` call is still running: the session
+/// was admitted on the old guest, so it drains like the others and closes
+/// with the reason `swapped`, although it only starts listening for swaps
+/// once `opened` has returned.
+#[test]
+fn a_session_still_opening_when_the_guest_is_swapped_drains_too() {
+    use std::io::Read;
+    const OPENING: &str = "8000";
+    let map = ConfigMapDir::new("guest = \"fixture-session\"\n");
+    // The deadline leaves `opened` its wait; the drain is short, as the
+    // test waits for it.
+    let host = start_with_config(&map, &["--session-drain", "500ms", "--deadline", "30s"]);
+    let slow = reqwest::blocking::get(host.url(&format!("/slow-open?ms={OPENING}"))).unwrap();
+    assert_eq!(slow.status().as_u16(), 200, "{:?}", slow.text());
+
+    let mut peer = std::net::TcpStream::connect(host.tcp()).unwrap();
+    let calls = |call: &str| {
+        metric(&host, "scalelab_session_call_duration_seconds_count", &[("guest", "fixture-session"), ("call", call)])
+    };
+    let give_up = Instant::now() + support::PATIENCE;
+    while metric(&host, "scalelab_sessions_active", &[("transport", "tcp")]) != Some(1.0) {
+        assert!(Instant::now() < give_up, "the session never opened");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (status, body) = put_guest(&host, Some(TOKEN), "prime");
+    assert_eq!(status, 200, "{body}");
+    wait_serving(&host, "prime");
+    assert_eq!(
+        calls("opened").unwrap_or(0.0),
+        0.0,
+        "the swap took longer than `opened` waits ({OPENING} ms): this test did not swap during it"
+    );
+
+    // Once `opened` returns, the drain runs out and the host closes the
+    // session; the old guest's `closed` hears why.
+    peer.set_read_timeout(Some(support::PATIENCE)).unwrap();
+    let mut rest = Vec::new();
+    peer.read_to_end(&mut rest).expect("the session was never closed after the swap");
+    assert_eq!(calls("opened"), Some(1.0));
+    assert_eq!(metric(&host, "scalelab_sessions_closed_total", &[("reason", "swapped")]), Some(1.0));
+    let closed = host.wait_log(support::PATIENCE, |l| {
+        l["guest"] == "fixture-session" && l["message"].as_str().is_some_and(|m| m.starts_with("closed "))
+    });
+    let closed = closed.unwrap_or_else(|| panic!("the old guest's `closed` never logged; logs: {:#?}", host.logs()));
+    assert!(closed["message"].as_str().unwrap().ends_with(": guest swapped"), "{closed}");
+}

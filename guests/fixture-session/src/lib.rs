@@ -16,8 +16,10 @@
 //! - anything else: answered `echo:{data}`.
 //!
 //! HTTP (the `session-http-guest` world): `GET /sleep?ms={n}` answers
-//! `slept\n` after `n` ms (waiting on a WASI clock, no CPU); `GET /` answers
-//! the open session count.
+//! `slept\n` after `n` ms (waiting on a WASI clock, no CPU); `GET
+//! /slow-open?ms={n}` makes every later `opened` wait `n` ms the same way
+//! (0 turns it off), so that a test can swap the guest while a session is
+//! opening; `GET /` answers the open session count.
 //!
 //! Every `closed` logs `closed {id}: {reason}` at info, which shutdown tests count.
 
@@ -37,6 +39,8 @@ use guest_http::wasi::http::types::{IncomingRequest, ResponseOutparam};
 
 /// How often every session gets a `session-tick`.
 const SESSION_TICK_MS: u32 = 100;
+/// The shared-state key holding how long `opened` waits, in ms (`/slow-open`).
+const SLOW_OPEN_KEY: &str = "slow-open";
 
 struct Fixture;
 
@@ -52,6 +56,12 @@ fn spin() -> ! {
     }
 }
 
+/// Waits `ms` on a WASI clock (no CPU: the host's deadline timer, not its
+/// epoch, would stop it).
+fn sleep_ms(ms: u64) {
+    monotonic_clock::subscribe_duration(ms.saturating_mul(1_000_000)).block();
+}
+
 fn send(id: u64, text: String) -> Vec<Effect> {
     vec![Effect::Send((id, text.into_bytes()))]
 }
@@ -62,6 +72,10 @@ impl Guest for Fixture {
     }
 
     fn opened(_id: u64, _peer: Peer) -> Vec<Effect> {
+        let wait = state::get(SLOW_OPEN_KEY).and_then(|ms| String::from_utf8(ms).ok()?.parse::<u64>().ok());
+        if let Some(ms) = wait {
+            sleep_ms(ms);
+        }
         Vec::new()
     }
 
@@ -137,14 +151,30 @@ impl Guest for Fixture {
 impl HttpGuest for Fixture {
     fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
         let target = request.path_with_query().unwrap_or_default();
-        let response = match target.strip_prefix("/sleep?ms=").map(str::parse::<u64>) {
-            Some(Ok(ms)) => {
-                monotonic_clock::subscribe_duration(ms.saturating_mul(1_000_000)).block();
-                Response::text(200, "slept\n")
+        let response = if let Some(ms) = target.strip_prefix("/sleep?ms=") {
+            match ms.parse() {
+                Ok(ms) => {
+                    sleep_ms(ms);
+                    Response::text(200, "slept\n")
+                }
+                Err(_) => Response::text(400, "/sleep?ms=N takes a whole number\n"),
             }
-            Some(Err(_)) => Response::text(400, "/sleep?ms=N takes a whole number\n"),
-            None if target == "/" => Response::text(200, format!("{} sessions\n", sessions::count())),
-            None => Response::text(404, format!("no route {target}\n")),
+        } else if let Some(ms) = target.strip_prefix("/slow-open?ms=") {
+            match ms.parse::<u64>() {
+                Ok(0) => {
+                    state::delete(SLOW_OPEN_KEY);
+                    Response::text(200, "opened waits 0 ms\n")
+                }
+                Ok(ms) => {
+                    state::set(SLOW_OPEN_KEY, ms.to_string().as_bytes());
+                    Response::text(200, format!("opened waits {ms} ms\n"))
+                }
+                Err(_) => Response::text(400, "/slow-open?ms=N takes a whole number\n"),
+            }
+        } else if target == "/" {
+            Response::text(200, format!("{} sessions\n", sessions::count()))
+        } else {
+            Response::text(404, format!("no route {target}\n"))
         };
         response.send(response_out);
     }
