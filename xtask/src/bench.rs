@@ -10,6 +10,7 @@
 //! instantiation time, peak RSS, and what `RUST_BACKTRACE=1` costs. The whole
 //! result is written as JSON to `target/bench/`.
 
+use crate::configmap_dir::ConfigMapDir;
 use crate::guests;
 use crate::scrape;
 use crate::wasmtime_serve;
@@ -288,28 +289,11 @@ struct SwapLatency {
 }
 
 fn swap_latency(scalelab: &Path, guests_dir: &Path, bench_dir: &Path, rounds: usize) -> Result<SwapLatency> {
-    let dir = bench_dir.join("configmap");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("..0"))?;
-    std::fs::write(dir.join("..0/guest.toml"), "guest = \"prime\"\n")?;
-    std::os::unix::fs::symlink("..0", dir.join("..data"))?;
-    std::os::unix::fs::symlink("..data/guest.toml", dir.join("guest.toml"))?;
+    let mut map = ConfigMapDir::new(&bench_dir.join("configmap"), "guest = \"prime\"\n")?;
     let cache = bench_dir.join("swap-cache");
     let _ = std::fs::remove_dir_all(&cache);
-    let mut version = 0;
-    let mut update = |contents: &str| -> Result<()> {
-        let old = dir.join(format!("..{version}"));
-        version += 1;
-        let new = dir.join(format!("..{version}"));
-        std::fs::create_dir_all(&new)?;
-        std::fs::write(new.join("guest.toml"), contents)?;
-        std::os::unix::fs::symlink(format!("..{version}"), dir.join("..data_tmp"))?;
-        std::fs::rename(dir.join("..data_tmp"), dir.join("..data"))?;
-        std::fs::remove_dir_all(old)?;
-        Ok(())
-    };
 
-    let config = vec![OsString::from("--config"), dir.join("guest.toml").into_os_string()];
+    let config = vec![OsString::from("--config"), map.file().into_os_string()];
     let (contender, lines) = spawn_host("swap", scalelab, guests_dir, &cache, &config, false)?;
     let root = format!("{}/", contender.url);
     // Compile logs of swaps arrive here; keep the rest drained.
@@ -333,7 +317,7 @@ fn swap_latency(scalelab: &Path, guests_dir: &Path, bench_dir: &Path, rounds: us
     let agent = ureq::Agent::new_with_defaults();
     let mut time_swap = |to: &str, contents: &str| -> Result<f64> {
         let started = Instant::now();
-        update(contents)?;
+        map.update(contents)?;
         loop {
             let body = agent.get(&root).call()?.body_mut().read_to_string()?;
             let serving_fixture = body == "hello from wstd\n";

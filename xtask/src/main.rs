@@ -28,6 +28,7 @@ mod bench_sockets;
 mod bench_todo;
 mod clients;
 mod cluster;
+mod configmap_dir;
 mod deploy;
 mod fuzz;
 mod guests;

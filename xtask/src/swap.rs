@@ -123,14 +123,7 @@ async fn swap_cluster(args: &ClusterSwapArgs) -> Result<Vec<PodReport>> {
         return Ok(Vec::new());
     }
 
-    // What every ready pod serves now, to tell a fresh swap from the old state.
-    let mut before: HashMap<String, Value> = HashMap::new();
-    for (pod, ready) in cluster.pods_of(&args.deployment).await? {
-        if ready && let Ok(info) = cluster.pod_get(&pod, cluster::ADMIN_PORT, "/admin/guest").await {
-            println!("{pod}: serving {} since {}", info["name"], info["since"]);
-            before.insert(pod, info["since"].clone());
-        }
-    }
+    let mut before = serving_since(&cluster, &args.deployment).await?;
     if updated == text {
         println!("ConfigMap {ns}/{} already names {:?}; the pods are not asked to swap", args.configmap, args.guest);
         before.clear();
@@ -140,51 +133,89 @@ async fn swap_cluster(args: &ClusterSwapArgs) -> Result<Vec<PodReport>> {
             .with_context(|| format!("patching ConfigMap {ns}/{}", args.configmap))?;
         println!("patched ConfigMap {ns}/{}: guest = {:?}", args.configmap, args.guest);
     }
+    wait_until_swapped(&cluster, args, &target, &before).await
+}
 
-    let started = Instant::now();
-    let mut last_progress = String::new();
-    loop {
-        let mut done = Vec::new();
-        let mut waiting = Vec::new();
-        let mut not_ready = 0;
-        for (pod, ready) in cluster.pods_of(&args.deployment).await? {
+/// When each ready pod of `deployment` started serving its current guest
+/// (its `/admin/guest` `since`), to tell a fresh swap from the old state.
+async fn serving_since(cluster: &Cluster, deployment: &str) -> Result<HashMap<String, Value>> {
+    let mut since = HashMap::new();
+    for (pod, ready) in cluster.pods_of(deployment).await? {
+        if ready && let Ok(info) = cluster.pod_get(&pod, cluster::ADMIN_PORT, "/admin/guest").await {
+            println!("{pod}: serving {} since {}", info["name"], info["since"]);
+            since.insert(pod, info["since"].clone());
+        }
+    }
+    Ok(since)
+}
+
+/// One look at the deployment's pods during a swap.
+struct Round {
+    /// Ready pods serving the target, swapped since the patch (or new).
+    done: Vec<PodReport>,
+    /// Ready pods not there yet, each with what it serves or why it did not answer.
+    waiting: Vec<String>,
+    /// Pods not ready, which are not counted either way.
+    not_ready: usize,
+}
+
+impl Round {
+    async fn look(cluster: &Cluster, deployment: &str, target: &str, before: &HashMap<String, Value>) -> Result<Round> {
+        let mut round = Round { done: Vec::new(), waiting: Vec::new(), not_ready: 0 };
+        for (pod, ready) in cluster.pods_of(deployment).await? {
             if !ready {
-                not_ready += 1;
+                round.not_ready += 1;
                 continue;
             }
             match cluster.pod_get(&pod, cluster::ADMIN_PORT, "/admin/guest").await {
-                // Serving the target, and swapped since the patch (or new).
-                Ok(info) if info["name"] == target.as_str() && before.get(&pod) != Some(&info["since"]) => {
+                Ok(info) if info["name"] == target && before.get(&pod) != Some(&info["since"]) => {
                     let sha256 = info["sha256"].as_str().unwrap_or("?").to_string();
-                    done.push(PodReport { pod, guest: target.clone(), sha256 });
+                    round.done.push(PodReport { pod, guest: target.to_string(), sha256 });
                 }
-                Ok(info) => waiting.push(format!("{pod} (serving {})", info["name"])),
-                Err(e) => waiting.push(format!("{pod} ({e:#})")),
+                Ok(info) => round.waiting.push(format!("{pod} (serving {})", info["name"])),
+                Err(e) => round.waiting.push(format!("{pod} ({e:#})")),
             }
         }
-        let total = done.len() + waiting.len();
-        let progress = format!(
-            "{}/{total} ready pods serve {target}{}",
-            done.len(),
-            if not_ready > 0 { format!(" ({not_ready} not ready, not counted)") } else { String::new() }
-        );
+        Ok(round)
+    }
+
+    fn progress(&self, target: &str) -> String {
+        let not_ready = if self.not_ready > 0 { format!(" ({} not ready, not counted)", self.not_ready) } else { String::new() };
+        format!("{}/{} ready pods serve {target}{not_ready}", self.done.len(), self.done.len() + self.waiting.len())
+    }
+}
+
+/// Polls the pods until every ready one serves `target` (swapped since
+/// `before`), printing progress as it changes; an error after `--timeout`.
+async fn wait_until_swapped(
+    cluster: &Cluster,
+    args: &ClusterSwapArgs,
+    target: &str,
+    before: &HashMap<String, Value>,
+) -> Result<Vec<PodReport>> {
+    let started = Instant::now();
+    let mut last_progress = String::new();
+    loop {
+        let round = Round::look(cluster, &args.deployment, target, before).await?;
+        let progress = round.progress(target);
         if progress != last_progress {
             println!("[{:>5.1} s] {progress}", started.elapsed().as_secs_f64());
             last_progress = progress;
         }
-        if total > 0 && waiting.is_empty() {
+        let total = round.done.len() + round.waiting.len();
+        if total > 0 && round.waiting.is_empty() {
             println!("done in {:.1} s:", started.elapsed().as_secs_f64());
-            for report in &done {
+            for report in &round.done {
                 println!("  {:<40} {} (sha256 {})", report.pod, report.guest, &report.sha256[..report.sha256.len().min(12)]);
             }
-            return Ok(done);
+            return Ok(round.done);
         }
         if started.elapsed() > args.timeout {
             bail!(
                 "after {} s, {} of {total} ready pods do not serve {target} yet: {}",
                 args.timeout.as_secs(),
-                waiting.len(),
-                waiting.join(", ")
+                round.waiting.len(),
+                round.waiting.join(", ")
             );
         }
         tokio::time::sleep(args.poll).await;
