@@ -215,14 +215,20 @@ fn the_manifests_agree_with_the_host_and_xtask() {
     let ws = ws();
     let help = Command::new(ws.target_dir.join("debug/scalelab")).args(["serve", "--help"]).output().unwrap();
     let help = String::from_utf8(help.stdout).unwrap();
-    let listen = port_of(&host_default(&help, "--listen"));
-    let admin = port_of(&host_default(&help, "--admin-listen"));
-    let tcp = port_of(&host_default(&help, "--tcp-listen"));
-    let config = host_default(&help, "--config");
-    let drain = seconds(&host_default(&help, "--drain-timeout"));
-    assert_eq!((listen, admin, tcp, config.as_str(), drain), (8080, 9090, 1337, "/etc/scalelab/guest.toml", 20), "host defaults");
+    let defaults = HostDefaults {
+        listen: port_of(&host_default(&help, "--listen")),
+        admin: port_of(&host_default(&help, "--admin-listen")),
+        tcp: port_of(&host_default(&help, "--tcp-listen")),
+        config: host_default(&help, "--config"),
+        drain: seconds(&host_default(&help, "--drain-timeout")),
+    };
+    let HostDefaults { listen, admin, tcp, drain, .. } = defaults;
+    assert_eq!(
+        (listen, admin, tcp, defaults.config.as_str(), drain),
+        (8080, 9090, 1337, "/etc/scalelab/guest.toml", 20),
+        "host defaults"
+    );
     assert_eq!(admin, i64::from(cluster::ADMIN_PORT), "xtask swap asks pods on the admin port");
-    let (uid, gid) = image::USER.split_once(':').unwrap();
 
     for r in render_all() {
         let o = &r.overlay;
@@ -237,117 +243,145 @@ fn the_manifests_agree_with_the_host_and_xtask() {
         }
         let deployment =
             r.get("Deployment", cluster::DEFAULT_DEPLOYMENT).unwrap_or_else(|| panic!("{o}: no Deployment scalelab"));
-        let pod = &deployment["spec"]["template"];
-        let host = container(deployment, "scalelab");
-        assert_eq!(host["args"][0], "serve", "{o}: the host container serves");
-        assert_eq!(container_port(host, "http"), listen, "{o}");
-        assert_eq!(container_port(host, "admin"), admin, "{o}");
-        assert_eq!(container_port(host, "tcp"), tcp, "{o}");
-        assert_eq!(host["readinessProbe"]["httpGet"], json!({"path": "/readyz", "port": "admin"}), "{o}");
-        assert_eq!(host["livenessProbe"]["httpGet"], json!({"path": "/healthz", "port": "admin"}), "{o}");
-        for var in host["env"].as_array().into_iter().flatten() {
-            assert!(
-                !["SCALELAB_GUEST", "SCALELAB_CONFIG", "RUST_BACKTRACE"].contains(&var["name"].as_str().unwrap()),
-                "{o}: {var}"
-            );
-        }
-
-        // The guest ConfigMap, mounted as a directory at the host's default config path.
-        let volume = pod["spec"]["volumes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|v| v["configMap"]["name"] == cluster::DEFAULT_CONFIGMAP)
-            .unwrap();
-        let mount = host["volumeMounts"].as_array().unwrap().iter().find(|m| m["name"] == volume["name"]).unwrap();
-        assert!(mount["subPath"].is_null(), "{o}: a subPath mount never sees ConfigMap updates");
-        assert_eq!(format!("{}/{}", mount["mountPath"].as_str().unwrap(), cluster::CONFIG_KEY), config, "{o}");
-        assert!(r.guest().is_ok(), "{o}: guest.toml names a guest");
-        // The compile cache goes to the temp dir: writable although the root is not.
-        assert!(host["volumeMounts"].as_array().unwrap().iter().any(|m| m["mountPath"] == "/tmp"), "{o}: /tmp volume");
-
-        // Shutdown: the preStop delay and the host's drain fit in the grace period.
-        let pre_stop = host["lifecycle"]["preStop"]["sleep"]["seconds"].as_i64().unwrap();
-        let grace = pod["spec"]["terminationGracePeriodSeconds"].as_i64().unwrap();
-        assert!(grace > pre_stop + drain, "{o}: grace {grace} s <= preStop {pre_stop} s + drain {drain} s");
-
-        // Every Deployment: non-root as the image's user, read-only root, no
-        // capabilities, RuntimeDefault seccomp, requests and limits, same image.
-        for d in r.all("Deployment") {
-            let spec = &d["spec"]["template"]["spec"];
-            let name = d["metadata"]["name"].as_str().unwrap();
-            assert_eq!(spec["securityContext"]["runAsNonRoot"], true, "{o}/{name}");
-            assert_eq!(spec["securityContext"]["runAsUser"].to_string(), uid, "{o}/{name}");
-            assert_eq!(spec["securityContext"]["runAsGroup"].to_string(), gid, "{o}/{name}");
-            assert_eq!(spec["securityContext"]["seccompProfile"]["type"], "RuntimeDefault", "{o}/{name}");
-            for c in spec["containers"].as_array().unwrap() {
-                let sc = &c["securityContext"];
-                assert_eq!(sc["readOnlyRootFilesystem"], true, "{o}/{name}");
-                assert_eq!(sc["allowPrivilegeEscalation"], false, "{o}/{name}");
-                assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]), "{o}/{name}");
-                for what in ["requests", "limits"] {
-                    assert!(
-                        c["resources"][what]["cpu"].is_string() && c["resources"][what]["memory"].is_string(),
-                        "{o}/{name}: {what}"
-                    );
-                }
-                assert_eq!(c["image"], host["image"], "{o}/{name}: one image");
-            }
-        }
-
-        // Services: each selects pods of a Deployment and names their ports.
-        for s in r.all("Service") {
-            let name = s["metadata"]["name"].as_str().unwrap();
-            let target = r
-                .all("Deployment")
-                .chain(r.all("StatefulSet"))
-                .find(|d| labels_match(&s["spec"]["selector"], &d["spec"]["template"]["metadata"]["labels"]))
-                .unwrap_or_else(|| panic!("{o}: Service {name} selects no Deployment's or StatefulSet's pods"));
-            for port in s["spec"]["ports"].as_array().unwrap() {
-                let named = port["targetPort"].as_str().unwrap();
-                let c = &target["spec"]["template"]["spec"]["containers"][0];
-                assert_eq!(container_port(c, named), port["port"].as_i64().unwrap(), "{o}/{name}: port {named}");
-            }
-        }
-
-        // The ServiceMonitor: exactly one Service, its admin port, the host's metrics path.
-        let monitor = r.get("ServiceMonitor", "scalelab").unwrap();
-        let selected: Vec<&Value> = r
-            .all("Service")
-            .filter(|s| labels_match(&monitor["spec"]["selector"]["matchLabels"], &s["metadata"]["labels"]))
-            .collect();
-        assert_eq!(selected.len(), 1, "{o}: the ServiceMonitor must select one Service (no duplicate targets)");
-        let endpoint = &monitor["spec"]["endpoints"][0];
-        let port = selected[0]["spec"]["ports"].as_array().unwrap().iter().find(|p| p["name"] == endpoint["port"]).unwrap();
-        assert_eq!(port["targetPort"], "admin", "{o}");
-        assert_eq!(endpoint["path"], "/metrics", "{o}");
-
-        // The PDB covers the host pods.
-        let pdb = r.get("PodDisruptionBudget", "scalelab").unwrap();
-        assert!(labels_match(&pdb["spec"]["selector"]["matchLabels"], &pod["metadata"]["labels"]), "{o}");
-        // The Deployment's selector is what xtask swap lists pods by.
-        assert!(labels_match(&deployment["spec"]["selector"]["matchLabels"], &pod["metadata"]["labels"]), "{o}");
-
-        // The swap Role allows what xtask swap does (see cluster.rs).
-        let role = r.get("Role", "scalelab-swap").unwrap();
-        let allows = |group: &str, resource: &str, verb: &str| {
-            role["rules"].as_array().unwrap().iter().any(|rule| {
-                let has = |key: &str, v: &str| rule[key].as_array().unwrap().iter().any(|x| x == v);
-                has("apiGroups", group) && has("resources", resource) && has("verbs", verb)
-            })
-        };
-        for (group, resource, verb) in [
-            ("", "configmaps", "get"),
-            ("", "configmaps", "patch"),
-            ("apps", "deployments", "get"),
-            ("", "pods", "list"),
-            ("", "pods/proxy", "get"),
-        ] {
-            assert!(allows(group, resource, verb), "{o}: Role scalelab-swap must allow {verb} {resource}");
-        }
-        let binding = r.get("RoleBinding", "scalelab-swap").unwrap();
-        assert_eq!(binding["roleRef"]["name"], "scalelab-swap");
+        check_host_container(&r, deployment, &defaults);
+        check_security(&r, &container(deployment, "scalelab")["image"]);
+        check_services_and_monitoring(&r, deployment);
+        check_swap_role(&r);
     }
+}
+
+/// What `scalelab serve --help` gives as defaults, which the manifests must match.
+struct HostDefaults {
+    listen: i64,
+    admin: i64,
+    tcp: i64,
+    /// The config file's path, where the guest ConfigMap must be mounted.
+    config: String,
+    /// The host's drain timeout, in seconds, which the grace period must cover.
+    drain: i64,
+}
+
+/// The host container: its ports, probes and environment, the guest
+/// ConfigMap mounted at the default config path, and shutdown timing.
+fn check_host_container(r: &Rendered, deployment: &Value, defaults: &HostDefaults) {
+    let o = &r.overlay;
+    let pod = &deployment["spec"]["template"];
+    let host = container(deployment, "scalelab");
+    assert_eq!(host["args"][0], "serve", "{o}: the host container serves");
+    assert_eq!(container_port(host, "http"), defaults.listen, "{o}");
+    assert_eq!(container_port(host, "admin"), defaults.admin, "{o}");
+    assert_eq!(container_port(host, "tcp"), defaults.tcp, "{o}");
+    assert_eq!(host["readinessProbe"]["httpGet"], json!({"path": "/readyz", "port": "admin"}), "{o}");
+    assert_eq!(host["livenessProbe"]["httpGet"], json!({"path": "/healthz", "port": "admin"}), "{o}");
+    for var in host["env"].as_array().into_iter().flatten() {
+        assert!(!["SCALELAB_GUEST", "SCALELAB_CONFIG", "RUST_BACKTRACE"].contains(&var["name"].as_str().unwrap()), "{o}: {var}");
+    }
+
+    // The guest ConfigMap, mounted as a directory at the host's default config path.
+    let volume =
+        pod["spec"]["volumes"].as_array().unwrap().iter().find(|v| v["configMap"]["name"] == cluster::DEFAULT_CONFIGMAP).unwrap();
+    let mount = host["volumeMounts"].as_array().unwrap().iter().find(|m| m["name"] == volume["name"]).unwrap();
+    assert!(mount["subPath"].is_null(), "{o}: a subPath mount never sees ConfigMap updates");
+    assert_eq!(format!("{}/{}", mount["mountPath"].as_str().unwrap(), cluster::CONFIG_KEY), defaults.config, "{o}");
+    assert!(r.guest().is_ok(), "{o}: guest.toml names a guest");
+    // The compile cache goes to the temp dir: writable although the root is not.
+    assert!(host["volumeMounts"].as_array().unwrap().iter().any(|m| m["mountPath"] == "/tmp"), "{o}: /tmp volume");
+
+    // Shutdown: the preStop delay and the host's drain fit in the grace period.
+    let pre_stop = host["lifecycle"]["preStop"]["sleep"]["seconds"].as_i64().unwrap();
+    let grace = pod["spec"]["terminationGracePeriodSeconds"].as_i64().unwrap();
+    let drain = defaults.drain;
+    assert!(grace > pre_stop + drain, "{o}: grace {grace} s <= preStop {pre_stop} s + drain {drain} s");
+}
+
+/// Every Deployment: non-root as the image's user, read-only root, no
+/// capabilities, RuntimeDefault seccomp, requests and limits, the host's image.
+fn check_security(r: &Rendered, image: &Value) {
+    let o = &r.overlay;
+    let (uid, gid) = image::USER.split_once(':').unwrap();
+    for d in r.all("Deployment") {
+        let spec = &d["spec"]["template"]["spec"];
+        let name = d["metadata"]["name"].as_str().unwrap();
+        assert_eq!(spec["securityContext"]["runAsNonRoot"], true, "{o}/{name}");
+        assert_eq!(spec["securityContext"]["runAsUser"].to_string(), uid, "{o}/{name}");
+        assert_eq!(spec["securityContext"]["runAsGroup"].to_string(), gid, "{o}/{name}");
+        assert_eq!(spec["securityContext"]["seccompProfile"]["type"], "RuntimeDefault", "{o}/{name}");
+        for c in spec["containers"].as_array().unwrap() {
+            let sc = &c["securityContext"];
+            assert_eq!(sc["readOnlyRootFilesystem"], true, "{o}/{name}");
+            assert_eq!(sc["allowPrivilegeEscalation"], false, "{o}/{name}");
+            assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]), "{o}/{name}");
+            for what in ["requests", "limits"] {
+                assert!(
+                    c["resources"][what]["cpu"].is_string() && c["resources"][what]["memory"].is_string(),
+                    "{o}/{name}: {what}"
+                );
+            }
+            assert_eq!(&c["image"], image, "{o}/{name}: one image");
+        }
+    }
+}
+
+/// Services select the pods of a Deployment or StatefulSet and name their
+/// ports; the ServiceMonitor scrapes one of them; the PDB and the
+/// Deployment's selector cover the host pods.
+fn check_services_and_monitoring(r: &Rendered, deployment: &Value) {
+    let o = &r.overlay;
+    let pod = &deployment["spec"]["template"];
+    for s in r.all("Service") {
+        let name = s["metadata"]["name"].as_str().unwrap();
+        let target = r
+            .all("Deployment")
+            .chain(r.all("StatefulSet"))
+            .find(|d| labels_match(&s["spec"]["selector"], &d["spec"]["template"]["metadata"]["labels"]))
+            .unwrap_or_else(|| panic!("{o}: Service {name} selects no Deployment's or StatefulSet's pods"));
+        for port in s["spec"]["ports"].as_array().unwrap() {
+            let named = port["targetPort"].as_str().unwrap();
+            let c = &target["spec"]["template"]["spec"]["containers"][0];
+            assert_eq!(container_port(c, named), port["port"].as_i64().unwrap(), "{o}/{name}: port {named}");
+        }
+    }
+
+    // The ServiceMonitor: exactly one Service, its admin port, the host's metrics path.
+    let monitor = r.get("ServiceMonitor", "scalelab").unwrap();
+    let selected: Vec<&Value> = r
+        .all("Service")
+        .filter(|s| labels_match(&monitor["spec"]["selector"]["matchLabels"], &s["metadata"]["labels"]))
+        .collect();
+    assert_eq!(selected.len(), 1, "{o}: the ServiceMonitor must select one Service (no duplicate targets)");
+    let endpoint = &monitor["spec"]["endpoints"][0];
+    let port = selected[0]["spec"]["ports"].as_array().unwrap().iter().find(|p| p["name"] == endpoint["port"]).unwrap();
+    assert_eq!(port["targetPort"], "admin", "{o}");
+    assert_eq!(endpoint["path"], "/metrics", "{o}");
+
+    // The PDB covers the host pods.
+    let pdb = r.get("PodDisruptionBudget", "scalelab").unwrap();
+    assert!(labels_match(&pdb["spec"]["selector"]["matchLabels"], &pod["metadata"]["labels"]), "{o}");
+    // The Deployment's selector is what xtask swap lists pods by.
+    assert!(labels_match(&deployment["spec"]["selector"]["matchLabels"], &pod["metadata"]["labels"]), "{o}");
+}
+
+/// The swap Role allows what xtask swap does (see cluster.rs).
+fn check_swap_role(r: &Rendered) {
+    let o = &r.overlay;
+    let role = r.get("Role", "scalelab-swap").unwrap();
+    let allows = |group: &str, resource: &str, verb: &str| {
+        role["rules"].as_array().unwrap().iter().any(|rule| {
+            let has = |key: &str, v: &str| rule[key].as_array().unwrap().iter().any(|x| x == v);
+            has("apiGroups", group) && has("resources", resource) && has("verbs", verb)
+        })
+    };
+    for (group, resource, verb) in [
+        ("", "configmaps", "get"),
+        ("", "configmaps", "patch"),
+        ("apps", "deployments", "get"),
+        ("", "pods", "list"),
+        ("", "pods/proxy", "get"),
+    ] {
+        assert!(allows(group, resource, verb), "{o}: Role scalelab-swap must allow {verb} {resource}");
+    }
+    let binding = r.get("RoleBinding", "scalelab-swap").unwrap();
+    assert_eq!(binding["roleRef"]["name"], "scalelab-swap");
 }
 
 /// What each overlay adds, as the issue sets it.
