@@ -340,7 +340,18 @@ fn a_session_guest_swapped_with_live_sessions_drains_before_closing() {
 #[test]
 fn a_session_still_opening_when_the_guest_is_swapped_drains_too() {
     use std::io::Read;
-    const OPENING: &str = "8000";
+    const OPENING: &str = "10000";
+    // `prime` compiled ahead into the cache the host uses (same deadline, so
+    // the same code), so that the swap below takes a cache hit however slow
+    // the machine, well within the time `opened` waits.
+    let out = scalelab()
+        .args(["compile", "--guest", "prime", "--deadline", "30s", "--guests-dir"])
+        .arg(support::guests_dir())
+        .arg("--cache-dir")
+        .arg(support::shared_cache())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let map = ConfigMapDir::new("guest = \"fixture-session\"\n");
     // The deadline leaves `opened` its wait; the drain is short, as the
     // test waits for it.
