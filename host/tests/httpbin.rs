@@ -293,17 +293,18 @@ const HEADERS: &[&str] = &[
     "x-custom",
 ];
 
-fn compare(call: &Call, how: Compare, ours: &Answer, theirs: &Answer) -> Vec<String> {
+/// How `ours` differs from `theirs`, the answer of `reference` (named in the messages).
+fn compare(call: &Call, how: Compare, ours: &Answer, theirs: &Answer, reference: &str) -> Vec<String> {
     let mut problems = Vec::new();
     let path = call.target.as_str();
     if ours.status != theirs.status {
-        problems.push(format!("status {} vs httpbin's {}", ours.status, theirs.status));
+        problems.push(format!("status {} vs {reference}'s {}", ours.status, theirs.status));
     }
     for name in HEADERS {
         let mine: Vec<String> = ours.all(name).iter().filter_map(|v| normalise_header(name, v, path)).collect();
         let real: Vec<String> = theirs.all(name).iter().filter_map(|v| normalise_header(name, v, path)).collect();
         if mine != real {
-            problems.push(format!("header {name}: {mine:?} vs httpbin's {real:?}"));
+            problems.push(format!("header {name}: {mine:?} vs {reference}'s {real:?}"));
         }
     }
     if path == "/status/407" && ours.header("proxy-authenticate") != Some("Basic realm=\"Fake Realm\"") {
@@ -315,7 +316,7 @@ fn compare(call: &Call, how: Compare, ours: &Answer, theirs: &Answer) -> Vec<Str
             let (mine, real) = (normalise_body(mine, path), normalise_body(real, path));
             if mine != real {
                 problems.push(format!(
-                    "body\n--- ours\n{}\n--- httpbin\n{}",
+                    "body\n--- ours\n{}\n--- {reference}\n{}",
                     String::from_utf8_lossy(&mine),
                     String::from_utf8_lossy(&real)
                 ));
@@ -335,7 +336,7 @@ fn compare(call: &Call, how: Compare, ours: &Answer, theirs: &Answer) -> Vec<Str
         Compare::RandomFields => {
             let (mine, real) = (json(mine), json(real));
             if shape(&mine) != shape(&real) {
-                problems.push(format!("JSON keys differ: {mine} vs httpbin's {real}"));
+                problems.push(format!("JSON keys differ: {mine} vs {reference}'s {real}"));
             }
             if let Some(uuid) = mine["uuid"].as_str() {
                 let hex: String = uuid.chars().filter(|c| *c != '-').collect();
@@ -352,7 +353,7 @@ fn compare(call: &Call, how: Compare, ours: &Answer, theirs: &Answer) -> Vec<Str
         }
         Compare::Length => {
             if mine.len() != real.len() {
-                problems.push(format!("{} bytes vs httpbin's {}", mine.len(), real.len()));
+                problems.push(format!("{} bytes vs {reference}'s {}", mine.len(), real.len()));
             }
         }
         Compare::Gzip => {
@@ -527,11 +528,48 @@ fn the_guest_answers_as_the_real_httpbin_does() {
     for (call, how) in calls() {
         let ours = send(host.traffic, &call);
         let theirs = send(reference.addr, &call);
-        for problem in compare(&call, how, &ours, &theirs) {
+        for problem in compare(&call, how, &ours, &theirs, "httpbin") {
             failures.push(format!("{} {}: {problem}", call.method, call.target));
         }
     }
     assert!(failures.is_empty(), "{} differences from httpbin:\n{}", failures.len(), failures.join("\n\n"));
+}
+
+/// httpbin-native, `cargo xtask bench-httpbin`'s ceiling, served in-process
+/// on a free loopback port.
+fn start_native() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        runtime.block_on(async { httpbin_native::serve(tokio::net::TcpListener::from_std(listener).unwrap()).await })
+    });
+    addr
+}
+
+/// The bench's native reference is a ceiling for the guest only if it does
+/// the guest's work: every call of the differential test gets the same
+/// answer from both (random fields by shape, as against httpbin).
+#[test]
+fn the_native_reference_answers_as_the_guest_does() {
+    let native = start_native();
+    let host = Host::start("httpbin", &["--deadline", "15s"]);
+    let mut failures = Vec::new();
+    // Headers the host keeps from a guest must not reach httpbin-api natively either.
+    let hidden = call("GET", "/headers")
+        .header("Keep-Alive", "timeout=5")
+        .header("Proxy-Connection", "keep-alive")
+        .header("Proxy-Authorization", "Basic Zm9vOmJhcg==")
+        .header("X-Kept", "yes");
+    for (call, how) in calls().into_iter().chain([(hidden, Compare::Exact)]) {
+        let ours = send(host.traffic, &call);
+        let theirs = send(native, &call);
+        for problem in compare(&call, how, &ours, &theirs, "httpbin-native") {
+            failures.push(format!("{} {}: {problem}", call.method, call.target));
+        }
+    }
+    assert!(failures.is_empty(), "{} differences from httpbin-native:\n{}", failures.len(), failures.join("\n\n"));
 }
 
 #[test]

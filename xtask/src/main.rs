@@ -8,7 +8,7 @@
 //! - `bench-engines`: engines one broker process holds (see `bench_engines.rs`);
 //! - `bench-sockets`: socket.io clients the tracker holds at 95 ticks/s (see `bench_sockets.rs`);
 //! - `bench-httpbin [--quick]`: the httpbin guest against the real httpbin
-//!   under gunicorn (see `bench_httpbin.rs`);
+//!   under gunicorn, with `httpbin-native` as the ceiling (see `bench_httpbin.rs`);
 //! - `bench-todo [--quick]`: the todo guest on SQLite and Postgres against its
 //!   native reference (see `bench_todo.rs`);
 //! - `soak [--minutes N] [--guest G]...`: long runs under mixed load with swaps (see `soak.rs`);
@@ -94,9 +94,9 @@ enum Task {
         #[arg(long, default_value_t = 6)]
         hold: u64,
     },
-    /// The httpbin guest against the real httpbin (0.10.4 under gunicorn) on /uuid and /get.
+    /// The httpbin guest against the real httpbin (0.10.4 under gunicorn) and httpbin-native on /uuid and /get.
     BenchHttpbin {
-        /// Fewer, shorter rounds: finishes in about half a minute.
+        /// Fewer, shorter rounds: finishes in about a minute and a half.
         #[arg(long)]
         quick: bool,
     },

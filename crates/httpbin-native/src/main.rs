@@ -1,0 +1,18 @@
+//! `httpbin-native [ADDR]` (default `127.0.0.1:0`): serves httpbin's API
+//! natively (see the library) on as many worker threads as usable CPUs, as
+//! `scalelab serve` does; prints `listening on ADDR` on stdout once bound.
+
+use std::io::Write;
+
+fn main() -> std::io::Result<()> {
+    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:0".to_string());
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&addr).await?;
+        let mut stdout = std::io::stdout();
+        writeln!(stdout, "listening on {}", listener.local_addr()?)?;
+        stdout.flush()?;
+        httpbin_native::serve(listener).await
+    })
+}
