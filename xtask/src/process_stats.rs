@@ -29,7 +29,7 @@ pub fn tree_cpu_seconds(pid: u32) -> Result<f64> {
         .collect();
     let mut tree = vec![pid];
     let mut total = cpu_seconds(pid)?;
-    // Parents are found before their children however /proc lists them.
+    // A walk down from `pid` over one snapshot: the order /proc lists processes in does not matter.
     while let Some(parent) = tree.pop() {
         for (child, stat) in all.iter().filter(|(_, s)| s.parent == parent) {
             total += stat.cpu_seconds;
