@@ -524,15 +524,21 @@ fn calls() -> Vec<(Call, Compare)> {
 fn the_guest_answers_as_the_real_httpbin_does() {
     let reference = start_reference();
     let host = Host::start("httpbin", &["--deadline", "15s"]);
+    let failures = differences(&host, reference.addr, "httpbin", calls());
+    assert!(failures.is_empty(), "{} differences from httpbin:\n{}", failures.len(), failures.join("\n\n"));
+}
+
+/// Sends each call to the guest and to `reference` (at `addr`); every way the answers differ.
+fn differences(host: &Host, addr: SocketAddr, reference: &str, calls: impl IntoIterator<Item = (Call, Compare)>) -> Vec<String> {
     let mut failures = Vec::new();
-    for (call, how) in calls() {
+    for (call, how) in calls {
         let ours = send(host.traffic, &call);
-        let theirs = send(reference.addr, &call);
-        for problem in compare(&call, how, &ours, &theirs, "httpbin") {
+        let theirs = send(addr, &call);
+        for problem in compare(&call, how, &ours, &theirs, reference) {
             failures.push(format!("{} {}: {problem}", call.method, call.target));
         }
     }
-    assert!(failures.is_empty(), "{} differences from httpbin:\n{}", failures.len(), failures.join("\n\n"));
+    failures
 }
 
 /// httpbin-native, `cargo xtask bench-httpbin`'s ceiling, served in-process
@@ -555,20 +561,13 @@ fn start_native() -> SocketAddr {
 fn the_native_reference_answers_as_the_guest_does() {
     let native = start_native();
     let host = Host::start("httpbin", &["--deadline", "15s"]);
-    let mut failures = Vec::new();
     // Headers the host keeps from a guest must not reach httpbin-api natively either.
     let hidden = call("GET", "/headers")
         .header("Keep-Alive", "timeout=5")
         .header("Proxy-Connection", "keep-alive")
         .header("Proxy-Authorization", "Basic Zm9vOmJhcg==")
         .header("X-Kept", "yes");
-    for (call, how) in calls().into_iter().chain([(hidden, Compare::Exact)]) {
-        let ours = send(host.traffic, &call);
-        let theirs = send(native, &call);
-        for problem in compare(&call, how, &ours, &theirs, "httpbin-native") {
-            failures.push(format!("{} {}: {problem}", call.method, call.target));
-        }
-    }
+    let failures = differences(&host, native, "httpbin-native", calls().into_iter().chain([(hidden, Compare::Exact)]));
     assert!(failures.is_empty(), "{} differences from httpbin-native:\n{}", failures.len(), failures.join("\n\n"));
 }
 
