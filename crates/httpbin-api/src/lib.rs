@@ -18,7 +18,7 @@ mod routes;
 mod url;
 
 pub use reply::Reply;
-pub use routes::route;
+pub use routes::{reads_body, route};
 
 /// A request, as the guest received it.
 pub struct Request<'a> {
@@ -37,8 +37,9 @@ pub struct Request<'a> {
 pub struct Context<'a> {
     /// Uniformly random 64-bit values.
     pub random: &'a mut dyn FnMut() -> u64,
-    /// Now, for `Last-Modified`.
-    pub now: std::time::SystemTime,
+    /// Now, for `Last-Modified`: asked only by the route that needs it (in a
+    /// guest, reading the clock is a host call).
+    pub now: &'a dyn Fn() -> std::time::SystemTime,
 }
 
 impl Context<'_> {

@@ -84,6 +84,17 @@ pub fn route(request: &Request<'_>, context: &mut Context<'_>) -> Action {
     action
 }
 
+/// Whether answering this request reads its body: only the views that echo
+/// it do (`/post`, `/put`, `/patch`, `/delete`, `/anything`, `/delay`). Every
+/// other request is answered alike with an empty body, so a guest need not
+/// read it (in wasi:http that is five host calls: consume, stream, read, drop,
+/// finish).
+pub fn reads_body(method: &str, path_with_query: &str) -> bool {
+    let path = path_with_query.split_once('?').map_or(path_with_query, |(path, _)| path);
+    let path = String::from_utf8_lossy(&percent_decode(path.as_bytes())).into_owned();
+    method != "OPTIONS" && matches!(find(&path), Some((_, View::Body | View::Anything | View::Delay(_))))
+}
+
 /// Flask's `Allow`: the route's methods, `HEAD` with `GET`, and `OPTIONS`.
 fn allowed(methods: &[&str]) -> String {
     let mut all: Vec<&str> = methods.to_vec();
@@ -212,7 +223,7 @@ fn answer(view: View, request: &Inspected<'_>, context: &mut Context<'_>) -> Act
                 reply::status(304)
             } else {
                 Reply::json(&dict(GET_KEYS))
-                    .header("Last-Modified", httpdate::fmt_http_date(context.now))
+                    .header("Last-Modified", httpdate::fmt_http_date((context.now)()))
                     .header("ETag", uuid4(context).simple().to_string())
             }
         }

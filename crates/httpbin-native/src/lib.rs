@@ -86,7 +86,7 @@ async fn answer(request: Request<hyper::body::Incoming>, peer: IpAddr) -> Respon
 /// httpbin's answer, with fastrand for randomness and the system clock.
 fn route(request: &httpbin_api::Request<'_>) -> Action {
     let mut random = || fastrand::u64(..);
-    httpbin_api::route(request, &mut Context { random: &mut random, now: std::time::SystemTime::now() })
+    httpbin_api::route(request, &mut Context { random: &mut random, now: &std::time::SystemTime::now })
 }
 
 fn respond(mut reply: Reply) -> Response<Body> {

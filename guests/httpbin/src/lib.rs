@@ -31,15 +31,20 @@ impl incoming_handler::Guest for Httpbin {
         let mut headers: Vec<(String, Vec<u8>)> =
             request.authority().map(|a| ("host".to_string(), a.into_bytes())).into_iter().collect();
         headers.extend(request.headers().entries());
-        let body = match guest_http::read_body(&request) {
-            Ok(body) => body,
-            Err(e) => return Response::json_error(400, &e).send(response_out),
+        // Most routes never look at the body: those leave it unread.
+        let body = if httpbin_api::reads_body(&method, &path_with_query) {
+            match guest_http::read_body(&request) {
+                Ok(body) => body,
+                Err(e) => return Response::json_error(400, &e).send(response_out),
+            }
+        } else {
+            Vec::new()
         };
         let peer = client::address();
         let request =
             Request { method: &method, path_with_query: &path_with_query, headers: &headers, body: &body, peer: peer.as_deref() };
         let mut random = random::get_random_u64;
-        let mut context = Context { random: &mut random, now: std::time::SystemTime::now() };
+        let mut context = Context { random: &mut random, now: &std::time::SystemTime::now };
         match httpbin_api::route(&request, &mut context) {
             Action::Reply(reply) => response(reply).send(response_out),
             Action::Delay(delay, reply) => {
