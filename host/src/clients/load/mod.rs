@@ -163,6 +163,8 @@ async fn closed(plan: &Arc<Plan>, client: &Client, recorder: &Arc<Recorder>, sta
         .map(|_| {
             let (plan, client, recorder, issued, limit) =
                 (plan.clone(), client.clone(), recorder.clone(), issued.clone(), limit.clone());
+            // A worker's own connection when the run allows one (see `Connection`).
+            let mut own = client.connection(plan.templates.iter().map(|t| &t.uri));
             tokio::spawn(async move {
                 loop {
                     let sent = Instant::now();
@@ -172,7 +174,10 @@ async fn closed(plan: &Arc<Plan>, client: &Client, recorder: &Arc<Recorder>, sta
                     if issued.fetch_add(1, Ordering::Relaxed) >= limit.requests.unwrap_or(u64::MAX) {
                         break;
                     }
-                    let result = client.send(plan.pick()).await;
+                    let result = match own.as_mut() {
+                        Some(connection) => connection.send(plan.pick()).await,
+                        None => client.send(plan.pick()).await,
+                    };
                     let done = Instant::now();
                     recorder.record(done, done - sent, result);
                     if result.is_err() {
@@ -332,5 +337,66 @@ mod tests {
         closed(&plan, &Client::new(false, Duration::from_secs(5)), &recorder, start, &limit, 8).await;
         assert_eq!(arrivals.lock().unwrap().len(), 257);
         assert_eq!(recorder.report(start.elapsed()).requests, 257);
+    }
+
+    /// A server that answers one request per connection, then closes it
+    /// (HTTP/1.1 without keep-alive); counts the connections it accepted.
+    async fn closing_server() -> (String, Arc<AtomicU64>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let accepted = Arc::new(AtomicU64::new(0));
+        let counted = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                counted.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(async move {
+                    let service = service_fn(|_req| async {
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from("ok"))))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .keep_alive(false)
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        (url, accepted)
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_worker_keeps_its_own_connection_and_reopens_one_the_server_closed() {
+        let start = Instant::now();
+        let limit = Limit { until: None, requests: Some(200), stop: Default::default() };
+        let client = Client::new(false, Duration::from_secs(5));
+        // Keep-alive: each of the 4 workers sends over one connection of its own.
+        let (url, _) = arrival_server().await;
+        let plan = Arc::new(Plan::new(vec![Template::new("GET", &url, &[], Bytes::new(), 1).unwrap()]).unwrap());
+        assert!(client.connection(plan.templates.iter().map(|t| &t.uri)).is_some());
+        let recorder = Arc::new(Recorder::new(start));
+        closed(&plan, &client, &recorder, start, &limit, 4).await;
+        assert_eq!(recorder.report(start.elapsed()).status.get("200"), Some(&200));
+
+        // A server that closes every connection after one answer: no request
+        // fails for it, and each gets a connection.
+        let (url, accepted) = closing_server().await;
+        let plan = Arc::new(Plan::new(vec![Template::new("GET", &url, &[], Bytes::new(), 1).unwrap()]).unwrap());
+        let recorder = Arc::new(Recorder::new(start));
+        closed(&plan, &client, &recorder, start, &limit, 4).await;
+        let report = recorder.report(start.elapsed());
+        assert_eq!(report.status.get("200"), Some(&200), "{:?}", report.errors);
+        assert_eq!(report.errors.total(), 0);
+        assert_eq!(accepted.load(Ordering::Relaxed), 200);
+    }
+
+    #[test]
+    fn only_a_run_to_one_authority_over_http1_gets_connections_of_its_own() {
+        let client = |http2| Client::new(http2, Duration::from_secs(5));
+        let uris = |list: &[&str]| list.iter().map(|u| u.parse::<hyper::Uri>().unwrap()).collect::<Vec<_>>();
+        let same = uris(&["http://127.0.0.1:8080/a", "http://127.0.0.1:8080/b?x=1"]);
+        assert!(client(false).connection(same.iter()).is_some());
+        assert!(client(true).connection(same.iter()).is_none(), "HTTP/2 uses the pool");
+        let two = uris(&["http://127.0.0.1:8080/a", "http://127.0.0.1:8081/a"]);
+        assert!(client(false).connection(two.iter()).is_none(), "two authorities use the pool");
     }
 }
