@@ -16,7 +16,7 @@ fuzz_target!(|input: Input| {
         draws = draws.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         draws
     };
-    let mut context = Context { random: &mut random, now: std::time::SystemTime::UNIX_EPOCH };
+    let mut context = Context { random: &mut random, now: &|| std::time::SystemTime::UNIX_EPOCH };
     let status = match route(&request, &mut context) {
         Action::Reply(reply) | Action::Delay(_, reply) | Action::Stream(reply, _) => reply.status,
     };
