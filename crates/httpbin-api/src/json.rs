@@ -68,7 +68,8 @@ impl Json {
 /// Flask 1.0's pretty `jsonify` body: indent 2, sorted keys, `", "` at the
 /// end of lines, one trailing newline.
 pub fn pretty(value: &Json) -> String {
-    let mut out = String::new();
+    // Room for a small document (`/uuid`, `/ip`) without growing.
+    let mut out = String::with_capacity(256);
     write_pretty(&mut out, value, 0);
     out.push('\n');
     out
@@ -153,28 +154,42 @@ fn write_compact(out: &mut String, value: &Json) {
 
 /// A string with `ensure_ascii`: printable ASCII as is, the usual short
 /// escapes, everything else `\uXXXX` in lower-case hex (UTF-16 surrogate
-/// pairs above U+FFFF).
+/// pairs above U+FFFF). Runs of printable ASCII (most of any string) are
+/// copied whole.
 fn write_string(out: &mut String, text: &str) {
+    out.reserve(text.len() + 2);
     out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            ' '..='~' => out.push(c),
-            _ => {
-                let mut units = [0u16; 2];
-                for unit in c.encode_utf16(&mut units) {
-                    let _ = write!(out, "\\u{unit:04x}");
-                }
-            }
+    let mut rest = text;
+    while !rest.is_empty() {
+        let plain = rest.bytes().position(|b| !matches!(b, b' '..=b'~') || b == b'"' || b == b'\\').unwrap_or(rest.len());
+        out.push_str(&rest[..plain]);
+        rest = &rest[plain..];
+        let mut chars = rest.chars();
+        if let Some(c) = chars.next() {
+            write_escaped(out, c);
+            rest = chars.as_str();
         }
     }
     out.push('"');
+}
+
+/// One character that printable ASCII does not cover, escaped.
+fn write_escaped(out: &mut String, c: char) {
+    match c {
+        '"' => out.push_str("\\\""),
+        '\\' => out.push_str("\\\\"),
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        '\u{8}' => out.push_str("\\b"),
+        '\u{c}' => out.push_str("\\f"),
+        _ => {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                let _ = write!(out, "\\u{unit:04x}");
+            }
+        }
+    }
 }
 
 fn python_float(value: f64) -> String {
@@ -229,6 +244,33 @@ mod tests {
     fn strings_are_escaped_as_ensure_ascii_does() {
         let text = "a\"\\/\n\t\u{1}\u{7f}é€😀";
         assert_eq!(compact(&Json::str(text)), r#""a\"\\/\n\t\u0001\u007f\u00e9\u20ac\ud83d\ude00""#);
+    }
+
+    /// Escaping one character at a time, as `write_string` did before it
+    /// copied runs: the reference it must agree with.
+    fn escaped_by_char(text: &str) -> String {
+        let mut out = String::from('"');
+        for c in text.chars() {
+            match c {
+                ' '..='~' if c != '"' && c != '\\' => out.push(c),
+                _ => super::write_escaped(&mut out, c),
+            }
+        }
+        out.push('"');
+        out
+    }
+
+    #[test]
+    fn runs_of_plain_text_are_escaped_as_one_character_at_a_time() {
+        let pieces = ["", "plain", "\"", "\\", "\n", "\u{1}", "\u{7f}", "é", "€", "😀", " ~", "a\"b\\c"];
+        for a in pieces {
+            for b in pieces {
+                for c in pieces {
+                    let text = format!("{a}{b}{c}");
+                    assert_eq!(compact(&Json::str(text.as_str())), escaped_by_char(&text), "{text:?}");
+                }
+            }
+        }
     }
 
     #[test]
