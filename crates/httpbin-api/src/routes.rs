@@ -6,7 +6,7 @@ use crate::inspect::Inspected;
 use crate::json::{self, Json};
 use crate::random::PythonRandom;
 use crate::reply::{self, HTML, Reply};
-use crate::url::percent_decode;
+use crate::url::decoded_path;
 use crate::{Action, Context, Request};
 use std::io::Write;
 use std::time::Duration;
@@ -63,17 +63,14 @@ enum View {
 /// headers to whatever the view answered.
 pub fn route(request: &Request<'_>, context: &mut Context<'_>) -> Action {
     let inspected = Inspected::new(request);
-    // Flask routes on the decoded path.
-    let path = String::from_utf8_lossy(&percent_decode(inspected.path.as_bytes())).into_owned();
-    let mut action = match find(&path) {
+    let mut action = match find(&decoded_path(inspected.path)) {
         None => Action::Reply(reply::error(404)),
         Some((methods, view)) => {
             let method = if request.method == "HEAD" { "GET" } else { request.method };
-            let allow = allowed(methods);
             if request.method == "OPTIONS" {
-                Action::Reply(Reply::new(200, HTML, "").header("Allow", allow))
+                Action::Reply(Reply::new(200, HTML, "").header("Allow", allowed(methods)))
             } else if !methods.contains(&method) {
-                Action::Reply(reply::error(405).header("Allow", allow))
+                Action::Reply(reply::error(405).header("Allow", allowed(methods)))
             } else {
                 answer(view, &inspected, context)
             }
@@ -91,8 +88,7 @@ pub fn route(request: &Request<'_>, context: &mut Context<'_>) -> Action {
 /// finish).
 pub fn reads_body(method: &str, path_with_query: &str) -> bool {
     let path = path_with_query.split_once('?').map_or(path_with_query, |(path, _)| path);
-    let path = String::from_utf8_lossy(&percent_decode(path.as_bytes())).into_owned();
-    method != "OPTIONS" && matches!(find(&path), Some((_, View::Body | View::Anything | View::Delay(_))))
+    method != "OPTIONS" && matches!(find(&decoded_path(path)), Some((_, View::Body | View::Anything | View::Delay(_))))
 }
 
 /// Flask's `Allow`: the route's methods, `HEAD` with `GET`, and `OPTIONS`.

@@ -4,6 +4,8 @@
 //! valid UTF-8 decoded, except spaces, controls, `%` and the characters that
 //! would change the part's meaning), and `parse_qsl` decodes query pairs.
 
+use std::borrow::Cow;
+
 /// `urllib.parse.unquote_to_bytes`: `%XX` (any case) decoded, everything
 /// else (a lone `%` too) as is.
 pub fn percent_decode(text: &[u8]) -> Vec<u8> {
@@ -21,6 +23,15 @@ pub fn percent_decode(text: &[u8]) -> Vec<u8> {
         i += 1;
     }
     out
+}
+
+/// The path Flask routes on: percent-decoded, invalid UTF-8 replaced.
+/// Borrowed when there is nothing to decode (most paths).
+pub fn decoded_path(path: &str) -> Cow<'_, str> {
+    if !path.contains('%') {
+        return Cow::Borrowed(path);
+    }
+    Cow::Owned(String::from_utf8_lossy(&percent_decode(path.as_bytes())).into_owned())
 }
 
 fn hex_byte(pair: &[u8]) -> Option<u8> {
