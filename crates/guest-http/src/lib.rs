@@ -29,7 +29,6 @@ extern crate alloc;
 
 use alloc::format;
 use alloc::string::{String, ToString};
-use alloc::vec;
 use alloc::vec::Vec;
 
 #[allow(missing_docs, clippy::all)]
@@ -81,7 +80,10 @@ pub struct Response {
 impl Response {
     /// A response with a body and its content type.
     pub fn new(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> Response {
-        Response { status, headers: vec![("content-type".to_string(), content_type.as_bytes().to_vec())], body: body.into() }
+        // Room for the content length `send` adds, and a few more, without growing.
+        let mut headers = Vec::with_capacity(4);
+        headers.push(("content-type".to_string(), content_type.as_bytes().to_vec()));
+        Response { status, headers, body: body.into() }
     }
 
     /// `text/plain; charset=utf-8`.
@@ -241,6 +243,7 @@ pub fn chunks(body: &[u8]) -> impl Iterator<Item = &[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::vec;
 
     #[test]
     fn a_body_of_one_mebibyte_is_written_whole_in_chunks_wasi_accepts() {

@@ -58,7 +58,9 @@ impl incoming_handler::Guest for Httpbin {
 }
 
 fn response(reply: Reply) -> Response {
-    let headers = reply.headers.into_iter().map(|(name, value)| (name, value.into_bytes())).collect();
+    // One more for the content length `send` adds.
+    let mut headers = Vec::with_capacity(reply.headers.len() + 1);
+    headers.extend(reply.headers.into_iter().map(|(name, value)| (name, value.into_bytes())));
     Response { status: reply.status, headers, body: reply.body }
 }
 
