@@ -134,6 +134,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_path_is_borrowed_unless_it_has_escapes_and_decoded_as_before() {
+        for path in ["/uuid", "/anything/a b", "/anything/%41%e2%82%ac", "/anything/%ff%", "/%zz", "/%"] {
+            let decoded = decoded_path(path);
+            assert_eq!(decoded, String::from_utf8_lossy(&percent_decode(path.as_bytes())), "{path}");
+            assert_eq!(matches!(decoded, Cow::Borrowed(_)), !path.contains('%'), "{path}");
+        }
+    }
+
+    #[test]
     fn the_url_is_the_iri_werkzeug_rebuilds() {
         assert_eq!(current_url("http", "h:1", "/get", Some("a=%20b&c=d+e&f&g=&a=2")), "http://h:1/get?a=%20b&c=d+e&f&g=&a=2");
         assert_eq!(current_url("http", "h", "/anything/x%2Fy", Some("q=%C3%A9")), "http://h/anything/x/y?q=é");

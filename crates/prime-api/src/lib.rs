@@ -33,9 +33,9 @@ pub struct Reply {
 }
 
 impl Reply {
-    /// A 200 with a body of integers, written directly: this is every
-    /// answer of the API, and a `serde_json::Value` (a map, its keys and
-    /// the walk over it) cost more than the n-th prime for small n.
+    /// A 200, whose body (integers only) the caller wrote directly: a
+    /// `serde_json::Value` (a map, its keys and the walk over it) cost more
+    /// than the n-th prime for small n.
     fn ok(body: String) -> Reply {
         Reply { status: 200, body }
     }
