@@ -46,20 +46,12 @@ impl Client {
 
     /// Sends `template` and reads the whole response; the status, or why not.
     pub async fn send(&self, template: &Template) -> Result<u16, ErrorKind> {
-        let mut request = Request::new(Full::new(template.body()));
-        *request.method_mut() = template.method.clone();
-        *request.uri_mut() = template.uri.clone();
-        *request.headers_mut() = template.headers.clone();
-        let exchange = async {
+        let request = request(template, template.uri.clone());
+        timed(self.timeout, async {
             let response = self.pool.request(request).await.map_err(|e| classify_client(&e))?;
-            let status = response.status().as_u16();
-            response.into_body().collect().await.map_err(|e| classify(&e))?;
-            Ok(status)
-        };
-        match tokio::time::timeout(self.timeout, exchange).await {
-            Ok(result) => result,
-            Err(_) => Err(ErrorKind::Timeout),
-        }
+            status_of(response).await
+        })
+        .await
     }
 }
 
@@ -102,10 +94,7 @@ impl Connection {
     /// Sends `template` and reads the whole response; the status, or why not.
     /// A connection that failed or timed out is closed; the next request opens another.
     pub async fn send(&mut self, template: &Template) -> Result<u16, ErrorKind> {
-        let result = match tokio::time::timeout(self.timeout, self.exchange(template)).await {
-            Ok(result) => result,
-            Err(_) => Err(ErrorKind::Timeout),
-        };
+        let result = timed(self.timeout, self.exchange(template)).await;
         if result.is_err() {
             self.open = None;
         }
@@ -113,19 +102,15 @@ impl Connection {
     }
 
     async fn exchange(&mut self, template: &Template) -> Result<u16, ErrorKind> {
-        let mut request = Request::new(Full::new(template.body()));
-        *request.method_mut() = template.method.clone();
-        *request.uri_mut() = template.uri.path_and_query().map_or_else(|| Uri::from_static("/"), |p| Uri::from(p.clone()));
-        *request.headers_mut() = template.headers.clone();
+        let path = template.uri.path_and_query().map_or_else(|| Uri::from_static("/"), |p| Uri::from(p.clone()));
+        let mut request = request(template, path);
         request.headers_mut().entry(HOST).or_insert_with(|| self.host.clone());
 
         let (result, ended) = {
             let open = self.ready().await?;
             let exchange = async {
                 let response = open.sender.send_request(request).await.map_err(|e| classify(&e))?;
-                let status = response.status().as_u16();
-                response.into_body().collect().await.map_err(|e| classify(&e))?;
-                Ok(status)
+                status_of(response).await
             };
             let mut exchange = std::pin::pin!(exchange);
             tokio::select! {
@@ -177,6 +162,28 @@ impl Connection {
         let (sender, driver) = http1::handshake(TokioIo::new(stream)).await.map_err(|_| ErrorKind::Connect)?;
         Ok(Open { sender, driver: Box::pin(driver) })
     }
+}
+
+/// `template` as a request to `uri` (absolute for the pool, origin-form on
+/// a connection of one's own).
+fn request(template: &Template, uri: Uri) -> Request<Full<Bytes>> {
+    let mut request = Request::new(Full::new(template.body()));
+    *request.method_mut() = template.method.clone();
+    *request.uri_mut() = uri;
+    *request.headers_mut() = template.headers.clone();
+    request
+}
+
+/// The response's status, once its whole body is read.
+async fn status_of(response: hyper::Response<hyper::body::Incoming>) -> Result<u16, ErrorKind> {
+    let status = response.status().as_u16();
+    response.into_body().collect().await.map_err(|e| classify(&e))?;
+    Ok(status)
+}
+
+/// `exchange`, or a `timeout` error once `limit` has passed.
+async fn timed<T>(limit: Duration, exchange: impl Future<Output = Result<T, ErrorKind>>) -> Result<T, ErrorKind> {
+    tokio::time::timeout(limit, exchange).await.unwrap_or(Err(ErrorKind::Timeout))
 }
 
 fn classify_client(error: &hyper_util::client::legacy::Error) -> ErrorKind {
