@@ -10,8 +10,9 @@
 //!   share nothing with the runtime.
 //! - [`protocol`]: wire formats both sides speak.
 //! - The rest is process plumbing: command line, logs, metrics, signals,
-//!   worker count, file-descriptor limit.
+//!   worker count, file-descriptor limit, the binary's allocator.
 
+pub mod allocator;
 pub mod backtrace;
 pub mod cli;
 pub mod clients;

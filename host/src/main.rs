@@ -8,11 +8,9 @@ use scalelab::{backtrace, cli, compile, fd_limit, logging, serve, workers};
 use std::process::ExitCode;
 use std::time::Instant;
 
-/// mimalloc rather than the C library's allocator: a guest call allocates and
-/// frees many small host objects (resources, rows, header maps) on every worker
-/// thread, which glibc's and above all musl's allocators serve slowly.
+/// mimalloc rather than the C library's allocator (`allocator.rs` says why and how).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: scalelab::allocator::Allocator = scalelab::allocator::Allocator;
 
 fn main() -> ExitCode {
     let process_start = Instant::now();
