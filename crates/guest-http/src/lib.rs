@@ -41,7 +41,7 @@ mod bindings {
 }
 
 pub use bindings::wasi;
-use wasi::http::types::{Fields, IncomingBody, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam};
+use wasi::http::types::{Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam};
 use wasi::io::streams::{OutputStream, StreamError};
 
 /// A guest's bindings for `world` (from the repository's `wit/`, as seen from
@@ -68,6 +68,9 @@ macro_rules! generate {
 
 /// The most one `blocking-write-and-flush` may carry (WASI 0.2's limit).
 pub const WRITE_LIMIT: usize = 4096;
+
+/// Most bytes one read of a request body asks for.
+const READ_LIMIT: u64 = 64 * 1024;
 
 /// A response to send: status, headers, body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,22 +219,34 @@ pub fn headers<const N: usize>(headers: &Fields, names: [&str; N]) -> [Option<St
 
 /// Reads the whole request body (the host has capped its size already,
 /// `--max-body`). `Err` when the client went away mid-body.
+///
+/// scalelab's host reads a request's body before it calls the guest, so the
+/// bytes are there at once: a non-blocking `read` takes them, and the call
+/// that finds the stream closed is a `read` too. `blocking-read` (an async
+/// host call, dearer) runs only when a host has nothing ready yet. The body
+/// is dropped without `finish`: the trailers it would wait for are not read.
 pub fn read_body(request: &IncomingRequest) -> Result<Vec<u8>, String> {
     let body = request.consume().map_err(|()| "the body was already taken".to_string())?;
     let mut bytes = Vec::new();
-    {
-        let stream = body.stream().map_err(|()| "the body stream was already taken".to_string())?;
-        loop {
-            match stream.blocking_read(64 * 1024) {
-                Ok(chunk) => bytes.extend_from_slice(&chunk),
-                Err(StreamError::Closed) => break,
-                Err(StreamError::LastOperationFailed(e)) => {
-                    return Err(format!("reading the body failed: {}", e.to_debug_string()));
-                }
+    let stream = body.stream().map_err(|()| "the body stream was already taken".to_string())?;
+    loop {
+        let read = match stream.read(READ_LIMIT) {
+            Ok(chunk) if chunk.is_empty() => stream.blocking_read(READ_LIMIT),
+            read => read,
+        };
+        match read {
+            // The first chunk is the whole body, usually: kept, not copied.
+            Ok(chunk) if bytes.is_empty() => bytes = chunk,
+            Ok(chunk) => bytes.extend_from_slice(&chunk),
+            Err(StreamError::Closed) => break,
+            Err(StreamError::LastOperationFailed(e)) => {
+                return Err(format!("reading the body failed: {}", e.to_debug_string()));
             }
         }
     }
-    drop(IncomingBody::finish(body));
+    // The stream is a child of the body: dropped first.
+    drop(stream);
+    drop(body);
     Ok(bytes)
 }
 
