@@ -29,8 +29,10 @@ pub struct Request<'a> {
     /// Headers in the order they came (names in any case).
     pub headers: &'a [(String, Vec<u8>)],
     pub body: &'a [u8],
-    /// The client's IP address (the connection's peer), for `origin`.
-    pub peer: Option<&'a str>,
+    /// The client's IP address (the connection's peer), for `origin`:
+    /// asked only by the routes that show it, and only without
+    /// `X-Forwarded-For` (in a guest, asking is a host call).
+    pub peer: &'a dyn Fn() -> Option<String>,
 }
 
 /// What the route needs from outside: randomness and the time.

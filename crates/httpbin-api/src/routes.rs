@@ -505,6 +505,38 @@ mod tests {
         assert_eq!(python_int("x"), None);
     }
 
+    /// In a guest, asking for the peer is a host call: made only by the
+    /// routes that show `origin`, and not when `X-Forwarded-For` names it.
+    #[test]
+    fn the_peer_is_asked_for_only_by_routes_that_show_it() {
+        let asked = |path: &str, headers: &[(String, Vec<u8>)]| {
+            let count = std::cell::Cell::new(0);
+            let peer = || {
+                count.set(count.get() + 1);
+                Some("10.1.2.3".to_string())
+            };
+            let request = Request { method: "GET", path_with_query: path, headers, body: b"", peer: &peer };
+            let mut random = || 7;
+            let Action::Reply(reply) = route(&request, &mut Context { random: &mut random, now: &std::time::SystemTime::now })
+            else {
+                panic!("{path}: not a reply")
+            };
+            (count.get(), String::from_utf8(reply.body).unwrap())
+        };
+        for path in ["/uuid", "/headers", "/user-agent", "/status/200", "/bytes/4", "/html"] {
+            assert_eq!(asked(path, &[]).0, 0, "{path}");
+        }
+        for path in ["/ip", "/get", "/anything/x"] {
+            let (count, body) = asked(path, &[]);
+            assert_eq!(count, 1, "{path}");
+            assert!(body.contains(r#""origin": "10.1.2.3""#), "{path}: {body}");
+        }
+        let forwarded = [("X-Forwarded-For".to_string(), b"192.0.2.9".to_vec())];
+        let (count, body) = asked("/ip", &forwarded);
+        assert_eq!(count, 0);
+        assert!(body.contains(r#""origin": "192.0.2.9""#), "{body}");
+    }
+
     #[test]
     fn etags_are_parsed_as_httpbin_does() {
         assert_eq!(multi_value(Some("\"a\", W/\"b\",c")), vec!["a", "b", "c"]);

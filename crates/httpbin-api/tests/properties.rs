@@ -57,7 +57,7 @@ proptest! {
     ) {
         let mut headers: Vec<(String, Vec<u8>)> = headers;
         headers.push(("content-type".into(), content_type.as_bytes().to_vec()));
-        let request = Request { method: &method, path_with_query: &path, headers: &headers, body: &body, peer: Some("127.0.0.1") };
+        let request = Request { method: &method, path_with_query: &path, headers: &headers, body: &body, peer: &|| Some("127.0.0.1".into()) };
         let mut state = seed;
         let mut random = || { state = state.wrapping_mul(6364136223846793005).wrapping_add(1); state };
         let mut context = Context { random: &mut random, now: &|| std::time::UNIX_EPOCH };
@@ -80,7 +80,7 @@ proptest! {
     ) {
         let headers = vec![("content-type".to_string(), content_type.as_bytes().to_vec())];
         let answer = |body: &[u8]| {
-            let request = Request { method: &method, path_with_query: &path, headers: &headers, body, peer: Some("127.0.0.1") };
+            let request = Request { method: &method, path_with_query: &path, headers: &headers, body, peer: &|| Some("127.0.0.1".into()) };
             let mut state = seed;
             let mut random = || { state = state.wrapping_mul(6364136223846793005).wrapping_add(1); state };
             httpbin_api::route(&request, &mut Context { random: &mut random, now: &|| std::time::UNIX_EPOCH })

@@ -68,9 +68,10 @@ async fn answer(request: Request<hyper::body::Incoming>, peer: IpAddr) -> Respon
                 .map(|(name, value)| (name.as_str().to_string(), value.as_bytes().to_vec())),
         )
         .collect();
-    let peer = peer.to_string();
-    let request = httpbin_api::Request { method, path_with_query, headers: &headers, body: &body, peer: Some(&peer) };
-    match route(&request) {
+    let peer = || Some(peer.to_string());
+    // Decided before any wait: the request (its `peer` above all) is not `Send`.
+    let action = route(&httpbin_api::Request { method, path_with_query, headers: &headers, body: &body, peer: &peer });
+    match action {
         Action::Reply(reply) => respond(reply),
         Action::Delay(delay, reply) => {
             tokio::time::sleep(delay).await;

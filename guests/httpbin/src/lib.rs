@@ -3,9 +3,9 @@
 //!
 //! Everything httpbin decides lives in `crates/httpbin-api`; this file
 //! reads the wasi:http request into it, asks the host who the client is
-//! (`wit/client.wit`, for `origin`), and carries out its answer: a reply,
-//! a reply after a delay (a WASI clock wait, so the instance holds no
-//! worker thread), or a stream written line by line.
+//! (`wit/client.wit`) when a route shows `origin`, and carries out its
+//! answer: a reply, a reply after a delay (a WASI clock wait, so the
+//! instance holds no worker thread), or a stream written line by line.
 
 mod bindings {
     // Shares guest-http's wasi:http bindings (see crates/guest-http).
@@ -40,9 +40,13 @@ impl incoming_handler::Guest for Httpbin {
         } else {
             Vec::new()
         };
-        let peer = client::address();
-        let request =
-            Request { method: &method, path_with_query: &path_with_query, headers: &headers, body: &body, peer: peer.as_deref() };
+        let request = Request {
+            method: &method,
+            path_with_query: &path_with_query,
+            headers: &headers,
+            body: &body,
+            peer: &client::address,
+        };
         let mut random = random::get_random_u64;
         let mut context = Context { random: &mut random, now: &std::time::SystemTime::now };
         match httpbin_api::route(&request, &mut context) {
