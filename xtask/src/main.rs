@@ -9,6 +9,8 @@
 //! - `bench-sockets`: socket.io clients the tracker holds at 95 ticks/s (see `bench_sockets.rs`);
 //! - `bench-httpbin [--quick]`: the httpbin guest against the real httpbin
 //!   under gunicorn, with `httpbin-native` as the ceiling (see `bench_httpbin.rs`);
+//! - `bench-instructions [--requests N]`: instructions per request of the wasm
+//!   host and its native references, counted by valgrind (see `bench_instructions.rs`);
 //! - `bench-todo [--quick]`: the todo guest on SQLite and Postgres against its
 //!   native reference (see `bench_todo.rs`);
 //! - `soak [--minutes N] [--guest G]...`: long runs under mixed load with swaps (see `soak.rs`);
@@ -24,6 +26,7 @@
 mod bench;
 mod bench_engines;
 mod bench_httpbin;
+mod bench_instructions;
 mod bench_sockets;
 mod bench_todo;
 mod clients;
@@ -99,6 +102,12 @@ enum Task {
         /// Fewer, shorter rounds: finishes in about a minute and a half.
         #[arg(long)]
         quick: bool,
+    },
+    /// Instructions per request (valgrind's callgrind) of the wasm host and its native references.
+    BenchInstructions {
+        /// Requests counted per server and route.
+        #[arg(long, default_value_t = 2000)]
+        requests: u32,
     },
     /// The todo guest's locust mix on SQLite and on Postgres against todo-native on the same Postgres.
     BenchTodo {
@@ -228,6 +237,7 @@ fn run(task: Task) -> Result<()> {
         Task::Bench { quick } => bench::run(&ws, quick)?,
         Task::BenchSockets { hold } => bench_sockets::run(&ws, std::time::Duration::from_secs(hold))?,
         Task::BenchHttpbin { quick } => bench_httpbin::run(&ws, quick)?,
+        Task::BenchInstructions { requests } => bench_instructions::run(&ws, requests)?,
         Task::BenchTodo { quick, concurrency } => bench_todo::run(&ws, quick, concurrency)?,
         Task::Fuzz { seconds } => fuzz::run(&ws, seconds)?,
         Task::Report { guest, quick } => report::run(&ws, &guest, quick)?,

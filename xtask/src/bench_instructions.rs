@@ -1,0 +1,221 @@
+//! `cargo xtask bench-instructions [--requests N]`: the instructions a
+//! server executes per request, counted by valgrind, for the wasm host and
+//! its native reference at the routes the speed goals name.
+//!
+//! Time on these shared machines moves by 15% from one minute to the next
+//! (steal time, neighbours), so a change of a few percent in the host's work
+//! per request cannot be seen in requests per second, and this VM has no
+//! hardware counters. The instructions a server executes for the same
+//! requests are the same from run to run (within 0.1% here). Each server
+//! starts under `valgrind --tool=callgrind` with instrumentation off, answers
+//! a warm-up, then counts N sequential requests (`scalelab load -c 1`) and is
+//! stopped; its `totals` over N is the figure. User space only: the kernel's
+//! share (sockets, about the same for every server) is not counted, and an
+//! instruction is not a nanosecond (cache misses, page-table work), so use
+//! the table to compare builds of the same server and to see where the
+//! work is, and the `bench` commands for speed.
+
+use crate::bench::{Prepared, prepare, save_report};
+use crate::workspace::Workspace;
+use anyhow::{Context, Result, bail, ensure};
+use serde_json::{Value, json};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Requests answered before counting starts (instances made, caches warm).
+const WARM_UP: u32 = 300;
+
+/// A guest and the native server that runs the same routing crate, with the routes measured.
+const CASES: &[(&str, &str, &[&str])] =
+    &[("prime", "prime-native", &["/prime/1", "/prime/1000"]), ("httpbin", "httpbin-native", &["/uuid", "/get"])];
+
+/// One row of the table.
+struct Row {
+    route: &'static str,
+    guest: &'static str,
+    wasm: f64,
+    native: f64,
+}
+
+pub fn run(ws: &Workspace, requests: u32) -> Result<()> {
+    ensure!(requests > 0, "--requests must be at least 1");
+    let version = Command::new("valgrind").arg("--version").output();
+    if !version.as_ref().is_ok_and(|o| o.status.success()) {
+        bail!("bench-instructions needs valgrind (Debian: apt-get install valgrind)");
+    }
+    let natives: Vec<&str> = CASES.iter().map(|(_, native, _)| *native).collect();
+    let prepared = prepare(ws, &natives)?;
+    let dir = prepared.bench_dir.join("instructions");
+    std::fs::create_dir_all(&dir)?;
+    println!("counting instructions of {requests} sequential requests per server and route, under callgrind");
+    let mut rows = Vec::new();
+    for (guest, native, routes) in CASES {
+        for route in *routes {
+            let wasm = count(&prepared, &Server::Host(guest), route, requests, &dir)?;
+            let native = count(&prepared, &Server::Native(native), route, requests, &dir)?;
+            println!("  {guest} {route}: wasm {wasm:.0}, native {native:.0}");
+            rows.push(Row { route, guest, wasm, native });
+        }
+    }
+    let table = table(&rows);
+    print!("\n{table}");
+    let report = json!({
+        "command": format!("cargo xtask bench-instructions --requests {requests}"),
+        "unix_time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs(),
+        "requests": requests,
+        "rows": rows.iter().map(|r| json!({
+            "guest": r.guest, "route": r.route, "wasm_instructions_per_request": r.wasm,
+            "native_instructions_per_request": r.native,
+        })).collect::<Vec<Value>>(),
+        "table": table,
+    });
+    save_report(ws, &prepared.bench_dir, "instructions", "instructions-latest.json", &report)
+}
+
+/// The server a count runs.
+enum Server<'a> {
+    /// `scalelab serve` with this guest.
+    Host(&'a str),
+    /// A native reference server (`NAME ADDR`).
+    Native(&'a str),
+}
+
+/// Instructions per request of `server` at `route`.
+fn count(prepared: &Prepared, server: &Server<'_>, route: &str, requests: u32, dir: &Path) -> Result<f64> {
+    let port = free_port()?;
+    let out = dir.join(format!("callgrind.{port}"));
+    let mut command = Command::new("valgrind");
+    command
+        .args(["--tool=callgrind", "--instr-atstart=no", "--log-file=/dev/null"])
+        .arg(format!("--callgrind-out-file={}", out.display()));
+    let address = format!("127.0.0.1:{port}");
+    match server {
+        Server::Host(guest) => {
+            command.arg(prepared.release.join("scalelab")).args(["serve", "--guest", guest, "--guests-dir"]);
+            command.arg(&prepared.guests_dir).args(["--cache-dir"]).arg(prepared.bench_dir.join("cache"));
+            command.args(["--listen", &address, "--admin-listen", "127.0.0.1:0", "--tcp-listen", "off"]);
+        }
+        Server::Native(name) => {
+            command.arg(prepared.release.join(name)).arg(&address);
+        }
+    }
+    command.env_remove("RUST_BACKTRACE").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    let mut child = Running(command.spawn().context("starting valgrind")?);
+    wait_for(&address, Duration::from_secs(120))?;
+    let url = format!("http://{address}{route}");
+    load(&prepared.release, &url, WARM_UP)?;
+    callgrind_control(child.0.id(), "on")?;
+    load(&prepared.release, &url, requests)?;
+    callgrind_control(child.0.id(), "off")?;
+    child.stop()?;
+    let text = std::fs::read_to_string(&out).with_context(|| format!("reading {}", out.display()))?;
+    let _ = std::fs::remove_file(&out);
+    Ok(totals(&text)? as f64 / f64::from(requests))
+}
+
+/// A server under valgrind, stopped with SIGTERM (valgrind writes its counts
+/// at exit) and killed if it outlives the benchmark.
+struct Running(Child);
+
+impl Running {
+    fn stop(&mut self) -> Result<()> {
+        Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status()?;
+        let give_up = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < give_up {
+            if self.0.try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("the server did not stop within 60 s of SIGTERM")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn wait_for(address: &str, limit: Duration) -> Result<()> {
+    let give_up = Instant::now() + limit;
+    while TcpStream::connect(address).is_err() {
+        ensure!(Instant::now() < give_up, "nothing listened on {address} within {} s", limit.as_secs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// `requests` sequential GETs of `url`, all of which must answer 200.
+fn load(release: &Path, url: &str, requests: u32) -> Result<()> {
+    let out = Command::new(release.join("scalelab"))
+        .args(["load", "--concurrency", "1", "--requests", &requests.to_string(), "--output", "json", url])
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .context("running scalelab load")?;
+    let report: Value = serde_json::from_slice(&out.stdout).context("parsing the scalelab load report")?;
+    let ok = report["status"]["200"].as_u64().unwrap_or(0);
+    ensure!(ok == u64::from(requests), "{url}: {ok} of {requests} requests answered 200: {}", report["status"]);
+    Ok(())
+}
+
+fn callgrind_control(pid: u32, instrumentation: &str) -> Result<()> {
+    let out = Command::new("callgrind_control")
+        .args(["-i", instrumentation, &pid.to_string()])
+        .output()
+        .context("running callgrind_control (valgrind's package)")?;
+    ensure!(out.status.success(), "callgrind_control -i {instrumentation} failed: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}
+
+/// The `totals:` line of a callgrind output file: instructions counted.
+fn totals(text: &str) -> Result<u64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix("totals:"))
+        .context("no totals line in the callgrind output")?
+        .trim()
+        .parse()
+        .context("parsing the callgrind totals")
+}
+
+fn table(rows: &[Row]) -> String {
+    let mut out =
+        format!("{:<16} {:<10} {:>16} {:>16} {:>13}\n", "route", "guest", "wasm instr/req", "native instr/req", "wasm/native");
+    for r in rows {
+        out.push_str(&format!(
+            "GET {:<12} {:<10} {:>16.0} {:>16.0} {:>12.2}x\n",
+            r.route,
+            r.guest,
+            r.wasm,
+            r.native,
+            r.wasm / r.native.max(1.0)
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_are_read_from_the_callgrind_output() {
+        let text = "events: Ir\nsummary: 0\nfn=(1) main\n5 10\ntotals: 93240504\n";
+        assert_eq!(totals(text).unwrap(), 93_240_504);
+        assert!(totals("events: Ir\n").is_err());
+    }
+
+    #[test]
+    fn the_table_gives_the_ratio_to_native() {
+        let out = table(&[Row { route: "/prime/1", guest: "prime", wasm: 46_600.0, native: 20_000.0 }]);
+        assert!(out.contains("GET /prime/1"), "{out}");
+        assert!(out.contains("46600") && out.contains("20000") && out.contains("2.33x"), "{out}");
+    }
+}
