@@ -15,6 +15,7 @@ extern crate alloc;
 
 use alloc::vec;
 use alloc::vec::Vec;
+use core::num::NonZeroU32;
 
 /// The largest `n` the prime API accepts.
 ///
@@ -62,10 +63,16 @@ pub fn nth_prime(n: u32, algo: Algo) -> Option<u64> {
 /// instruction anyway; Cranelift (the wasm guest's compiler) emits the
 /// 64-bit one as written. Only squares are taken in 64 bits, where they
 /// could overflow.
+///
+/// The primes are kept as [`NonZeroU32`]: a remainder by a `u32` must
+/// first test the divisor for zero (Rust panics there), which costs a
+/// test and a branch per division, and in the wasm guest a taken jump
+/// too, since Cranelift places the zero case inline. A remainder by a
+/// `NonZeroU32` needs no test: the type says what is true of every prime.
 fn nth_prime_trial(n: u32) -> u64 {
     let n = n as usize;
-    let mut found: Vec<u32> = Vec::with_capacity(n);
-    found.push(2);
+    let mut found: Vec<NonZeroU32> = Vec::with_capacity(n);
+    found.push(NonZeroU32::new(2).expect("2 is not 0"));
     // found[1..divisors] are the odd primes whose square is at most the
     // candidate: the candidate only grows, so this end only moves right.
     let mut divisors = 1;
@@ -75,15 +82,15 @@ fn nth_prime_trial(n: u32) -> u64 {
             divisors += 1;
         }
         if has_no_divisor(candidate, &found[1..divisors]) {
-            found.push(candidate);
+            found.push(NonZeroU32::new(candidate).expect("candidates start at 3"));
         }
         candidate += 2;
     }
-    u64::from(found[n - 1])
+    u64::from(found[n - 1].get())
 }
 
-fn square(p: u32) -> u64 {
-    u64::from(p) * u64::from(p)
+fn square(p: NonZeroU32) -> u64 {
+    u64::from(p.get()) * u64::from(p.get())
 }
 
 /// Whether no prime of `divisors` divides `candidate`, trying them in order
@@ -93,18 +100,14 @@ fn square(p: u32) -> u64 {
 /// deadline) at every loop header, and one check per four divisions costs
 /// less than one per division. The divisions and the order they are tried
 /// in are the same as in one plain loop.
-fn has_no_divisor(candidate: u32, divisors: &[u32]) -> bool {
+fn has_no_divisor(candidate: u32, divisors: &[NonZeroU32]) -> bool {
     let mut fours = divisors.chunks_exact(4);
     for four in &mut fours {
-        if candidate.is_multiple_of(four[0])
-            || candidate.is_multiple_of(four[1])
-            || candidate.is_multiple_of(four[2])
-            || candidate.is_multiple_of(four[3])
-        {
+        if candidate % four[0] == 0 || candidate % four[1] == 0 || candidate % four[2] == 0 || candidate % four[3] == 0 {
             return false;
         }
     }
-    fours.remainder().iter().all(|&p| !candidate.is_multiple_of(p))
+    fours.remainder().iter().all(|&p| candidate % p != 0)
 }
 
 /// An upper bound of the n-th prime: n (ln n + ln ln n) holds for n >= 6.
@@ -176,11 +179,11 @@ mod tests {
 
     #[test]
     fn divisors_are_tried_four_at_a_time_with_the_answer_of_one_loop() {
-        let primes = [3, 5, 7, 11, 13, 17, 19, 23, 29, 31];
+        let primes = [3, 5, 7, 11, 13, 17, 19, 23, 29, 31].map(|p| NonZeroU32::new(p).unwrap());
         for candidate in (3..2_000u32).step_by(2) {
             for end in 0..=primes.len() {
                 let divisors = &primes[..end];
-                let one_loop = divisors.iter().all(|&p| candidate % p != 0);
+                let one_loop = divisors.iter().all(|&p| candidate % p.get() != 0);
                 assert_eq!(has_no_divisor(candidate, divisors), one_loop, "{candidate} by {divisors:?}");
             }
         }
