@@ -22,6 +22,11 @@
 //! table says which reservation each count ran with (from the host's
 //! start-up log): on a compute-heavy route such as `/prime/1000` the checked
 //! guest executes many more instructions than the served one.
+//!
+//! The wasm host is counted twice, the second time with `RUST_BACKTRACE=1`
+//! (which this project's machines set): the host must not depend on it, and
+//! a count shows any difference (an error built on the request path would
+//! capture a backtrace per request) where timed runs cannot see 5%.
 
 use crate::bench::{Prepared, prepare, save_report};
 use crate::workspace::Workspace;
@@ -44,6 +49,8 @@ struct Row {
     route: &'static str,
     guest: &'static str,
     wasm: f64,
+    /// The same host with `RUST_BACKTRACE=1`.
+    wasm_backtrace: f64,
     native: f64,
     /// The host's memory reservation in that count (`guarded` or `checked`).
     reservation: String,
@@ -63,11 +70,14 @@ pub fn run(ws: &Workspace, requests: u32) -> Result<()> {
     let mut rows = Vec::new();
     for (guest, native, routes) in CASES {
         for route in *routes {
-            let (wasm, log) = count(&prepared, &Server::Host(guest), route, requests, &dir)?;
+            let (wasm, log) = count(&prepared, &Server::Host { guest, backtrace: false }, route, requests, &dir)?;
+            let (wasm_backtrace, _) = count(&prepared, &Server::Host { guest, backtrace: true }, route, requests, &dir)?;
             let (native, _) = count(&prepared, &Server::Native(native), route, requests, &dir)?;
             let reservation = reservation(&log).unwrap_or("unknown").to_string();
-            println!("  {guest} {route}: wasm {wasm:.0} ({reservation} memory), native {native:.0}");
-            rows.push(Row { route, guest, wasm, native, reservation });
+            println!(
+                "  {guest} {route}: wasm {wasm:.0} ({reservation} memory), with RUST_BACKTRACE=1 {wasm_backtrace:.0}, native {native:.0}"
+            );
+            rows.push(Row { route, guest, wasm, wasm_backtrace, native, reservation });
         }
     }
     let table = table(&rows);
@@ -78,6 +88,7 @@ pub fn run(ws: &Workspace, requests: u32) -> Result<()> {
         "requests": requests,
         "rows": rows.iter().map(|r| json!({
             "guest": r.guest, "route": r.route, "wasm_instructions_per_request": r.wasm,
+            "wasm_rust_backtrace_instructions_per_request": r.wasm_backtrace,
             "native_instructions_per_request": r.native, "memory_reservation": r.reservation,
         })).collect::<Vec<Value>>(),
         "table": table,
@@ -87,8 +98,8 @@ pub fn run(ws: &Workspace, requests: u32) -> Result<()> {
 
 /// The server a count runs.
 enum Server<'a> {
-    /// `scalelab serve` with this guest.
-    Host(&'a str),
+    /// `scalelab serve` with this guest, with `RUST_BACKTRACE=1` or without it.
+    Host { guest: &'a str, backtrace: bool },
     /// A native reference server (`NAME ADDR`).
     Native(&'a str),
 }
@@ -106,7 +117,10 @@ fn count(prepared: &Prepared, server: &Server<'_>, route: &str, requests: u32, d
         .arg(format!("--callgrind-out-file={}", out.display()));
     let address = format!("127.0.0.1:{port}");
     match server {
-        Server::Host(guest) => {
+        Server::Host { guest, backtrace } => {
+            if *backtrace {
+                command.env("RUST_BACKTRACE", "1");
+            }
             command.arg(prepared.release.join("scalelab")).args(["serve", "--guest", guest, "--guests-dir"]);
             command.arg(&prepared.guests_dir).args(["--cache-dir"]).arg(prepared.bench_dir.join("cache"));
             command.args(["--listen", &address, "--admin-listen", "127.0.0.1:0", "--tcp-listen", "off"]);
@@ -115,7 +129,10 @@ fn count(prepared: &Prepared, server: &Server<'_>, route: &str, requests: u32, d
             command.arg(prepared.release.join(name)).arg(&address);
         }
     }
-    command.env_remove("RUST_BACKTRACE").stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
+    if !matches!(server, Server::Host { backtrace: true, .. }) {
+        command.env_remove("RUST_BACKTRACE");
+    }
+    command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
     let mut child = Running(command.spawn().context("starting valgrind")?);
     wait_for(&address, Duration::from_secs(120))?;
     let url = format!("http://{address}{route}");
@@ -212,15 +229,16 @@ fn totals(text: &str) -> Result<u64> {
 
 fn table(rows: &[Row]) -> String {
     let mut out = format!(
-        "{:<16} {:<10} {:>16} {:>16} {:>13}  {}\n",
-        "route", "guest", "wasm instr/req", "native instr/req", "wasm/native", "host memory"
+        "{:<16} {:<10} {:>16} {:>16} {:>16} {:>13}  {}\n",
+        "route", "guest", "wasm instr/req", "RUST_BACKTRACE=1", "native instr/req", "wasm/native", "host memory"
     );
     for r in rows {
         out.push_str(&format!(
-            "GET {:<12} {:<10} {:>16.0} {:>16.0} {:>12.2}x  {}\n",
+            "GET {:<12} {:<10} {:>16.0} {:>15.1}% {:>16.0} {:>12.2}x  {}\n",
             r.route,
             r.guest,
             r.wasm,
+            (r.wasm_backtrace / r.wasm.max(1.0) - 1.0) * 100.0,
             r.native,
             r.wasm / r.native.max(1.0),
             r.reservation
@@ -252,12 +270,14 @@ mod tests {
             route: "/prime/1",
             guest: "prime",
             wasm: 46_600.0,
+            wasm_backtrace: 46_600.0 * 1.002,
             native: 20_000.0,
             reservation: reservation.to_string(),
         };
         let out = table(&[row("guarded")]);
         assert!(out.contains("GET /prime/1"), "{out}");
         assert!(out.contains("46600") && out.contains("20000") && out.contains("2.33x"), "{out}");
+        assert!(out.contains("0.2%"), "the RUST_BACKTRACE=1 column is the change in %: {out}");
         assert!(!out.contains("bounds checks"), "{out}");
         let out = table(&[row("checked")]);
         assert!(out.contains("checked") && out.contains("bounds checks"), "{out}");
