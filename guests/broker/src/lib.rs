@@ -214,3 +214,7 @@ fn get_text(key: &str) -> Option<String> {
 }
 
 bindings::export!(Broker with_types_in bindings);
+
+// What a call allocates comes from a request arena (crates/guest-alloc) while
+// it fits, the rest from wasi-libc's `malloc`.
+guest_alloc::std_global_allocator!(256 * 1024);

@@ -1,6 +1,8 @@
-//! The guest's heap: dlmalloc (the allocator of std's own wasm targets
-//! without libc, and the algorithm of wasi-libc's `malloc`) over linear
-//! memory, and the `cabi_realloc` export that the host allocates through.
+//! The guest's heap: the request arena of `crates/guest-alloc` (a call's
+//! blocks come from a bump arena that empties when the call has freed them)
+//! in front of dlmalloc (the allocator of std's own wasm targets without
+//! libc, and the algorithm of wasi-libc's `malloc`) over linear memory, and
+//! the `cabi_realloc` export that the host allocates through.
 //!
 //! As wasi-libc's `malloc` does, the heap's first segment is the rest of the
 //! memory the module starts with (from `__heap_base` to `__heap_end`), and
@@ -16,6 +18,7 @@ use core::cell::UnsafeCell;
 use core::ptr;
 use core::sync::atomic::{AtomicBool, Ordering};
 use dlmalloc::{Allocator, Dlmalloc};
+use guest_alloc::{Memory, RequestArena};
 
 const PAGE: usize = 64 * 1024;
 
@@ -90,14 +93,24 @@ unsafe impl Sync for Heap {}
 /// allocation would grow memory without using the tail.
 const GRANULARITY: usize = 4 * 1024;
 
+/// The request arena's size: a request's blocks (its path, the JSON it
+/// writes, the host's lists) fit many times over; a larger block (the
+/// divisors of a large `n`) comes from dlmalloc.
+const ARENA: usize = 64 * 1024;
+
+static ARENA_MEMORY: Memory<ARENA> = Memory::new();
+
 #[global_allocator]
-static HEAP: Heap = Heap(UnsafeCell::new(
-    const {
-        let mut heap = Dlmalloc::new_with_allocator(LinearMemory { tail_taken: AtomicBool::new(false) });
-        assert!(heap.set_granularity(GRANULARITY));
-        heap
-    },
-));
+static HEAP: RequestArena<Heap, ARENA> = RequestArena::new(
+    &ARENA_MEMORY,
+    Heap(UnsafeCell::new(
+        const {
+            let mut heap = Dlmalloc::new_with_allocator(LinearMemory { tail_taken: AtomicBool::new(false) });
+            assert!(heap.set_granularity(GRANULARITY));
+            heap
+        },
+    )),
+);
 
 unsafe impl GlobalAlloc for Heap {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
