@@ -6,9 +6,9 @@
 //! (the architecture's rule), so at the end of every call the arena holds
 //! no live block and starts again from its base. Allocating is then moving
 //! a pointer, and freeing is counting down, where dlmalloc (the allocator of
-//! std's wasm targets and of wasi-libc) spends about 80 instructions on each
-//! (callgrind, httpbin's `/uuid`: 26 allocations a request, a seventh of the
-//! request's instructions in the host). A block that does not fit goes to
+//! std's wasm targets and of wasi-libc) spends over a hundred instructions
+//! on each (callgrind, httpbin's `/uuid`: 26 allocations a request, a
+//! seventh of all the instructions the host executes for it). A block that does not fit goes to
 //! the general allocator behind, and so does everything if a guest does
 //! keep a block across calls and the arena fills: slower, never wrong.
 //!

@@ -74,11 +74,15 @@ fn nth_prime_trial(n: u32) -> u64 {
     let mut found: Vec<NonZeroU32> = Vec::with_capacity(n);
     found.push(NonZeroU32::new(2).expect("2 is not 0"));
     // found[1..divisors] are the odd primes whose square is at most the
-    // candidate: the candidate only grows, so this end only moves right.
+    // candidate: the candidate only grows, so this end only moves right,
+    // and by one place at most per candidate (the squares of two odd
+    // primes p < q are at least 4p + 4 apart, more than the step of 2), so
+    // an `if` does what a loop would, without a loop header for compiled
+    // wasm to check the epoch at for every candidate.
     let mut divisors = 1;
     let mut candidate = 3u32;
     while found.len() < n {
-        while divisors < found.len() && square(found[divisors]) <= u64::from(candidate) {
+        if divisors < found.len() && square(found[divisors]) <= u64::from(candidate) {
             divisors += 1;
         }
         if has_no_divisor(candidate, &found[1..divisors]) {
@@ -98,8 +102,9 @@ fn square(p: NonZeroU32) -> u64 {
 ///
 /// Four at a time, written out: compiled wasm checks the epoch (the host's
 /// deadline) at every loop header, and one check per four divisions costs
-/// less than one per division. The divisions and the order they are tried
-/// in are the same as in one plain loop.
+/// less than one per division. The last one to three are written out too,
+/// with no loop. The divisions and the order they are tried in are the
+/// same as in one plain loop.
 fn has_no_divisor(candidate: u32, divisors: &[NonZeroU32]) -> bool {
     let mut fours = divisors.chunks_exact(4);
     for four in &mut fours {
@@ -107,7 +112,9 @@ fn has_no_divisor(candidate: u32, divisors: &[NonZeroU32]) -> bool {
             return false;
         }
     }
-    fours.remainder().iter().all(|&p| candidate % p != 0)
+    let rest = fours.remainder();
+    let divides = |i: usize| rest.get(i).is_some_and(|&p| candidate % p == 0);
+    !(divides(0) || divides(1) || divides(2))
 }
 
 /// An upper bound of the n-th prime: n (ln n + ln ln n) holds for n >= 6.
