@@ -23,6 +23,7 @@
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::UnsafeCell;
 use core::ptr;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 /// The bookkeeping of an arena `[base, end)`.
 #[derive(Debug)]
@@ -221,6 +222,31 @@ unsafe impl<A: GlobalAlloc, const N: usize> GlobalAlloc for RequestArena<A, N> {
     }
 }
 
+/// Whether `cabi_realloc` puts what the host passes in into the arena (see
+/// [`host_lists_in_arena`]); otherwise it goes to `malloc`.
+static HOST_LISTS_IN_ARENA: AtomicBool = AtomicBool::new(false);
+
+/// Runs `call` (a call to a host interface of the guest's own, whose lists
+/// and strings only Rust code frees) with what the host passes in allocated
+/// from the arena rather than by `malloc`.
+///
+/// Outside such a call, `cabi_realloc` allocates with `malloc` (see
+/// [`std_global_allocator`]): wasi-libc `free`s some of the host's lists
+/// itself (the environment, preopened directories), and an arena block in
+/// `free` breaks its heap. No wasi-libc code runs inside `call` (one import,
+/// one thread), so nothing there frees an arena block by `free`.
+pub fn host_lists_in_arena<R>(call: impl FnOnce() -> R) -> R {
+    let before = HOST_LISTS_IN_ARENA.swap(true, Ordering::Relaxed);
+    let result = call();
+    HOST_LISTS_IN_ARENA.store(before, Ordering::Relaxed);
+    result
+}
+
+/// Whether the host's lists go to the arena now (inside [`host_lists_in_arena`]).
+pub fn host_lists_go_to_arena() -> bool {
+    HOST_LISTS_IN_ARENA.load(Ordering::Relaxed)
+}
+
 /// Declares a guest's global allocator, in a guest built with std: a
 /// request arena of `$size` bytes before std's `System` (wasi-libc's
 /// `malloc`). Only on wasm targets, so that the guest's native tests keep
@@ -228,10 +254,10 @@ unsafe impl<A: GlobalAlloc, const N: usize> GlobalAlloc for RequestArena<A, N> {
 ///
 /// It also exports the guest's `cabi_realloc` (the host's allocations in
 /// guest memory, for the lists and strings it passes in) on `System`, not
-/// the arena: wasi-libc frees some of those itself with `free` (the
-/// environment, the preopened directories), which must never see an arena
-/// block. Rust code frees the others through the arena, which hands blocks
-/// it does not own to `System`.
+/// the arena, but inside [`host_lists_in_arena`]: wasi-libc frees some of
+/// those itself with `free` (the environment, the preopened directories),
+/// which must never see an arena block. Rust code frees the others through
+/// the arena, which hands blocks it does not own to `System`.
 #[macro_export]
 macro_rules! std_global_allocator {
     ($size:expr) => {
@@ -243,7 +269,8 @@ macro_rules! std_global_allocator {
         static GUEST_ALLOCATOR: $crate::RequestArena<::std::alloc::System, { $size }> =
             $crate::RequestArena::new(&GUEST_ALLOC_MEMORY, ::std::alloc::System);
 
-        /// The canonical ABI's `cabi_realloc`, on wasi-libc's allocator (see
+        /// The canonical ABI's `cabi_realloc`: on wasi-libc's allocator, or
+        /// on the arena inside `guest_alloc::host_lists_in_arena` (see
         /// `guest_alloc::std_global_allocator`).
         ///
         /// # Safety
@@ -251,7 +278,13 @@ macro_rules! std_global_allocator {
         #[cfg(target_family = "wasm")]
         #[unsafe(no_mangle)]
         pub unsafe extern "C" fn cabi_realloc(old: *mut u8, old_len: usize, align: usize, new_len: usize) -> *mut u8 {
-            unsafe { $crate::system_realloc(&::std::alloc::System, old, old_len, align, new_len) }
+            // A block to resize may be either allocator's: the arena's own
+            // `realloc` tells them apart.
+            if old_len != 0 || $crate::host_lists_go_to_arena() {
+                unsafe { $crate::cabi_realloc_on(&GUEST_ALLOCATOR, old, old_len, align, new_len) }
+            } else {
+                unsafe { $crate::cabi_realloc_on(&::std::alloc::System, old, old_len, align, new_len) }
+            }
         }
     };
 }
@@ -262,7 +295,7 @@ macro_rules! std_global_allocator {
 /// # Safety
 /// The canonical ABI's arguments: `old` and `old_len` describe a block of
 /// `allocator` (or `old_len` is 0), `align` is a power of two.
-pub unsafe fn system_realloc<A: GlobalAlloc>(
+pub unsafe fn cabi_realloc_on<A: GlobalAlloc>(
     allocator: &A,
     old: *mut u8,
     old_len: usize,

@@ -201,3 +201,27 @@ proptest! {
         prop_assert_eq!(unsafe { (*arena.bump.get()).used() }, 0);
     }
 }
+
+#[test]
+fn host_lists_go_to_the_arena_only_inside_the_scope() {
+    assert!(!host_lists_go_to_arena());
+    let inside = host_lists_in_arena(|| (host_lists_go_to_arena(), host_lists_in_arena(host_lists_go_to_arena)));
+    assert_eq!(inside, (true, true));
+    assert!(!host_lists_go_to_arena(), "the scope ends with the call, nested or not");
+}
+
+#[test]
+fn cabi_realloc_allocates_resizes_and_keeps_zero_sized_lists_out() {
+    let arena = arena::<256>();
+    unsafe {
+        assert_eq!(cabi_realloc_on(&arena, ptr::null_mut(), 0, 8, 0) as usize, 8, "no block for 0 bytes");
+        let block = cabi_realloc_on(&arena, ptr::null_mut(), 0, 4, 12);
+        assert!((*arena.bump.get()).owns(block) && (block as usize).is_multiple_of(4));
+        block.copy_from(b"twelve bytes".as_ptr(), 12);
+        let grown = cabi_realloc_on(&arena, block, 12, 4, 500);
+        assert_eq!(std::slice::from_raw_parts(grown, 12), b"twelve bytes");
+        assert_eq!(arena.fallback.live.get(), 1, "500 bytes do not fit in 256");
+        arena.dealloc(grown, layout(500, 4));
+        assert_eq!(arena.fallback.live.get(), 0);
+    }
+}

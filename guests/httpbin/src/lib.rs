@@ -25,12 +25,15 @@ struct Httpbin;
 impl incoming_handler::Guest for Httpbin {
     fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
         let method = guest_http::method_name(&request.method());
-        let path_with_query = request.path_with_query().unwrap_or_else(|| "/".to_string());
+        // The path, authority and headers the host passes in are freed by
+        // this code alone: they may come from the request arena.
+        let (path_with_query, authority, entries) =
+            guest_alloc::host_lists_in_arena(|| (request.path_with_query(), request.authority(), request.headers().entries()));
+        let path_with_query = path_with_query.unwrap_or_else(|| "/".to_string());
         // The host keeps the Host header to itself (wasi:http gives it as the
         // authority); httpbin shows it first, where clients send it.
-        let mut headers: Vec<(String, Vec<u8>)> =
-            request.authority().map(|a| ("host".to_string(), a.into_bytes())).into_iter().collect();
-        headers.extend(request.headers().entries());
+        let mut headers: Vec<(String, Vec<u8>)> = authority.map(|a| ("host".to_string(), a.into_bytes())).into_iter().collect();
+        headers.extend(entries);
         // Most routes never look at the body: those leave it unread.
         let body = if httpbin_api::reads_body(&method, &path_with_query) {
             match guest_http::read_body(&request) {

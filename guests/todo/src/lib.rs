@@ -65,7 +65,9 @@ fn serve(request: &IncomingRequest, content_type: Option<&str>, cors: cors::Aske
     let api_request = todo_api::Request { method: &method, path, content_type, body: &body, cors };
     match todo_api::route(&api_request) {
         Action::Reply(reply) => reply,
-        Action::List => match sql::query(todo_api::sql::SELECT_NEWEST, &[]) {
+        // The rows (a list per row, a string per task) are freed by this
+        // code alone: they may come from the request arena.
+        Action::List => match guest_alloc::host_lists_in_arena(|| sql::query(todo_api::sql::SELECT_NEWEST, &[])) {
             Ok(rows) => {
                 todo_api::list_reply(&rows.rows.into_iter().filter_map(|row| text(row.into_iter().next())).collect::<Vec<_>>())
             }
