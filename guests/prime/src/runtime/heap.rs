@@ -139,19 +139,6 @@ unsafe impl GlobalAlloc for Heap {
 /// power of two.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cabi_realloc(old_ptr: *mut u8, old_len: usize, align: usize, new_len: usize) -> *mut u8 {
-    let ptr = unsafe {
-        if old_len == 0 {
-            if new_len == 0 {
-                return align as *mut u8;
-            }
-            HEAP.alloc(Layout::from_size_align_unchecked(new_len, align))
-        } else {
-            HEAP.realloc(old_ptr, Layout::from_size_align_unchecked(old_len, align), new_len)
-        }
-    };
-    if ptr.is_null() {
-        // Out of memory (the host's --max-memory): trap, as std's guests do.
-        wasm32::unreachable();
-    }
-    ptr
+    // Out of memory (the host's --max-memory) traps, as std's guests do.
+    unsafe { guest_alloc::cabi_realloc_on(&HEAP, old_ptr, old_len, align, new_len) }
 }
