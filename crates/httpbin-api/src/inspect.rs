@@ -7,6 +7,7 @@ use crate::form::{self, Parsed};
 use crate::json::Json;
 use crate::url;
 use base64::Engine;
+use std::cell::OnceCell;
 
 /// Headers httpbin hides unless the query has `show_env` (they come from
 /// its hosting platform, not the client).
@@ -32,43 +33,42 @@ const ENV_HEADERS: &[&str] = &[
 pub struct Inspected<'a> {
     pub request: &'a Request<'a>,
     /// The request's headers as WSGI passes them: names title-cased,
-    /// repeated headers joined with `,`, values read as Latin-1.
-    pub headers: Vec<(String, String)>,
+    /// repeated headers joined with `,`, values read as Latin-1. Built on
+    /// first need: most requests are only asked for `Origin` (CORS), which
+    /// [`Inspected::header`] answers from the raw headers when it is absent.
+    headers: OnceCell<Vec<(String, String)>>,
     pub path: &'a str,
     pub query: Option<&'a str>,
     pub args: Vec<(String, String)>,
-    pub body: Parsed,
+    /// The body as form fields, files and raw data, parsed on first need.
+    body: OnceCell<Parsed>,
 }
 
 impl<'a> Inspected<'a> {
     pub fn new(request: &'a Request<'a>) -> Inspected<'a> {
-        let (path, query) = match request.path_with_query.split_once('?') {
-            Some((path, query)) => (path, Some(query)),
-            None => (request.path_with_query, None),
-        };
-        let mut headers: Vec<(String, String)> = Vec::new();
-        for (name, value) in request.headers {
-            let name = title_case(name);
-            let value: String = value.iter().map(|&b| b as char).collect();
-            match headers.iter_mut().find(|(n, _)| *n == name) {
-                Some((_, joined)) => {
-                    joined.push(',');
-                    joined.push_str(&value);
-                }
-                None => headers.push((name, value)),
-            }
-        }
-        // WSGI leaves out an empty Content-Type or Content-Length.
-        headers.retain(|(name, value)| !(value.is_empty() && (name == "Content-Type" || name == "Content-Length")));
+        let (path, query) = url::split_query(request.path_with_query);
         let args = query.map(url::parse_qsl).unwrap_or_default();
-        let content_type = headers.iter().find(|(n, _)| n == "Content-Type").map(|(_, v)| v.as_str());
-        let body = form::parse(content_type, request.body);
-        Inspected { request, headers, path, query, args, body }
+        Inspected { request, headers: OnceCell::new(), path, query, args, body: OnceCell::new() }
+    }
+
+    /// The headers as WSGI passes them (see the field).
+    fn headers(&self) -> &[(String, String)] {
+        self.headers.get_or_init(|| wsgi_headers(self.request))
+    }
+
+    fn body(&self) -> &Parsed {
+        self.body.get_or_init(|| form::parse(self.header("Content-Type"), self.request.body))
     }
 
     /// A request header by its title-cased name.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        // No raw header names it (and the authority, which may stand for
+        // Host, is not asked for): it is absent, and no list is built.
+        if self.headers.get().is_none() && name != "Host" && !self.request.headers.iter().any(|(raw, _)| title_case_eq(raw, name))
+        {
+            return None;
+        }
+        self.headers().iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
     /// The first value of a query argument.
@@ -119,7 +119,7 @@ impl<'a> Inspected<'a> {
     pub fn headers_json(&self) -> Json {
         let show_env = self.args.iter().any(|(n, _)| n == "show_env");
         Json::object(
-            self.headers
+            self.headers()
                 .iter()
                 .filter(|(name, _)| show_env || !ENV_HEADERS.contains(&name.as_str()))
                 .map(|(name, value)| (name.clone(), Json::str(value.clone()))),
@@ -132,13 +132,13 @@ impl<'a> Inspected<'a> {
     }
 
     pub fn form_json(&self) -> Json {
-        semiflatten(&self.body.fields)
+        semiflatten(&self.body().fields)
     }
 
     /// `files`: each field's first file, as text or a `data:` URL.
     pub fn files_json(&self) -> Json {
         let mut files: Vec<(String, Json)> = Vec::new();
-        for (name, content_type, content) in &self.body.files {
+        for (name, content_type, content) in &self.body().files {
             if files.iter().any(|(n, _)| n == name) {
                 continue;
             }
@@ -150,12 +150,12 @@ impl<'a> Inspected<'a> {
 
     /// `data`: the raw body (empty for form bodies) as text, or a `data:` URL.
     pub fn data_json(&self) -> Json {
-        Json::str(json_safe(&self.body.data, "application/octet-stream"))
+        Json::str(json_safe(&self.body().data, "application/octet-stream"))
     }
 
     /// `json`: the body parsed as JSON, or null.
     pub fn json_json(&self) -> Json {
-        std::str::from_utf8(&self.body.data)
+        std::str::from_utf8(&self.body().data)
             .ok()
             .and_then(|text| serde_json::from_str(text).ok())
             .map_or(Json::Null, Json::from_serde)
@@ -183,9 +183,71 @@ impl<'a> Inspected<'a> {
     }
 }
 
+/// The headers as WSGI passes them: the Host header first when the
+/// request's authority stands for it, then the rest in the order they came;
+/// names title-cased, repeated ones joined with `,`, values read as Latin-1,
+/// an empty Content-Type or Content-Length left out.
+fn wsgi_headers(request: &Request<'_>) -> Vec<(String, String)> {
+    let host = (request.authority)().map(|authority| ("Host".to_string(), authority));
+    let mut headers: Vec<(String, String)> = host.into_iter().collect();
+    for (name, value) in request.headers {
+        let name = title_case(name);
+        let value = latin1(value);
+        match headers.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, joined)) => {
+                joined.push(',');
+                joined.push_str(&value);
+            }
+            None => headers.push((name, value)),
+        }
+    }
+    headers.retain(|(name, value)| !(value.is_empty() && (name == "Content-Type" || name == "Content-Length")));
+    headers
+}
+
+/// Bytes read as Latin-1 (each byte the character of that code point).
+fn latin1(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) if text.is_ascii() => text.to_string(),
+        _ => bytes.iter().map(|&b| char::from(b)).collect(),
+    }
+}
+
+/// Whether `title_case(raw) == title`, without building the string.
+fn title_case_eq(raw: &str, title: &str) -> bool {
+    if !raw.is_ascii() {
+        return title_case(raw) == title;
+    }
+    raw.len() == title.len() && {
+        let mut after_letter = false;
+        raw.bytes().zip(title.bytes()).all(|(b, t)| {
+            let (cased, letter) = title_case_byte(b, after_letter);
+            after_letter = letter;
+            cased == t
+        })
+    }
+}
+
+/// One ASCII byte of a name title-cased, given whether a letter came just
+/// before it; and whether this one is a letter.
+fn title_case_byte(b: u8, after_letter: bool) -> (u8, bool) {
+    let b = if b == b'_' { b'-' } else { b };
+    let cased = if after_letter { b.to_ascii_lowercase() } else { b.to_ascii_uppercase() };
+    (cased, b.is_ascii_alphabetic())
+}
+
 /// werkzeug's header names: each word capitalised as Python's `str.title`
 /// does (a letter after a non-letter upper case, others lower case).
 pub fn title_case(name: &str) -> String {
+    if name.is_ascii() {
+        let mut after_letter = false;
+        let bytes = name.bytes().map(|b| {
+            let (cased, letter) = title_case_byte(b, after_letter);
+            after_letter = letter;
+            cased
+        });
+        return bytes.map(char::from).collect();
+    }
     let mut out = String::with_capacity(name.len());
     let mut after_letter = false;
     for c in name.chars() {
@@ -254,8 +316,14 @@ mod tests {
             ("x-a".to_string(), b"2".to_vec()),
             ("x-latin".to_string(), vec![0xe9]),
         ];
-        let request =
-            Request { method: "GET", path_with_query: "/get", headers: &headers, body: b"", peer: &|| Some("127.0.0.1".into()) };
+        let request = Request {
+            method: "GET",
+            path_with_query: "/get",
+            headers: &headers,
+            body: b"",
+            peer: &|| Some("127.0.0.1".into()),
+            authority: &|| None,
+        };
         let inspected = Inspected::new(&request);
         assert_eq!(inspected.headers_json(), Json::object([("X-A", Json::str("1,2")), ("X-Latin", Json::str("é"))]));
         assert_eq!(inspected.origin(), Json::str("10.0.0.1"));
@@ -264,6 +332,36 @@ mod tests {
             Inspected::new(&request).headers_json(),
             Json::object([("X-A", Json::str("1,2")), ("X-Forwarded-For", Json::str("10.0.0.1")), ("X-Latin", Json::str("é"))])
         );
+    }
+
+    proptest::proptest! {
+        /// The comparison that finds a header without building the list
+        /// agrees with building the name.
+        #[test]
+        fn title_case_eq_agrees_with_title_case(raw in "[a-zA-Z0-9_é-]{0,12}", other in "[a-zA-Z0-9-]{0,12}") {
+            proptest::prop_assert!(title_case_eq(&raw, &title_case(&raw)));
+            proptest::prop_assert_eq!(title_case_eq(&raw, &other), title_case(&raw) == other);
+        }
+    }
+
+    #[test]
+    fn absent_headers_are_found_absent_without_the_list() {
+        let headers = vec![("x-a".to_string(), b"1".to_vec()), ("content-type".to_string(), Vec::new())];
+        let request = Request {
+            method: "GET",
+            path_with_query: "/get",
+            headers: &headers,
+            body: b"",
+            peer: &|| None,
+            authority: &|| Some("h.test".into()),
+        };
+        let inspected = Inspected::new(&request);
+        assert_eq!(inspected.header("Origin"), None);
+        assert!(inspected.headers.get().is_none());
+        // An empty Content-Type is present raw, and absent as WSGI has it.
+        assert_eq!(inspected.header("Content-Type"), None);
+        assert_eq!(inspected.header("Host"), Some("h.test"));
+        assert_eq!(inspected.header("X-A"), Some("1"));
     }
 
     #[test]

@@ -28,6 +28,12 @@ pub struct Request<'a> {
     pub path_with_query: &'a str,
     /// Headers in the order they came (names in any case).
     pub headers: &'a [(String, Vec<u8>)],
+    /// The request's authority, when the caller keeps the Host header apart
+    /// from `headers` (wasi:http does): shown as the first header, `Host`.
+    /// Asked only by the answers that show the headers or the url (in a
+    /// guest, asking is a host call). A caller whose `headers` hold Host
+    /// gives `&|| None`.
+    pub authority: &'a dyn Fn() -> Option<String>,
     pub body: &'a [u8],
     /// The client's IP address (the connection's peer), for `origin`:
     /// asked only by the routes that show it, and only without

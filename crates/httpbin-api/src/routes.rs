@@ -6,7 +6,7 @@ use crate::inspect::Inspected;
 use crate::json::{self, Json};
 use crate::random::PythonRandom;
 use crate::reply::{self, HTML, Reply};
-use crate::url::decoded_path;
+use crate::url::{self, decoded_path};
 use crate::{Action, Context, Request};
 use std::io::Write;
 use std::time::Duration;
@@ -87,7 +87,7 @@ pub fn route(request: &Request<'_>, context: &mut Context<'_>) -> Action {
 /// read it (in wasi:http that is five host calls: consume, stream, read, drop,
 /// finish).
 pub fn reads_body(method: &str, path_with_query: &str) -> bool {
-    let path = path_with_query.split_once('?').map_or(path_with_query, |(path, _)| path);
+    let (path, _) = url::split_query(path_with_query);
     method != "OPTIONS" && matches!(find(&decoded_path(path)), Some((_, View::Body | View::Anything | View::Delay(_))))
 }
 
@@ -117,7 +117,7 @@ fn cors(reply: &mut Reply, request: &Inspected<'_>) {
 
 /// The route of a (decoded) path, and its methods.
 fn find(path: &str) -> Option<(&'static [&'static str], View)> {
-    let segments: Vec<&str> = path.strip_prefix('/')?.split('/').collect();
+    let segments = url::segments(path.strip_prefix('/')?);
     let int = |s: &str| (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().unwrap_or(u64::MAX));
     let text = |s: &str| (!s.is_empty()).then(|| s.to_string());
     Some(match segments.as_slice() {
@@ -165,7 +165,7 @@ fn answer(view: View, request: &Inspected<'_>, context: &mut Context<'_>) -> Act
     let dict = |keys: &[&str]| Json::Object(request.dict(keys));
     let reply = match view {
         View::Index => Reply::new(200, HTML, documents::INDEX),
-        View::Uuid => Reply::json(&Json::object([("uuid", Json::str(uuid4(context).to_string()))])),
+        View::Uuid => uuid_reply(uuid4(context)),
         View::Get => Reply::json(&dict(GET_KEYS)),
         View::Body => Reply::json(&dict(BODY_KEYS)),
         View::Anything => Reply::json(&dict(ANYTHING_KEYS)),
@@ -229,6 +229,19 @@ fn answer(view: View, request: &Inspected<'_>, context: &mut Context<'_>) -> Act
         View::Json => Reply::json(&sample_json()),
     };
     Action::Reply(reply)
+}
+
+/// `/uuid`'s answer, written as it is (a uuid needs no escaping): the same
+/// bytes as `Reply::json` of `{"uuid": ...}`, without building, sorting and
+/// walking a JSON value for the scenario's one route.
+fn uuid_reply(uuid: uuid::Uuid) -> Reply {
+    let mut buffer = uuid::Uuid::encode_buffer();
+    let uuid = uuid.hyphenated().encode_lower(&mut buffer);
+    let mut body = String::with_capacity(52);
+    body.push_str("{\n  \"uuid\": \"");
+    body.push_str(uuid);
+    body.push_str("\"\n}\n");
+    Reply::new(200, "application/json", body)
 }
 
 fn uuid4(context: &mut Context<'_>) -> uuid::Uuid {
@@ -515,7 +528,7 @@ mod tests {
                 count.set(count.get() + 1);
                 Some("10.1.2.3".to_string())
             };
-            let request = Request { method: "GET", path_with_query: path, headers, body: b"", peer: &peer };
+            let request = Request { method: "GET", path_with_query: path, headers, body: b"", peer: &peer, authority: &|| None };
             let mut random = || 7;
             let Action::Reply(reply) = route(&request, &mut Context { random: &mut random, now: &std::time::SystemTime::now })
             else {
@@ -535,6 +548,46 @@ mod tests {
         let (count, body) = asked("/ip", &forwarded);
         assert_eq!(count, 0);
         assert!(body.contains(r#""origin": "192.0.2.9""#), "{body}");
+    }
+
+    /// In a guest, the authority (the Host header) is a host call too: asked
+    /// only by the answers that show the headers or the url, once at most.
+    #[test]
+    fn the_authority_is_asked_for_only_by_answers_that_show_it() {
+        let asked = |path: &str, headers: &[(String, Vec<u8>)]| {
+            let count = std::cell::Cell::new(0);
+            let authority = || {
+                count.set(count.get() + 1);
+                Some("example.test:8080".to_string())
+            };
+            let request =
+                Request { method: "GET", path_with_query: path, headers, body: b"", peer: &|| None, authority: &authority };
+            let mut random = || 7;
+            let (Action::Reply(reply) | Action::Delay(_, reply) | Action::Stream(reply, _)) =
+                route(&request, &mut Context { random: &mut random, now: &std::time::SystemTime::now });
+            (count.get(), String::from_utf8(reply.body).unwrap())
+        };
+        for path in ["/uuid", "/ip", "/user-agent", "/status/200", "/bytes/4", "/html", "/json", "/nowhere"] {
+            assert_eq!(asked(path, &[]).0, 0, "{path}");
+        }
+        // A present Origin is read from the whole list, Host included.
+        let origin = [("origin".to_string(), b"https://a.test".to_vec())];
+        assert_eq!(asked("/uuid", &origin).0, 1);
+        for path in ["/get", "/headers", "/anything/x"] {
+            let (count, body) = asked(path, &[]);
+            assert_eq!(count, 1, "{path}");
+            assert!(body.contains(r#""Host": "example.test:8080""#), "{path}: {body}");
+        }
+    }
+
+    #[test]
+    fn the_uuid_is_written_as_its_json_value_would_be() {
+        for seed in [0u64, 1, u64::MAX, 0x0123_4567_89ab_cdef] {
+            let mut random = || seed;
+            let uuid = uuid4(&mut Context { random: &mut random, now: &std::time::SystemTime::now });
+            let value = Json::object([("uuid", Json::str(uuid.to_string()))]);
+            assert_eq!(uuid_reply(uuid), Reply::json(&value));
+        }
     }
 
     #[test]

@@ -57,7 +57,7 @@ proptest! {
     ) {
         let mut headers: Vec<(String, Vec<u8>)> = headers;
         headers.push(("content-type".into(), content_type.as_bytes().to_vec()));
-        let request = Request { method: &method, path_with_query: &path, headers: &headers, body: &body, peer: &|| Some("127.0.0.1".into()) };
+        let request = Request { method: &method, path_with_query: &path, headers: &headers, body: &body, peer: &|| Some("127.0.0.1".into()), authority: &|| None };
         let mut state = seed;
         let mut random = || { state = state.wrapping_mul(6364136223846793005).wrapping_add(1); state };
         let mut context = Context { random: &mut random, now: &|| std::time::UNIX_EPOCH };
@@ -80,7 +80,7 @@ proptest! {
     ) {
         let headers = vec![("content-type".to_string(), content_type.as_bytes().to_vec())];
         let answer = |body: &[u8]| {
-            let request = Request { method: &method, path_with_query: &path, headers: &headers, body, peer: &|| Some("127.0.0.1".into()) };
+            let request = Request { method: &method, path_with_query: &path, headers: &headers, body, peer: &|| Some("127.0.0.1".into()), authority: &|| None };
             let mut state = seed;
             let mut random = || { state = state.wrapping_mul(6364136223846793005).wrapping_add(1); state };
             httpbin_api::route(&request, &mut Context { random: &mut random, now: &|| std::time::UNIX_EPOCH })
@@ -89,6 +89,28 @@ proptest! {
         if !httpbin_api::reads_body(&method, &path) {
             prop_assert_eq!(with, without);
         }
+    }
+
+    /// A guest gets the Host header apart, as the request's authority (and
+    /// asks for it only when an answer shows it): it is answered as if Host
+    /// had come first among the headers.
+    #[test]
+    fn a_host_given_as_the_authority_is_answered_as_the_first_header(
+        method in method(),
+        path in path(),
+        headers in proptest::collection::vec(("[a-zA-Z_-]{1,16}", proptest::collection::vec(any::<u8>(), 0..24)), 0..6),
+        host in "[a-z0-9.:-]{1,24}",
+        seed in any::<u64>(),
+    ) {
+        let mut with_host = vec![("host".to_string(), host.as_bytes().to_vec())];
+        with_host.extend(headers.iter().cloned());
+        let answer = |headers: &[(String, Vec<u8>)], authority: &dyn Fn() -> Option<String>| {
+            let request = Request { method: &method, path_with_query: &path, headers, body: b"", peer: &|| Some("127.0.0.1".into()), authority };
+            let mut state = seed;
+            let mut random = || { state = state.wrapping_mul(6364136223846793005).wrapping_add(1); state };
+            httpbin_api::route(&request, &mut Context { random: &mut random, now: &|| std::time::UNIX_EPOCH })
+        };
+        prop_assert_eq!(answer(&with_host, &|| None), answer(&headers, &|| Some(host.clone())));
     }
 
     #[test]

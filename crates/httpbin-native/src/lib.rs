@@ -70,7 +70,14 @@ async fn answer(request: Request<hyper::body::Incoming>, peer: IpAddr) -> Respon
         .collect();
     let peer = || Some(peer.to_string());
     // Decided before any wait: the request (its `peer` above all) is not `Send`.
-    let action = route(&httpbin_api::Request { method, path_with_query, headers: &headers, body: &body, peer: &peer });
+    let action = route(&httpbin_api::Request {
+        method,
+        path_with_query,
+        headers: &headers,
+        body: &body,
+        peer: &peer,
+        authority: &|| None,
+    });
     match action {
         Action::Reply(reply) => respond(reply),
         Action::Delay(delay, reply) => {
