@@ -208,7 +208,8 @@ pub fn method_name(method: &Method) -> String {
 /// name: each host call costs, and `request.headers()` makes a new resource.
 pub fn headers<const N: usize>(headers: &Fields, names: [&str; N]) -> [Option<String>; N] {
     let mut found: [Option<String>; N] = core::array::from_fn(|_| None);
-    for (name, value) in headers.entries() {
+    // Only this code frees the entries: they may come from the request arena.
+    for (name, value) in guest_alloc::host_lists_in_arena(|| headers.entries()) {
         let Some(i) = names.iter().position(|wanted| name.eq_ignore_ascii_case(wanted)) else { continue };
         if found[i].is_none() {
             found[i] = String::from_utf8(value).ok();
@@ -230,8 +231,10 @@ pub fn read_body(request: &IncomingRequest) -> Result<Vec<u8>, String> {
     let mut bytes = Vec::new();
     let stream = body.stream().map_err(|()| "the body stream was already taken".to_string())?;
     loop {
-        let read = match stream.read(READ_LIMIT) {
-            Ok(chunk) if chunk.is_empty() => stream.blocking_read(READ_LIMIT),
+        // Only the caller frees the body: its chunks may come from the
+        // request arena (`guest_alloc::host_lists_in_arena`).
+        let read = match guest_alloc::host_lists_in_arena(|| stream.read(READ_LIMIT)) {
+            Ok(chunk) if chunk.is_empty() => guest_alloc::host_lists_in_arena(|| stream.blocking_read(READ_LIMIT)),
             read => read,
         };
         match read {
