@@ -113,7 +113,7 @@ impl BackendMetrics {
     }
 
     /// Sets the pool gauges from the pool's own count.
-    pub fn pool_status(&self, status: deadpool_sqlite::Status) {
+    pub fn pool_status(&self, status: deadpool::Status) {
         let idle = status.available;
         self.idle.set(idle as i64);
         self.in_use.set(status.size.saturating_sub(idle) as i64);

@@ -13,6 +13,7 @@
 mod metrics;
 mod postgres;
 mod sqlite;
+mod sqlite_manager;
 mod target;
 
 pub use self::metrics::{BackendMetrics, SqlMetrics};

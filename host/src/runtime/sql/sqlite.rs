@@ -8,8 +8,8 @@
 //! busy timeout. A statement still running at the call's deadline is
 //! interrupted by the progress handler.
 
+use super::sqlite_manager::{Manager, PoolError};
 use super::{BackendMetrics, Error, ResultBudget, Rows, Statement, Value};
-use deadpool_sqlite::{Hook, HookError, Runtime};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{CachedStatement, Connection, ErrorCode, ToSql, TransactionBehavior};
 use std::path::{Path, PathBuf};
@@ -25,7 +25,7 @@ const PRAGMAS: &str =
     "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;";
 
 pub struct Pool {
-    pool: deadpool_sqlite::Pool,
+    pool: super::sqlite_manager::Pool,
     path: PathBuf,
     /// Taken by every write, so that this process's writers queue in order.
     writer: Arc<Mutex<()>>,
@@ -36,18 +36,12 @@ pub struct Pool {
 
 impl Pool {
     pub fn open(path: &Path, size: usize) -> anyhow::Result<Pool> {
-        let pool = deadpool_sqlite::Config::new(path)
-            .builder(Runtime::Tokio1)?
-            .max_size(size)
-            .post_create(Hook::sync_fn(|connection, _| {
-                let guard = connection.lock().map_err(|_| HookError::message("poisoned SQLite connection"))?;
-                guard.execute_batch(PRAGMAS).map_err(HookError::Backend)
-            }))
-            .build()?;
+        let manager = Manager::new(path.to_path_buf(), PRAGMAS);
+        let pool = super::sqlite_manager::Pool::builder(manager).max_size(size).runtime(deadpool::Runtime::Tokio1).build()?;
         Ok(Pool { pool, path: path.to_path_buf(), writer: Arc::default(), dir_ready: AtomicBool::new(false) })
     }
 
-    pub fn status(&self) -> deadpool_sqlite::Status {
+    pub fn status(&self) -> deadpool::Status {
         self.pool.status()
     }
 
@@ -129,10 +123,10 @@ impl Pool {
     }
 
     /// A connection could not be made.
-    fn pool_error(&self, e: deadpool_sqlite::PoolError) -> Error {
+    fn pool_error(&self, e: PoolError) -> Error {
         match e {
-            deadpool_sqlite::PoolError::Timeout(_) => Error::Timeout(format!("waiting for an SQLite connection: {e}")),
-            deadpool_sqlite::PoolError::Backend(e) => error(e),
+            PoolError::Timeout(_) => Error::Timeout(format!("waiting for an SQLite connection: {e}")),
+            PoolError::Backend(e) => error(e),
             e => Error::Connection(format!("opening {}: {e}", self.path.display())),
         }
     }
