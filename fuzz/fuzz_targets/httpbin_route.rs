@@ -10,7 +10,8 @@ type Input<'a> = (&'a str, &'a str, Vec<(String, Vec<u8>)>, &'a [u8]);
 
 fuzz_target!(|input: Input| {
     let (method, path_with_query, headers, body) = input;
-    let request = Request { method, path_with_query, headers: &headers, body, peer: &|| Some("127.0.0.1".into()) };
+    let request =
+        Request { method, path_with_query, headers: &headers, body, peer: &|| Some("127.0.0.1".into()), authority: &|| None };
     let mut draws = 0u64;
     let mut random = || {
         draws = draws.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);

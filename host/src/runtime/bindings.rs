@@ -163,6 +163,10 @@ impl sql::Host for GuestState {
         self.database()?.query(&self.guest, self.deadline, sql, params).await
     }
 
+    async fn query_packed(&mut self, sql: String, params: Vec<sql::Value>) -> Result<sql::PackedRows, sql::Error> {
+        crate::runtime::sql::pack(self.database()?.query(&self.guest, self.deadline, sql, params).await?)
+    }
+
     async fn execute(&mut self, sql: String, params: Vec<sql::Value>) -> Result<u64, sql::Error> {
         self.database()?.execute(&self.guest, self.deadline, sql, params).await
     }

@@ -11,12 +11,14 @@
 //! timed (`metrics.rs`).
 
 mod metrics;
+mod packed;
 mod postgres;
 mod sqlite;
 mod sqlite_manager;
 mod target;
 
 pub use self::metrics::{BackendMetrics, SqlMetrics};
+pub use self::packed::pack;
 pub use self::target::{DatabaseConfig, Target, default_data_dir};
 pub use crate::runtime::bindings::sql::{Backend, Error, Rows, Statement, Value};
 

@@ -83,6 +83,7 @@ mod tests {
                 )
             })
             .await
+            .unwrap()
             .unwrap();
         drop(connection);
         let connection = pool.get().await.unwrap();
