@@ -518,6 +518,21 @@ mod tests {
         assert_eq!(python_int("x"), None);
     }
 
+    /// The body of the answer to a `GET` of `path` (of a delay or a stream,
+    /// the head's), with the peer and the authority from the given asks.
+    fn get_body(
+        path: &str,
+        headers: &[(String, Vec<u8>)],
+        peer: &dyn Fn() -> Option<String>,
+        authority: &dyn Fn() -> Option<String>,
+    ) -> String {
+        let request = Request { method: "GET", path_with_query: path, headers, body: b"", peer, authority };
+        let mut random = || 7;
+        let (Action::Reply(reply) | Action::Delay(_, reply) | Action::Stream(reply, _)) =
+            route(&request, &mut Context { random: &mut random, now: &std::time::SystemTime::now });
+        String::from_utf8(reply.body).unwrap()
+    }
+
     /// In a guest, asking for the peer is a host call: made only by the
     /// routes that show `origin`, and not when `X-Forwarded-For` names it.
     #[test]
@@ -528,13 +543,8 @@ mod tests {
                 count.set(count.get() + 1);
                 Some("10.1.2.3".to_string())
             };
-            let request = Request { method: "GET", path_with_query: path, headers, body: b"", peer: &peer, authority: &|| None };
-            let mut random = || 7;
-            let Action::Reply(reply) = route(&request, &mut Context { random: &mut random, now: &std::time::SystemTime::now })
-            else {
-                panic!("{path}: not a reply")
-            };
-            (count.get(), String::from_utf8(reply.body).unwrap())
+            let body = get_body(path, headers, &peer, &|| None);
+            (count.get(), body)
         };
         for path in ["/uuid", "/headers", "/user-agent", "/status/200", "/bytes/4", "/html"] {
             assert_eq!(asked(path, &[]).0, 0, "{path}");
@@ -560,12 +570,8 @@ mod tests {
                 count.set(count.get() + 1);
                 Some("example.test:8080".to_string())
             };
-            let request =
-                Request { method: "GET", path_with_query: path, headers, body: b"", peer: &|| None, authority: &authority };
-            let mut random = || 7;
-            let (Action::Reply(reply) | Action::Delay(_, reply) | Action::Stream(reply, _)) =
-                route(&request, &mut Context { random: &mut random, now: &std::time::SystemTime::now });
-            (count.get(), String::from_utf8(reply.body).unwrap())
+            let body = get_body(path, headers, &|| None, &authority);
+            (count.get(), body)
         };
         for path in ["/uuid", "/ip", "/user-agent", "/status/200", "/bytes/4", "/html", "/json", "/nowhere"] {
             assert_eq!(asked(path, &[]).0, 0, "{path}");
