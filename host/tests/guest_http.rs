@@ -1,6 +1,7 @@
 //! What every guest relies on to answer (`crates/guest-http`), through the
 //! real host: the `fixture-http` guest sends bodies of any size, written in
-//! the chunks WASI accepts, and JSON errors.
+//! the chunks WASI accepts, and JSON errors; and whole responses sent in
+//! one call (`wit/response.wit`), checked by the host.
 
 mod support;
 
@@ -31,4 +32,43 @@ async fn errors_are_json_with_their_message_escaped() {
     assert_eq!(response.headers()["content-type"], "application/json");
     assert_eq!(response.text().await.unwrap(), r#"{"error":"no route \"/nope?x=1\""}"#);
     assert_eq!(reqwest::get(host.url("/bytes/lots")).await.unwrap().status(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_whole_response_sent_in_one_call_keeps_its_headers_and_is_framed_by_its_length() {
+    let host = Host::start("fixture-http", &[]);
+    let response = reqwest::get(host.url("/whole?Content-Type=text/plain&x-a=1&X-A=2")).await.unwrap();
+    assert_eq!(response.status(), 201);
+    let headers = response.headers().clone();
+    assert_eq!(headers["content-type"], "text/plain");
+    assert_eq!(headers.get_all("x-a").iter().collect::<Vec<_>>(), ["1", "2"]);
+    assert_eq!(headers["content-length"], "5", "the host frames the body by its length");
+    assert!(!headers.contains_key("transfer-encoding"));
+    assert!(headers.contains_key("x-request-id"), "the host's own headers are added as to any response");
+    assert_eq!(response.text().await.unwrap(), "whole");
+    // A length the guest gives is kept when it is the body's.
+    let response = reqwest::get(host.url("/whole?content-length=5")).await.unwrap();
+    assert_eq!((response.status().as_u16(), response.text().await.unwrap()), (201, "whole".to_string()));
+    // HEAD: the length, no body.
+    let response = reqwest::Client::new().head(host.url("/whole?x-b=3")).send().await.unwrap();
+    assert_eq!(response.headers()["content-length"], "5");
+    assert_eq!(response.bytes().await.unwrap().len(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_whole_response_the_host_cannot_send_ends_the_call_with_the_reason() {
+    let host = Host::start("fixture-http", &[]);
+    for (query, reason) in [
+        ("transfer-encoding=chunked", r#"the header \"transfer-encoding\" is one a guest may not set"#),
+        ("connection=close", r#"the header \"connection\" is one a guest may not set"#),
+        ("content-length=4", r#"Content-Length \"4\""#),
+        ("bad@name=x", r#"\"bad@name\" is not a valid header name"#),
+    ] {
+        let response = reqwest::get(host.url(&format!("/whole?{query}"))).await.unwrap();
+        assert_eq!(response.status(), 500, "{query}");
+        let body = response.text().await.unwrap();
+        assert!(body.contains(r#""kind":"trap""#) && body.contains(reason), "{query}: {body}");
+    }
+    // The instance that trapped is gone; the next call is served.
+    assert_eq!(reqwest::get(host.url("/whole?x-a=1")).await.unwrap().status(), 201);
 }

@@ -307,6 +307,11 @@ fn compare(call: &Call, how: Compare, ours: &Answer, theirs: &Answer, reference:
             problems.push(format!("header {name}: {mine:?} vs {reference}'s {real:?}"));
         }
     }
+    // Framing is the server's business, but a whole body goes with its
+    // length, as httpbin sends it (HTTP tools and proxies expect it).
+    if theirs.header("content-length").is_some() && ours.header("content-length").is_none() {
+        problems.push("no Content-Length where the reference sends one".into());
+    }
     if path == "/status/407" && ours.header("proxy-authenticate") != Some("Basic realm=\"Fake Realm\"") {
         problems.push("no Proxy-Authenticate on the 407".into());
     }

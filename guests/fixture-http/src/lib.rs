@@ -6,11 +6,15 @@
 //! - `GET /fs/read?{path}`: the file's bytes, or 404 with the error;
 //! - `GET /fs/write?{path}`: tries to create the file; 200 `written` or 403
 //!   with the error (what a read-only mount must refuse);
+//! - `GET /whole?{name}={value}&...`: a 201 sent in one call through
+//!   `wit/response.wit`, with each pair as a header (repeatable; no
+//!   percent-decoding) and the body `whole`: how the host checks what it is
+//!   given;
 //! - anything else: 404 with a JSON error whose message needs escaping.
 
 mod bindings {
     // Shares guest-http's wasi:http bindings (see crates/guest-http).
-    guest_http::generate!("scalelab:guests/http-guest");
+    guest_http::generate!("scalelab:guests/response-http-guest");
 }
 
 use bindings::exports::wasi::http::incoming_handler::Guest;
@@ -38,6 +42,14 @@ impl Guest for Fixture {
                 Err(e) => Response::json_error(403, &format!("{file}: {e}")),
             }
             .send(response_out);
+        }
+        if let Some(query) = path.strip_prefix("/whole?") {
+            let headers: Vec<(String, Vec<u8>)> = query
+                .split('&')
+                .filter_map(|pair| pair.split_once('='))
+                .map(|(name, value)| (name.to_string(), value.as_bytes().to_vec()))
+                .collect();
+            return bindings::scalelab::guests::response::send(response_out, 201, &headers, b"whole");
         }
         let response = match path.strip_prefix("/bytes/").map(str::parse::<usize>) {
             Some(Ok(n)) if n <= MAX_BYTES => {

@@ -4,8 +4,9 @@
 //! Everything httpbin decides lives in `crates/httpbin-api`; this file
 //! reads the wasi:http request into it, asks the host who the client is
 //! (`wit/client.wit`) when a route shows `origin`, and carries out its
-//! answer: a reply, a reply after a delay (a WASI clock wait, so the
-//! instance holds no worker thread), or a stream written line by line.
+//! answer: a reply or a reply after a delay (a WASI clock wait, so the
+//! instance holds no worker thread), each sent whole in one host call
+//! (`wit/response.wit`), or a stream written line by line through wasi:http.
 
 mod bindings {
     // Shares guest-http's wasi:http bindings (see crates/guest-http).
@@ -13,7 +14,7 @@ mod bindings {
 }
 
 use bindings::exports::wasi::http::incoming_handler;
-use bindings::scalelab::guests::client;
+use bindings::scalelab::guests::{client, response};
 use bindings::wasi::random::random;
 use guest_http::Response;
 use guest_http::wasi::clocks::monotonic_clock;
@@ -37,7 +38,7 @@ impl incoming_handler::Guest for Httpbin {
         let body = if httpbin_api::reads_body(&method, &path_with_query) {
             match guest_http::read_body(&request) {
                 Ok(body) => body,
-                Err(e) => return Response::json_error(400, &e).send(response_out),
+                Err(e) => return send(Response::json_error(400, &e), response_out),
             }
         } else {
             Vec::new()
@@ -54,11 +55,11 @@ impl incoming_handler::Guest for Httpbin {
         let mut random = || words.next();
         let mut context = Context { random: &mut random, now: &std::time::SystemTime::now };
         match httpbin_api::route(&request, &mut context) {
-            Action::Reply(reply) => response(reply).send(response_out),
+            Action::Reply(reply) => send(response(reply), response_out),
             Action::Delay(delay, reply) => {
                 let nanos = u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX);
                 monotonic_clock::subscribe_duration(nanos).block();
-                response(reply).send(response_out);
+                send(response(reply), response_out);
             }
             Action::Stream(head, lines) => response(head).stream(lines, response_out),
         }
@@ -87,10 +88,14 @@ impl RandomWords {
 }
 
 fn response(reply: Reply) -> Response {
-    // One more for the content length `send` adds.
-    let mut headers = Vec::with_capacity(reply.headers.len() + 1);
-    headers.extend(reply.headers.into_iter().map(|(name, value)| (name, value.into_bytes())));
+    let headers = reply.headers.into_iter().map(|(name, value)| (name, value.into_bytes())).collect();
     Response { status: reply.status, headers, body: reply.body }
+}
+
+/// Sends a whole response in one host call (`wit/response.wit`) rather than
+/// wasi:http's ten; the host adds its `Content-Length`.
+fn send(response: Response, out: ResponseOutparam) {
+    response::send(out, response.status, &response.headers, &response.body);
 }
 
 bindings::export!(Httpbin with_types_in bindings);

@@ -46,7 +46,8 @@ impl incoming_handler::Guest for Todo {
         for (name, value) in reply.headers.into_iter().chain(cors::headers(origin.as_deref())) {
             response = response.header(name, value);
         }
-        response.send(response_out);
+        // Whole: one host call (`wit/response.wit`) rather than wasi:http's ten.
+        bindings::scalelab::guests::response::send(response_out, response.status, &response.headers, &response.body);
     }
 }
 

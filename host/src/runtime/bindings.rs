@@ -1,19 +1,22 @@
 //! Host side of our own WIT (`wit/session.wit`, `wit/host-services.wit`,
-//! `wit/sql.wit`, `wit/client.wit`, `wit/setup.wit`): the generated bindings, and the host
+//! `wit/sql.wit`, `wit/client.wit`, `wit/response.wit`, `wit/setup.wit`): the generated bindings, and the host
 //! services behind each import, implemented on [`GuestState`] over the
 //! process-wide [`Services`].
 //!
 //! `wasi:http` comes from wasmtime-wasi-http; this module covers only what is
 //! ours. Bad input from a guest (an undeclared metric, say) is logged, not
-//! fatal, and SQL errors are values the guest handles; the one import error
-//! that traps is a shared-state write over its limits ([`StateLimit`]), which
-//! ends the call with that message. Every import is synchronous but `sql`,
+//! fatal, and SQL errors are values the guest handles; the import errors
+//! that trap are a shared-state write over its limits ([`StateLimit`]) and a
+//! response `response.send` cannot send ([`Refused`]): each ends the call
+//! with its message. Every import is synchronous but `sql`,
 //! which waits for the database.
 
 use crate::runtime::declared_metrics::Kind;
 #[cfg(doc)]
 use crate::runtime::shared_state::StateLimit;
 use crate::runtime::state::GuestState;
+#[cfg(doc)]
+use crate::runtime::whole_response::Refused;
 use bytes::Bytes;
 
 wasmtime::component::bindgen!({
@@ -24,9 +27,16 @@ wasmtime::component::bindgen!({
         "scalelab:guests/state.set": trappable,
         "scalelab:guests/state.increment": trappable,
         "scalelab:guests/state.insert-if-absent": trappable,
+        "scalelab:guests/response.send": trappable,
     },
     exports: { default: async },
     additional_derives: [PartialEq],
+    // `response` takes wasi:http's outparam: wasmtime-wasi-http's own type.
+    with: {
+        "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+        "wasi:io": wasmtime_wasi::p2::bindings::io,
+        "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
+    },
 });
 
 /// The `setup` export (`wit/setup.wit`), found apart from the session export.
@@ -39,7 +49,7 @@ pub mod setup {
 }
 
 pub use self::scalelab::guests::sql;
-use self::scalelab::guests::{client, log, metrics, session_types, sessions, state};
+use self::scalelab::guests::{client, log, metrics, response, session_types, sessions, state};
 /// The session export's bindings, by the name of the world guests target.
 pub use HostWorld as SessionGuest;
 pub use HostWorldIndices as SessionGuestIndices;
@@ -134,6 +144,23 @@ impl client::Host for GuestState {
     }
 }
 
+impl response::Host for GuestState {
+    fn send(
+        &mut self,
+        out: wasmtime::component::Resource<wasmtime_wasi_http::p2::types::HostResponseOutparam>,
+        status: u16,
+        headers: Vec<(String, Vec<u8>)>,
+        body: Vec<u8>,
+    ) -> wasmtime::Result<()> {
+        // A response the host cannot send traps, leaving `out` unset: the
+        // client gets the trap's message.
+        let response = crate::runtime::whole_response::build(status, headers, body).map_err(wasmtime::Error::msg)?;
+        let out = wasmtime_wasi_http::WasiHttpView::http(self).table.delete(out)?;
+        (out.send)(Ok(response));
+        Ok(())
+    }
+}
+
 impl session_types::Host for GuestState {}
 
 impl sessions::Host for GuestState {
@@ -183,7 +210,20 @@ impl GuestState {
     }
 }
 
-/// Adds our interfaces to the linker every guest is linked against.
+/// Adds our interfaces to the linker every guest is linked against, one by
+/// one: the world's own `add_to_linker` would add the wasi:http and wasi:io
+/// interfaces `response` uses too, which wasmtime-wasi-http links already.
 pub fn add_to_linker(linker: &mut wasmtime::component::Linker<GuestState>) -> wasmtime::Result<()> {
-    HostWorld::add_to_linker::<GuestState, wasmtime::component::HasSelf<GuestState>>(linker, |state| state)
+    type Data = wasmtime::component::HasSelf<GuestState>;
+    fn this(state: &mut GuestState) -> &mut GuestState {
+        state
+    }
+    state::add_to_linker::<GuestState, Data>(linker, this)?;
+    metrics::add_to_linker::<GuestState, Data>(linker, this)?;
+    log::add_to_linker::<GuestState, Data>(linker, this)?;
+    session_types::add_to_linker::<GuestState, Data>(linker, this)?;
+    sessions::add_to_linker::<GuestState, Data>(linker, this)?;
+    sql::add_to_linker::<GuestState, Data>(linker, this)?;
+    client::add_to_linker::<GuestState, Data>(linker, this)?;
+    response::add_to_linker::<GuestState, Data>(linker, this)
 }

@@ -6,7 +6,7 @@
 //! the guest being served and switches it (`active`, `live`), runs a guest's
 //! one-time `setup`, and provides the host services guests import
 //! (`bindings`, `services`, `shared_state`, `declared_metrics`,
-//! `session_table`, `sql`).
+//! `session_table`, `sql`, `whole_response`).
 //!
 //! The invariant: a guest keeps nothing that must last in its instance.
 //! Any warm instance may serve any call, a failed one is dropped, and what
@@ -28,3 +28,4 @@ pub mod setup;
 pub mod shared_state;
 pub mod sql;
 pub mod state;
+pub mod whole_response;

@@ -161,6 +161,12 @@ static FORBIDDEN_HEADERS: std::sync::LazyLock<wasmtime_wasi_http::ForbiddenHeade
     })
 });
 
+/// Whether a guest may not set the header `name` (wasi:http's fields and
+/// `response.send` apply the same rule).
+pub fn is_forbidden(name: &http::HeaderName) -> bool {
+    FORBIDDEN_HEADERS(name)
+}
+
 impl WasiHttpHooks for DenyOutgoing {
     fn forbidden_header_filter(&mut self) -> wasmtime_wasi_http::ForbiddenHeaderFilter {
         FORBIDDEN_HEADERS.clone()
