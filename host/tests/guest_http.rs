@@ -1,7 +1,8 @@
 //! What every guest relies on to answer (`crates/guest-http`), through the
 //! real host: the `fixture-http` guest sends bodies of any size, written in
-//! the chunks WASI accepts, and JSON errors; and whole responses sent in
-//! one call (`wit/response.wit`), checked by the host.
+//! the chunks WASI accepts, and JSON errors; reads a request's head in one
+//! call (`wit/request.wit`); and sends whole responses in one call
+//! (`wit/response.wit`), checked by the host.
 
 mod support;
 
@@ -71,4 +72,34 @@ async fn a_whole_response_the_host_cannot_send_ends_the_call_with_the_reason() {
     }
     // The instance that trapped is gone; the next call is served.
     assert_eq!(reqwest::get(host.url("/whole?x-a=1")).await.unwrap().status(), 201);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_requests_head_read_in_one_call_is_what_wasi_http_gives() {
+    let host = Host::start("fixture-http", &[]);
+    let client = reqwest::Client::new();
+    let response = client
+        .request(reqwest::Method::from_bytes(b"PATCH").unwrap(), host.url("/head/x?a=1&a=%C3%A9"))
+        .header("X-Custom", "one")
+        .header("x-custom", "two")
+        .header("Accept", "*/*")
+        .body("ignored")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("PATCH /head/x?a=1&a=%C3%A9"));
+    let headers: Vec<&str> = lines.collect();
+    // Lower-case names, repeated ones in order; the Host header is the
+    // request's authority in wasi:http, not a header.
+    assert!(headers.contains(&"accept: */*"), "{headers:?}");
+    assert!(!headers.iter().any(|line| line.starts_with("host: ")), "{headers:?}");
+    let custom: Vec<&&str> = headers.iter().filter(|line| line.starts_with("x-custom: ")).collect();
+    assert_eq!(custom, [&"x-custom: one", &"x-custom: two"]);
+    assert!(headers.contains(&"content-length: 7"), "{headers:?}");
+    // A method of its own comes through as sent.
+    let response = client.request(reqwest::Method::from_bytes(b"PURGE").unwrap(), host.url("/head")).send().await.unwrap();
+    assert_eq!(response.text().await.unwrap().lines().next(), Some("PURGE /head"));
 }

@@ -207,9 +207,15 @@ pub fn method_name(method: &Method) -> String {
 /// or not UTF-8), from one host call (`entries`) rather than one `get` per
 /// name: each host call costs, and `request.headers()` makes a new resource.
 pub fn headers<const N: usize>(headers: &Fields, names: [&str; N]) -> [Option<String>; N] {
-    let mut found: [Option<String>; N] = core::array::from_fn(|_| None);
     // Only this code frees the entries: they may come from the request arena.
-    for (name, value) in guest_alloc::host_lists_in_arena(|| headers.entries()) {
+    pick(guest_alloc::host_lists_in_arena(|| headers.entries()), names)
+}
+
+/// The first value of each of `names` (any case) among header `entries`, as
+/// text (`None` when absent or not UTF-8).
+pub fn pick<const N: usize>(entries: Vec<(String, Vec<u8>)>, names: [&str; N]) -> [Option<String>; N] {
+    let mut found: [Option<String>; N] = core::array::from_fn(|_| None);
+    for (name, value) in entries {
         let Some(i) = names.iter().position(|wanted| name.eq_ignore_ascii_case(wanted)) else { continue };
         if found[i].is_none() {
             found[i] = String::from_utf8(value).ok();
@@ -291,6 +297,20 @@ mod tests {
         assert!(length(Response::text(304, "")).is_empty());
         assert!(length(Response::text(101, "")).is_empty());
         assert_eq!(length(Response::text(200, "abc").header("Content-Length", "3")), ["3"], "the guest's own is kept, once");
+    }
+
+    #[test]
+    fn pick_finds_the_first_value_of_each_name_in_any_case() {
+        let entries = vec![
+            ("origin".to_string(), b"https://a".to_vec()),
+            ("content-type".to_string(), vec![0xff]),
+            ("Origin".to_string(), b"https://b".to_vec()),
+            ("x-other".to_string(), b"1".to_vec()),
+        ];
+        let [origin, content_type, absent] = pick(entries, ["ORIGIN", "Content-Type", "accept"]);
+        assert_eq!(origin.as_deref(), Some("https://a"));
+        assert_eq!(content_type, None, "not UTF-8");
+        assert_eq!(absent, None);
     }
 
     #[test]

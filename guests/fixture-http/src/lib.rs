@@ -6,6 +6,9 @@
 //! - `GET /fs/read?{path}`: the file's bytes, or 404 with the error;
 //! - `GET /fs/write?{path}`: tries to create the file; 200 `written` or 403
 //!   with the error (what a read-only mount must refuse);
+//! - `/head...` (any method): the request's head from `wit/request.wit`, as
+//!   text: `{method} {path-with-query}`, then a `{name}: {value}` line per
+//!   header;
 //! - `GET /whole?{name}={value}&...`: a 201 sent in one call through
 //!   `wit/response.wit`, with each pair as a header (repeatable; no
 //!   percent-decoding) and the body `whole`: how the host checks what it is
@@ -14,7 +17,7 @@
 
 mod bindings {
     // Shares guest-http's wasi:http bindings (see crates/guest-http).
-    guest_http::generate!("scalelab:guests/response-http-guest");
+    guest_http::generate!("scalelab:guests/one-call-http-guest");
 }
 
 use bindings::exports::wasi::http::incoming_handler::Guest;
@@ -29,6 +32,14 @@ struct Fixture;
 impl Guest for Fixture {
     fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
         let path = request.path_with_query().unwrap_or_default();
+        if path.starts_with("/head") {
+            let head = bindings::scalelab::guests::request::head(&request);
+            let mut text = format!("{} {}\n", head.method, head.path_with_query);
+            for (name, value) in head.headers {
+                text.push_str(&format!("{name}: {}\n", String::from_utf8_lossy(&value)));
+            }
+            return Response::text(200, text).send(response_out);
+        }
         if let Some(file) = path.strip_prefix("/fs/read?") {
             return match std::fs::read(file) {
                 Ok(bytes) => Response::new(200, "application/octet-stream", bytes),

@@ -14,7 +14,7 @@ mod bindings {
 }
 
 use bindings::exports::wasi::http::incoming_handler;
-use bindings::scalelab::guests::{client, response};
+use bindings::scalelab::guests::{client, request, response};
 use bindings::wasi::random::random;
 use guest_http::Response;
 use guest_http::wasi::clocks::monotonic_clock;
@@ -25,12 +25,10 @@ struct Httpbin;
 
 impl incoming_handler::Guest for Httpbin {
     fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
-        let method = guest_http::method_name(&request.method());
-        // The path and headers the host passes in are freed by this code
-        // alone: they may come from the request arena.
-        let (path_with_query, headers) =
-            guest_alloc::host_lists_in_arena(|| (request.path_with_query(), request.headers().entries()));
-        let path_with_query = path_with_query.unwrap_or_else(|| "/".to_string());
+        // The head in one host call (`wit/request.wit`) rather than wasi:http's
+        // five; freed by this code alone, so it may come from the request arena.
+        let request::RequestHead { method, path_with_query, headers } =
+            guest_alloc::host_lists_in_arena(|| request::head(&request));
         // The host keeps the Host header to itself (wasi:http gives it as the
         // authority): asked for only by the answers that show it.
         let authority = || guest_alloc::host_lists_in_arena(|| request.authority());

@@ -36,12 +36,15 @@ impl setup::Guest for Todo {
 
 impl incoming_handler::Guest for Todo {
     fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
-        let [origin, content_type, asked_method, asked_headers] = guest_http::headers(
-            &request.headers(),
+        // The head in one host call (`wit/request.wit`) rather than wasi:http's
+        // five; freed by this code alone, so it may come from the request arena.
+        let head = guest_alloc::host_lists_in_arena(|| bindings::scalelab::guests::request::head(&request));
+        let [origin, content_type, asked_method, asked_headers] = guest_http::pick(
+            head.headers,
             ["origin", "content-type", "access-control-request-method", "access-control-request-headers"],
         );
         let asked = cors::Asked { origin: origin.as_deref(), method: asked_method.as_deref(), headers: asked_headers.as_deref() };
-        let reply = serve(&request, content_type.as_deref(), asked);
+        let reply = serve(&request, &head.method, &head.path_with_query, content_type.as_deref(), asked);
         let mut response = Response { status: reply.status, headers: Vec::new(), body: reply.body };
         for (name, value) in reply.headers.into_iter().chain(cors::headers(origin.as_deref())) {
             response = response.header(name, value);
@@ -51,9 +54,13 @@ impl incoming_handler::Guest for Todo {
     }
 }
 
-fn serve(request: &IncomingRequest, content_type: Option<&str>, cors: cors::Asked<'_>) -> Reply {
-    let method = guest_http::method_name(&request.method());
-    let path_with_query = request.path_with_query().unwrap_or_default();
+fn serve(
+    request: &IncomingRequest,
+    method: &str,
+    path_with_query: &str,
+    content_type: Option<&str>,
+    cors: cors::Asked<'_>,
+) -> Reply {
     let path = path_with_query.split('?').next().unwrap_or("/");
     let body = if method == "POST" {
         match guest_http::read_body(request) {
@@ -63,7 +70,7 @@ fn serve(request: &IncomingRequest, content_type: Option<&str>, cors: cors::Aske
     } else {
         Vec::new()
     };
-    let api_request = todo_api::Request { method: &method, path, content_type, body: &body, cors };
+    let api_request = todo_api::Request { method, path, content_type, body: &body, cors };
     match todo_api::route(&api_request) {
         Action::Reply(reply) => reply,
         // Packed: four allocations for the whole result rather than two per

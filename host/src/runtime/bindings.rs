@@ -1,5 +1,5 @@
 //! Host side of our own WIT (`wit/session.wit`, `wit/host-services.wit`,
-//! `wit/sql.wit`, `wit/client.wit`, `wit/response.wit`, `wit/setup.wit`): the generated bindings, and the host
+//! `wit/sql.wit`, `wit/client.wit`, `wit/request.wit`, `wit/response.wit`, `wit/setup.wit`): the generated bindings, and the host
 //! services behind each import, implemented on [`GuestState`] over the
 //! process-wide [`Services`].
 //!
@@ -18,6 +18,8 @@ use crate::runtime::state::GuestState;
 #[cfg(doc)]
 use crate::runtime::whole_response::Refused;
 use bytes::Bytes;
+use wasmtime::component::Resource;
+use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -27,11 +29,12 @@ wasmtime::component::bindgen!({
         "scalelab:guests/state.set": trappable,
         "scalelab:guests/state.increment": trappable,
         "scalelab:guests/state.insert-if-absent": trappable,
+        "scalelab:guests/request.head": trappable,
         "scalelab:guests/response.send": trappable,
     },
     exports: { default: async },
     additional_derives: [PartialEq],
-    // `response` takes wasi:http's outparam: wasmtime-wasi-http's own type.
+    // `request` and `response` take wasi:http's resources: wasmtime-wasi-http's own types.
     with: {
         "wasi:http": wasmtime_wasi_http::p2::bindings::http,
         "wasi:io": wasmtime_wasi::p2::bindings::io,
@@ -49,7 +52,7 @@ pub mod setup {
 }
 
 pub use self::scalelab::guests::sql;
-use self::scalelab::guests::{client, log, metrics, response, session_types, sessions, state};
+use self::scalelab::guests::{client, log, metrics, request, response, session_types, sessions, state};
 /// The session export's bindings, by the name of the world guests target.
 pub use HostWorld as SessionGuest;
 pub use HostWorldIndices as SessionGuestIndices;
@@ -144,10 +147,16 @@ impl client::Host for GuestState {
     }
 }
 
+impl request::Host for GuestState {
+    fn head(&mut self, request: Resource<HostIncomingRequest>) -> wasmtime::Result<request::RequestHead> {
+        crate::runtime::request_head::head(&mut wasmtime_wasi_http::WasiHttpView::http(self), request.rep())
+    }
+}
+
 impl response::Host for GuestState {
     fn send(
         &mut self,
-        out: wasmtime::component::Resource<wasmtime_wasi_http::p2::types::HostResponseOutparam>,
+        out: Resource<HostResponseOutparam>,
         status: u16,
         headers: Vec<(String, Vec<u8>)>,
         body: Vec<u8>,
@@ -225,5 +234,6 @@ pub fn add_to_linker(linker: &mut wasmtime::component::Linker<GuestState>) -> wa
     sessions::add_to_linker::<GuestState, Data>(linker, this)?;
     sql::add_to_linker::<GuestState, Data>(linker, this)?;
     client::add_to_linker::<GuestState, Data>(linker, this)?;
+    request::add_to_linker::<GuestState, Data>(linker, this)?;
     response::add_to_linker::<GuestState, Data>(linker, this)
 }

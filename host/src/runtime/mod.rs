@@ -6,7 +6,7 @@
 //! the guest being served and switches it (`active`, `live`), runs a guest's
 //! one-time `setup`, and provides the host services guests import
 //! (`bindings`, `services`, `shared_state`, `declared_metrics`,
-//! `session_table`, `sql`, `whole_response`).
+//! `session_table`, `sql`, `request_head`, `whole_response`).
 //!
 //! The invariant: a guest keeps nothing that must last in its instance.
 //! Any warm instance may serve any call, a failed one is dropped, and what
@@ -22,6 +22,7 @@ pub mod engine;
 pub mod guest;
 pub mod instances;
 pub mod live;
+pub mod request_head;
 pub mod services;
 pub mod session_table;
 pub mod setup;
