@@ -75,7 +75,7 @@ async fn a_whole_response_the_host_cannot_send_ends_the_call_with_the_reason() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_requests_head_read_in_one_call_is_what_wasi_http_gives() {
+async fn a_requests_head_and_body_read_in_one_call_each_are_what_wasi_http_gives() {
     let host = Host::start("fixture-http", &[]);
     let client = reqwest::Client::new();
     let response = client
@@ -91,7 +91,8 @@ async fn a_requests_head_read_in_one_call_is_what_wasi_http_gives() {
     let text = response.text().await.unwrap();
     let mut lines = text.lines();
     assert_eq!(lines.next(), Some("PATCH /head/x?a=1&a=%C3%A9"));
-    let headers: Vec<&str> = lines.collect();
+    let mut headers: Vec<&str> = lines.collect();
+    assert_eq!(headers.pop(), Some("body: ignored | ignored"), "whole, and still readable through wasi:http");
     // Lower-case names, repeated ones in order; the Host header is the
     // request's authority in wasi:http, not a header.
     assert!(headers.contains(&"accept: */*"), "{headers:?}");
@@ -101,5 +102,7 @@ async fn a_requests_head_read_in_one_call_is_what_wasi_http_gives() {
     assert!(headers.contains(&"content-length: 7"), "{headers:?}");
     // A method of its own comes through as sent.
     let response = client.request(reqwest::Method::from_bytes(b"PURGE").unwrap(), host.url("/head")).send().await.unwrap();
-    assert_eq!(response.text().await.unwrap().lines().next(), Some("PURGE /head"));
+    let text = response.text().await.unwrap();
+    assert_eq!(text.lines().next(), Some("PURGE /head"));
+    assert!(text.ends_with("body:  | \n"), "no body: {text:?}");
 }

@@ -6,9 +6,10 @@
 //! - `GET /fs/read?{path}`: the file's bytes, or 404 with the error;
 //! - `GET /fs/write?{path}`: tries to create the file; 200 `written` or 403
 //!   with the error (what a read-only mount must refuse);
-//! - `/head...` (any method): the request's head from `wit/request.wit`, as
-//!   text: `{method} {path-with-query}`, then a `{name}: {value}` line per
-//!   header;
+//! - `/head...` (any method): the request's head and body from
+//!   `wit/request.wit`, as text: `{method} {path-with-query}`, a
+//!   `{name}: {value}` line per header, then `body: {whole} | {streamed}`
+//!   (the body from `request.body`, then from wasi:http's stream);
 //! - `GET /whole?{name}={value}&...`: a 201 sent in one call through
 //!   `wit/response.wit`, with each pair as a header (repeatable; no
 //!   percent-decoding) and the body `whole`: how the host checks what it is
@@ -38,6 +39,11 @@ impl Guest for Fixture {
             for (name, value) in head.headers {
                 text.push_str(&format!("{name}: {}\n", String::from_utf8_lossy(&value)));
             }
+            // The body whole (`request.body`), then again through wasi:http:
+            // reading it one way leaves it to the other.
+            let whole = bindings::scalelab::guests::request::body(&request);
+            let streamed = guest_http::read_body(&request).unwrap_or_default();
+            text.push_str(&format!("body: {} | {}\n", String::from_utf8_lossy(&whole), String::from_utf8_lossy(&streamed)));
             return Response::text(200, text).send(response_out);
         }
         if let Some(file) = path.strip_prefix("/fs/read?") {

@@ -62,11 +62,9 @@ fn serve(
     cors: cors::Asked<'_>,
 ) -> Reply {
     let path = path_with_query.split('?').next().unwrap_or("/");
+    // Whole, in one host call (`wit/request.wit`); freed by this code alone.
     let body = if method == "POST" {
-        match guest_http::read_body(request) {
-            Ok(body) => body,
-            Err(e) => return todo_api::database_error_reply(false, &e),
-        }
+        guest_alloc::host_lists_in_arena(|| bindings::scalelab::guests::request::body(request))
     } else {
         Vec::new()
     };

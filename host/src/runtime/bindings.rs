@@ -6,9 +6,10 @@
 //! `wasi:http` comes from wasmtime-wasi-http; this module covers only what is
 //! ours. Bad input from a guest (an undeclared metric, say) is logged, not
 //! fatal, and SQL errors are values the guest handles; the import errors
-//! that trap are a shared-state write over its limits ([`StateLimit`]) and a
-//! response `response.send` cannot send ([`Refused`]): each ends the call
-//! with its message. Every import is synchronous but `sql`,
+//! that trap are a shared-state write over its limits ([`StateLimit`]), a
+//! response `response.send` cannot send ([`Refused`]), and `request.body`
+//! asked of a request the call does not answer: each ends the call with its
+//! message. Every import is synchronous but `sql`,
 //! which waits for the database.
 
 use crate::runtime::declared_metrics::Kind;
@@ -30,6 +31,7 @@ wasmtime::component::bindgen!({
         "scalelab:guests/state.increment": trappable,
         "scalelab:guests/state.insert-if-absent": trappable,
         "scalelab:guests/request.head": trappable,
+        "scalelab:guests/request.body": trappable,
         "scalelab:guests/response.send": trappable,
     },
     exports: { default: async },
@@ -150,6 +152,13 @@ impl client::Host for GuestState {
 impl request::Host for GuestState {
     fn head(&mut self, request: Resource<HostIncomingRequest>) -> wasmtime::Result<request::RequestHead> {
         crate::runtime::request_head::head(&mut wasmtime_wasi_http::WasiHttpView::http(self), request.rep())
+    }
+
+    fn body(&mut self, request: Resource<HostIncomingRequest>) -> wasmtime::Result<Vec<u8>> {
+        match &self.request_body {
+            Some((rep, body)) if *rep == request.rep() => Ok(body.to_vec()),
+            _ => Err(wasmtime::Error::msg("request.body: the request is not the one the current call answers")),
+        }
     }
 }
 

@@ -46,6 +46,10 @@ pub struct GuestState {
     /// The client of the HTTP request being answered (`wit/client.wit`),
     /// set for each request: wasi:http does not tell a guest who sent it.
     pub client: Option<IpAddr>,
+    /// The body of the HTTP request being answered, which the host read
+    /// whole before the call, and the rep of that request's resource
+    /// (`request.body`, `wit/request.wit`); set for each request.
+    pub request_body: Option<(u32, bytes::Bytes)>,
     wasi: WasiCtx,
     /// When `wasi` was built: a context is handed on to later instances for
     /// a bounded time only (`Instances::give_back`).
@@ -86,6 +90,7 @@ impl GuestState {
             grants,
             deadline: None,
             client: None,
+            request_body: None,
             wasi,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),

@@ -125,7 +125,7 @@ impl Handler {
         &self,
         request: Request<Incoming>,
         deadline: Option<std::time::Duration>,
-    ) -> Result<Request<Full<Bytes>>, Response<Body>> {
+    ) -> Result<Request<Bytes>, Response<Body>> {
         let max = self.max_body;
         let too_large = || {
             json_error(
@@ -142,7 +142,7 @@ impl Handler {
         let (parts, body) = request.into_parts();
         // Most requests (GETs) have no body: nothing to wait for.
         if body.is_end_stream() {
-            return Ok(Request::from_parts(parts, Full::new(Bytes::new())));
+            return Ok(Request::from_parts(parts, Bytes::new()));
         }
         let limit = usize::try_from(max).unwrap_or(usize::MAX);
         let collect = Limited::new(body, limit).collect();
@@ -151,7 +151,7 @@ impl Handler {
             None => collect.await,
         };
         match collected {
-            Ok(collected) => Ok(Request::from_parts(parts, Full::new(collected.to_bytes()))),
+            Ok(collected) => Ok(Request::from_parts(parts, collected.to_bytes())),
             Err(e) if e.is::<LengthLimitError>() => {
                 self.metrics.http.reject(RejectReason::BodyTooLarge);
                 Err(too_large())
@@ -180,13 +180,7 @@ impl Handler {
 /// one still running after setting its response (streaming the body, waiting
 /// on a host call) moves to a task, since hyper needs the response head
 /// before the body is complete.
-async fn run_call(
-    id: u64,
-    active: Arc<Active>,
-    request: Request<Full<Bytes>>,
-    client: IpAddr,
-    in_flight: InFlight,
-) -> Response<Body> {
+async fn run_call(id: u64, active: Arc<Active>, request: Request<Bytes>, client: IpAddr, in_flight: InFlight) -> Response<Body> {
     let (sender, receiver) = oneshot::channel();
     let call = async move {
         let deadline = active.limits.deadline;
@@ -254,24 +248,31 @@ fn response_or_error(set: Result<Response<Body>, ErrorCode>) -> Response<Body> {
 }
 
 /// Hands one request to the guest's `incoming-handler`, telling the
-/// instance who the client is for the call (`wit/client.wit`).
+/// instance who the client is for the call (`wit/client.wit`) and keeping
+/// the body it may ask for whole (`wit/request.wit`).
 async fn call_guest(
     warm: &mut Warm,
-    request: Request<Full<Bytes>>,
+    request: Request<Bytes>,
     client: IpAddr,
     sender: oneshot::Sender<Result<Response<Body>, ErrorCode>>,
 ) -> wasmtime::Result<()> {
     let store = &mut warm.store;
-    store.data_mut().client = Some(client.to_canonical());
+    let (parts, body) = request.into_parts();
     // In a block: the view borrows the store, and must not live across the call.
     let (guest_request, out) = {
         let mut http = wasmtime_wasi_http::WasiHttpView::http(store.data_mut());
+        let request = Request::from_parts(parts, Full::new(body.clone()));
         (http.new_incoming_request(Scheme::Http, request)?, http.new_response_outparam(sender)?)
     };
+    let state = store.data_mut();
+    state.client = Some(client.to_canonical());
+    state.request_body = Some((guest_request.rep(), body));
     let proxy = warm.proxy.as_ref().expect("only HTTP guests get requests");
     let result = proxy.wasi_http_incoming_handler().call_handle(&mut *store, guest_request, out).await;
-    // The instance may serve other calls next; none of them is this client's.
-    store.data_mut().client = None;
+    // The instance may serve other calls next; none of them is this request's.
+    let state = store.data_mut();
+    state.client = None;
+    state.request_body = None;
     result
 }
 
