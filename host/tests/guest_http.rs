@@ -1,8 +1,8 @@
 //! What every guest relies on to answer (`crates/guest-http`), through the
 //! real host: the `fixture-http` guest sends bodies of any size, written in
-//! the chunks WASI accepts, and JSON errors; reads a request's head in one
-//! call (`wit/request.wit`); and sends whole responses in one call
-//! (`wit/response.wit`), checked by the host.
+//! the chunks WASI accepts, and JSON errors; reads a request's head and body
+//! in one call each (`wit/request.wit`); and sends whole responses in one
+//! call (`wit/response.wit`), checked by the host.
 
 mod support;
 

@@ -1,7 +1,8 @@
 //! Host side of our own WIT (`wit/session.wit`, `wit/host-services.wit`,
-//! `wit/sql.wit`, `wit/client.wit`, `wit/request.wit`, `wit/response.wit`, `wit/setup.wit`): the generated bindings, and the host
-//! services behind each import, implemented on [`GuestState`] over the
-//! process-wide [`Services`].
+//! `wit/sql.wit`, `wit/client.wit`, `wit/request.wit`, `wit/response.wit`,
+//! `wit/setup.wit`): the generated bindings, and the host services behind
+//! each import, implemented on [`GuestState`] over the process-wide
+//! [`Services`].
 //!
 //! `wasi:http` comes from wasmtime-wasi-http; this module covers only what is
 //! ours. Bad input from a guest (an undeclared metric, say) is logged, not
@@ -9,8 +10,8 @@
 //! that trap are a shared-state write over its limits ([`StateLimit`]), a
 //! response `response.send` cannot send ([`Refused`]), and `request.body`
 //! asked of a request the call does not answer: each ends the call with its
-//! message. Every import is synchronous but `sql`,
-//! which waits for the database.
+//! message. Every import is synchronous but `sql`, which waits for the
+//! database.
 
 use crate::runtime::declared_metrics::Kind;
 #[cfg(doc)]

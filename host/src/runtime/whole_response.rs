@@ -47,10 +47,7 @@ impl fmt::Display for Refused {
             Refused::HeaderValue(name) => write!(f, "{prefix}: the value of {name:?} is not a valid header value"),
             Refused::Forbidden(name) => write!(f, "{prefix}: the header {name:?} is one a guest may not set"),
             Refused::ContentLength { declared, body } => {
-                write!(
-                    f,
-                    "{prefix}: Content-Length {declared:?} (once, equal to the body's length) against a body of {body} bytes"
-                )
+                write!(f, "{prefix}: Content-Length {declared:?} must be given once and equal the body's {body} bytes")
             }
             Refused::HeadersTooLarge(bytes) => {
                 write!(f, "{prefix}: its headers take {bytes} bytes, more than the {MAX_HEADER_BYTES}-byte limit")
