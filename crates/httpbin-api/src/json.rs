@@ -155,13 +155,13 @@ fn write_compact(out: &mut String, value: &Json) {
 /// A string with `ensure_ascii`: printable ASCII as is, the usual short
 /// escapes, everything else `\uXXXX` in lower-case hex (UTF-16 surrogate
 /// pairs above U+FFFF). Runs of printable ASCII (most of any string) are
-/// copied whole.
+/// found a word at a time (`crates/json-runs`) and copied whole.
 fn write_string(out: &mut String, text: &str) {
     out.reserve(text.len() + 2);
     out.push('"');
     let mut rest = text;
     while !rest.is_empty() {
-        let plain = plain_run(rest.as_bytes());
+        let plain = json_runs::printable_ascii(rest.as_bytes());
         out.push_str(&rest[..plain]);
         rest = &rest[plain..];
         let mut chars = rest.chars();
@@ -171,37 +171,6 @@ fn write_string(out: &mut String, text: &str) {
         }
     }
     out.push('"');
-}
-
-/// Whether JSON writes this byte as it is: printable ASCII but `"` and `\\`.
-fn is_plain(b: u8) -> bool {
-    matches!(b, b' '..=b'~') && b != b'"' && b != b'\\'
-}
-
-/// How many bytes at the start of `bytes` are plain ([`is_plain`]), looked
-/// at eight at a time: a uuid or a header value is one run, and a loop step
-/// per byte was most of this writer's work in the guest.
-fn plain_run(bytes: &[u8]) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    // Whether some byte of `x` is zero (exact; see "Bit Twiddling Hacks").
-    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH != 0;
-    let mut words = bytes.chunks_exact(8);
-    let mut run = 0;
-    for word in words.by_ref() {
-        let x = u64::from_le_bytes(word.try_into().expect("eight bytes"));
-        // A byte below 0x20; one of 0x80 and above, or 0x7f (which the
-        // added one carries into the high bit); a quote; a backslash. Each
-        // test may also fire on a plain byte after a byte it fires on, never
-        // on a word of plain bytes alone.
-        let control = x.wrapping_sub(ONES * 0x20) & !x & HIGH != 0;
-        let high = (x | x.wrapping_add(ONES)) & HIGH != 0;
-        if control || high || has_zero(x ^ (ONES * u64::from(b'"'))) || has_zero(x ^ (ONES * u64::from(b'\\'))) {
-            break;
-        }
-        run += 8;
-    }
-    run + bytes[run..].iter().position(|&b| !is_plain(b)).unwrap_or(bytes.len() - run)
 }
 
 /// One character that printable ASCII does not cover, escaped.
@@ -256,27 +225,6 @@ fn python_float(value: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    proptest::proptest! {
-        /// Eight bytes at a time finds the same run as one at a time; mostly
-        /// plain bytes, so that runs are long and words mix both kinds.
-        #[test]
-        fn plain_runs_are_found_as_bytewise(
-            bytes in proptest::collection::vec(proptest::prop_oneof![8 => 0x20u8..0x7f, 1 => proptest::arbitrary::any::<u8>()], 0..48),
-        ) {
-            let bytewise = bytes.iter().position(|&b| !is_plain(b)).unwrap_or(bytes.len());
-            proptest::prop_assert_eq!(plain_run(&bytes), bytewise);
-        }
-    }
-
-    #[test]
-    fn every_byte_value_ends_a_run_as_it_should() {
-        for b in 0..=255u8 {
-            let mut word = *b"abcdefghijklmnop";
-            word[5] = b;
-            assert_eq!(plain_run(&word), if is_plain(b) { 16 } else { 5 }, "byte {b:#04x}");
-        }
-    }
 
     #[test]
     fn pretty_output_is_flask_1_jsonify() {
