@@ -299,3 +299,47 @@ async fn without_a_database_the_guest_is_told_how_to_configure_one_and_the_host_
     let readyz = reqwest::get(host.admin_url("/readyz")).await.unwrap();
     assert_eq!(readyz.status(), 503);
 }
+
+/// The SQL service reads every Postgres type it maps, and a result comes
+/// out the same whole (`query`) and packed (`query-packed`, which the todo
+/// guest uses): texts of every text type as the server sent them, blobs as
+/// bytes, the size cap counted in both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_every_column_type_reads_the_same_whole_and_packed() {
+    use scalelab::runtime::bindings::sql::Cell;
+    use scalelab::runtime::sql::{DatabaseConfig, Databases, Error, Packed, Target, Value, WholeRows};
+
+    let pg = Postgres::start("types");
+    let databases = Databases::new(&prometheus::Registry::new(), 100);
+    let config = DatabaseConfig { target: Target::Postgres(pg.url()), password_file: Some(pg.password_file()), pool_size: 2 };
+    let db = databases.get(&config).unwrap().expect("a Postgres database");
+    let sql = "SELECT NULL::text AS n, true AS b, 2::int2 AS i2, -3::int4 AS i4, 4::int8 AS i8, 5::oid AS o, \
+               1.5::float4 AS f4, -2.25::float8 AS f8, $1::text AS t, 'v'::varchar AS v, 'c'::char(2) AS c, \
+               'nm'::name AS nm, '\\x00ff'::bytea AS by";
+    let param = || vec![Value::Text("hé \"x\"".into())];
+
+    let whole = db.query::<WholeRows>("test", None, sql.into(), param()).await.unwrap();
+    assert_eq!(whole.columns, ["n", "b", "i2", "i4", "i8", "o", "f4", "f8", "t", "v", "c", "nm", "by"]);
+    let texts = ["hé \"x\"", "v", "c ", "nm"].map(|t| Value::Text(t.into()));
+    let mut expected = vec![Value::Null, Value::Integer(1), Value::Integer(2), Value::Integer(-3), Value::Integer(4)];
+    expected.extend([Value::Integer(5), Value::Real(1.5), Value::Real(-2.25)]);
+    expected.extend(texts);
+    expected.push(Value::Blob(vec![0, 255]));
+    assert_eq!(whole.rows, [expected]);
+
+    let packed = db.query::<Packed>("test", None, sql.into(), param()).await.unwrap();
+    assert_eq!(packed.columns, whole.columns);
+    let mut cells = vec![Cell::Null, Cell::Integer(1), Cell::Integer(2), Cell::Integer(-3), Cell::Integer(4)];
+    cells.extend([Cell::Integer(5), Cell::Real(1.5), Cell::Real(-2.25)]);
+    cells.extend([Cell::Text(7), Cell::Text(1), Cell::Text(2), Cell::Text(2), Cell::Blob(2)]);
+    assert_eq!(packed.cells, cells);
+    assert_eq!(packed.data, ["hé \"x\"vc nm".as_bytes(), &[0, 255]].concat());
+
+    // 101 bytes of text against a cap of 100, in both forms.
+    let big = "SELECT repeat('x', 101)";
+    let whole = db.query::<WholeRows>("test", None, big.into(), Vec::new()).await.unwrap_err();
+    let packed = db.query::<Packed>("test", None, big.into(), Vec::new()).await.unwrap_err();
+    for error in [whole, packed] {
+        assert!(matches!(&error, Error::TooLarge(m) if m.contains("larger than 100 bytes")), "{error:?}");
+    }
+}

@@ -206,11 +206,11 @@ impl sql::Host for GuestState {
     }
 
     async fn query(&mut self, sql: String, params: Vec<sql::Value>) -> Result<sql::Rows, sql::Error> {
-        self.database()?.query(&self.guest, self.deadline, sql, params).await
+        self.database()?.query::<crate::runtime::sql::WholeRows>(&self.guest, self.deadline, sql, params).await
     }
 
     async fn query_packed(&mut self, sql: String, params: Vec<sql::Value>) -> Result<sql::PackedRows, sql::Error> {
-        crate::runtime::sql::pack(self.database()?.query(&self.guest, self.deadline, sql, params).await?)
+        self.database()?.query::<crate::runtime::sql::Packed>(&self.guest, self.deadline, sql, params).await
     }
 
     async fn execute(&mut self, sql: String, params: Vec<sql::Value>) -> Result<u64, sql::Error> {

@@ -11,14 +11,14 @@
 //! timed (`metrics.rs`).
 
 mod metrics;
-mod packed;
 mod postgres;
+mod results;
 mod sqlite;
 mod sqlite_manager;
 mod target;
 
 pub use self::metrics::{BackendMetrics, SqlMetrics};
-pub use self::packed::pack;
+pub use self::results::{Collect, Packed, WholeRows};
 pub use self::target::{DatabaseConfig, Target, default_data_dir};
 pub use crate::runtime::bindings::sql::{Backend, Error, Rows, Statement, Value};
 
@@ -71,12 +71,19 @@ impl Database {
         }
     }
 
-    /// Runs a statement that returns rows.
-    pub async fn query(&self, guest: &str, deadline: Option<Instant>, sql: String, params: Vec<Value>) -> Result<Rows, Error> {
+    /// Runs a statement that returns rows, collected as `C` collects them
+    /// ([`WholeRows`], [`Packed`]).
+    pub async fn query<C: Collect>(
+        &self,
+        guest: &str,
+        deadline: Option<Instant>,
+        sql: String,
+        params: Vec<Value>,
+    ) -> Result<C::Output, Error> {
         let work = async {
             match &self.pool {
-                Pool::Sqlite(pool) => pool.query(sql, params, self.max_result, expiry(deadline), &self.metrics).await,
-                Pool::Postgres(pool) => pool.query(&sql, &params, self.max_result, &self.metrics).await,
+                Pool::Sqlite(pool) => pool.query::<C>(sql, params, self.max_result, expiry(deadline), &self.metrics).await,
+                Pool::Postgres(pool) => pool.query::<C>(&sql, &params, self.max_result, &self.metrics).await,
             }
         };
         self.measured(guest, deadline, work).await
@@ -111,7 +118,7 @@ impl Database {
 
     /// Whether the database answers `SELECT 1` within `limit`: the readiness check.
     pub async fn ping(&self, limit: Duration) -> Result<(), Error> {
-        self.query("readiness", Some(Instant::now() + limit), "SELECT 1".into(), Vec::new()).await.map(drop)
+        self.query::<WholeRows>("readiness", Some(Instant::now() + limit), "SELECT 1".into(), Vec::new()).await.map(drop)
     }
 
     /// Bounds `work` by the deadline, then counts and times it.
@@ -155,31 +162,6 @@ pub fn error_label(error: &Error) -> &'static str {
         Error::Timeout(_) => "timeout",
         Error::TooLarge(_) => "too_large",
         Error::Other(_) => "other",
-    }
-}
-
-/// Counts the bytes of a result against the cap as rows are read.
-pub(crate) struct ResultBudget {
-    left: usize,
-    cap: usize,
-}
-
-impl ResultBudget {
-    pub(crate) fn new(cap: usize) -> ResultBudget {
-        ResultBudget { left: cap, cap }
-    }
-
-    pub(crate) fn spend(&mut self, value: &Value) -> Result<(), Error> {
-        let size = match value {
-            Value::Null => 1,
-            Value::Integer(_) | Value::Real(_) => 8,
-            Value::Text(text) => text.len(),
-            Value::Blob(blob) => blob.len(),
-        };
-        self.left = self.left.checked_sub(size).ok_or_else(|| {
-            Error::TooLarge(format!("the result is larger than {} bytes (--database-max-result); select fewer rows", self.cap))
-        })?;
-        Ok(())
     }
 }
 

@@ -6,13 +6,14 @@
 //! the type the server inferred for its placeholder, and each column of a
 //! result is read by its type; other types must be cast in SQL.
 
-use super::{BackendMetrics, Error, ResultBudget, Rows, Statement, Value};
+use super::results::{Collect, ValueRef};
+use super::{BackendMetrics, Error, Statement, Value};
 use anyhow::Context;
 use bytes::BytesMut;
 use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod, Runtime};
 use std::path::Path;
 use std::time::{Duration, Instant};
-use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{NoTls, Row};
 
 /// Longest wait for a new connection; a call's own deadline is usually shorter.
@@ -50,17 +51,23 @@ impl Pool {
         Ok(client)
     }
 
-    pub async fn query(&self, sql: &str, params: &[Value], cap: usize, metrics: &BackendMetrics) -> Result<Rows, Error> {
+    pub async fn query<C: Collect>(
+        &self,
+        sql: &str,
+        params: &[Value],
+        cap: usize,
+        metrics: &BackendMetrics,
+    ) -> Result<C::Output, Error> {
         let client = self.client(metrics).await?;
         let statement = client.prepare_cached(sql).await.map_err(error)?;
         let rows = client.query(&statement, &to_params(params)).await.map_err(error)?;
         let columns: Vec<String> = statement.columns().iter().map(|c| c.name().to_string()).collect();
-        let mut budget = ResultBudget::new(cap);
-        let mut values = Vec::with_capacity(rows.len());
+        let mut result = C::start(columns, cap);
+        result.expect_rows(rows.len());
         for row in &rows {
-            values.push(read_row(row, &mut budget)?);
+            read_row(row, &mut result)?;
         }
-        Ok(Rows { columns, rows: values })
+        Ok(result.finish())
     }
 
     pub async fn execute(&self, sql: &str, params: &[Value], metrics: &BackendMetrics) -> Result<u64, Error> {
@@ -123,23 +130,20 @@ fn kind(value: &Value) -> &'static str {
     }
 }
 
-/// One row, each column read by its type.
-fn read_row(row: &Row, budget: &mut ResultBudget) -> Result<Vec<Value>, Error> {
-    let mut values = Vec::with_capacity(row.len());
+/// One row into `result`, each column read by its type.
+fn read_row(row: &Row, result: &mut impl Collect) -> Result<(), Error> {
     for (index, column) in row.columns().iter().enumerate() {
         let ty = column.type_();
         let value = match *ty {
-            Type::BOOL => row.try_get::<_, Option<bool>>(index).map(|v| v.map(|b| Value::Integer(b.into()))),
-            Type::INT2 => row.try_get::<_, Option<i16>>(index).map(|v| v.map(|i| Value::Integer(i.into()))),
-            Type::INT4 => row.try_get::<_, Option<i32>>(index).map(|v| v.map(|i| Value::Integer(i.into()))),
-            Type::INT8 => row.try_get::<_, Option<i64>>(index).map(|v| v.map(Value::Integer)),
-            Type::OID => row.try_get::<_, Option<u32>>(index).map(|v| v.map(|i| Value::Integer(i.into()))),
-            Type::FLOAT4 => row.try_get::<_, Option<f32>>(index).map(|v| v.map(|r| Value::Real(r.into()))),
-            Type::FLOAT8 => row.try_get::<_, Option<f64>>(index).map(|v| v.map(Value::Real)),
-            Type::BYTEA => row.try_get::<_, Option<Vec<u8>>>(index).map(|v| v.map(Value::Blob)),
-            _ if <&str as tokio_postgres::types::FromSql>::accepts(ty) => {
-                row.try_get::<_, Option<String>>(index).map(|v| v.map(Value::Text))
-            }
+            Type::BOOL => row.try_get::<_, Option<bool>>(index).map(|v| v.map(|b| ValueRef::Integer(b.into()))),
+            Type::INT2 => row.try_get::<_, Option<i16>>(index).map(|v| v.map(|i| ValueRef::Integer(i.into()))),
+            Type::INT4 => row.try_get::<_, Option<i32>>(index).map(|v| v.map(|i| ValueRef::Integer(i.into()))),
+            Type::INT8 => row.try_get::<_, Option<i64>>(index).map(|v| v.map(ValueRef::Integer)),
+            Type::OID => row.try_get::<_, Option<u32>>(index).map(|v| v.map(|i| ValueRef::Integer(i.into()))),
+            Type::FLOAT4 => row.try_get::<_, Option<f32>>(index).map(|v| v.map(|r| ValueRef::Real(r.into()))),
+            Type::FLOAT8 => row.try_get::<_, Option<f64>>(index).map(|v| v.map(ValueRef::Real)),
+            Type::BYTEA => row.try_get::<_, Option<&[u8]>>(index).map(|v| v.map(ValueRef::Blob)),
+            _ if Text::accepts(ty) => row.try_get::<_, Option<Text<'_>>>(index).map(|v| v.map(|t| ValueRef::Text(t.0))),
             _ => {
                 return Err(Error::Syntax(format!(
                     "column {} has the Postgres type {ty}, which has no sql value: cast it in the statement ({}::text)",
@@ -148,11 +152,28 @@ fn read_row(row: &Row, budget: &mut ResultBudget) -> Result<Vec<Value>, Error> {
                 )));
             }
         };
-        let value = value.map_err(error)?.unwrap_or(Value::Null);
-        budget.spend(&value)?;
-        values.push(value);
+        result.push(value.map_err(error)?.unwrap_or(ValueRef::Null))?;
     }
-    Ok(values)
+    Ok(())
+}
+
+/// A text column's bytes, borrowed from the row. The collector makes sure
+/// they are UTF-8 (`results.rs`), so the plain text types skip
+/// `&str`'s own check, which was a call per value; the others (`citext`,
+/// `ltree`, ...) are read as `&str` reads them.
+struct Text<'a>(&'a [u8]);
+
+impl<'a> FromSql<'a> for Text<'a> {
+    fn from_sql(ty: &Type, raw: &'a [u8]) -> Result<Text<'a>, Box<dyn std::error::Error + Sync + Send>> {
+        match *ty {
+            Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => Ok(Text(raw)),
+            _ => <&str as FromSql>::from_sql(ty, raw).map(|text| Text(text.as_bytes())),
+        }
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        <&str as FromSql>::accepts(ty)
+    }
 }
 
 fn pool_error(e: deadpool_postgres::PoolError) -> Error {

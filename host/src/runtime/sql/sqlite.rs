@@ -8,8 +8,9 @@
 //! busy timeout. A statement still running at the call's deadline is
 //! interrupted by the progress handler.
 
+use super::results::{self, Collect};
 use super::sqlite_manager::{Manager, PoolError};
-use super::{BackendMetrics, Error, ResultBudget, Rows, Statement, Value};
+use super::{BackendMetrics, Error, Statement, Value};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{CachedStatement, Connection, ErrorCode, ToSql, TransactionBehavior};
 use std::path::{Path, PathBuf};
@@ -45,15 +46,15 @@ impl Pool {
         self.pool.status()
     }
 
-    pub async fn query(
+    pub async fn query<C: Collect>(
         &self,
         sql: String,
         params: Vec<Value>,
         cap: usize,
         expires: Instant,
         metrics: &BackendMetrics,
-    ) -> Result<Rows, Error> {
-        self.run(expires, metrics, move |connection, writer| query(connection, Some(writer), &sql, &params, cap)).await
+    ) -> Result<C::Output, Error> {
+        self.run(expires, metrics, move |connection, writer| query::<C>(connection, Some(writer), &sql, &params, cap)).await
     }
 
     pub async fn execute(
@@ -147,22 +148,24 @@ fn prepare<'c, 'w>(
 }
 
 /// Runs a statement that returns rows, within `cap` bytes.
-fn query(connection: &Connection, writer: Option<&Mutex<()>>, sql: &str, params: &[Value], cap: usize) -> Result<Rows, Error> {
+fn query<C: Collect>(
+    connection: &Connection,
+    writer: Option<&Mutex<()>>,
+    sql: &str,
+    params: &[Value],
+    cap: usize,
+) -> Result<C::Output, Error> {
     let (mut statement, _writing) = prepare(connection, writer, sql, params)?;
     let columns: Vec<String> = statement.column_names().into_iter().map(String::from).collect();
-    let mut budget = ResultBudget::new(cap);
-    let mut rows = Vec::new();
+    let width = columns.len();
+    let mut result = C::start(columns, cap);
     let mut cursor = statement.raw_query();
     while let Some(row) = cursor.next().map_err(error)? {
-        let mut values = Vec::with_capacity(columns.len());
-        for index in 0..columns.len() {
-            let value = to_value(row.get_ref(index).map_err(error)?);
-            budget.spend(&value)?;
-            values.push(value);
+        for index in 0..width {
+            result.push(ours(row.get_ref(index).map_err(error)?))?;
         }
-        rows.push(values);
     }
-    Ok(Rows { columns, rows })
+    Ok(result.finish())
 }
 
 /// Runs a statement to its end; the rows it changed (a read: the rows it read).
@@ -218,13 +221,14 @@ impl ToSql for Param<'_> {
     }
 }
 
-fn to_value(value: ValueRef<'_>) -> Value {
+/// rusqlite's borrowed value as ours (the same five kinds).
+fn ours(value: ValueRef<'_>) -> results::ValueRef<'_> {
     match value {
-        ValueRef::Null => Value::Null,
-        ValueRef::Integer(i) => Value::Integer(i),
-        ValueRef::Real(r) => Value::Real(r),
-        ValueRef::Text(text) => Value::Text(String::from_utf8_lossy(text).into_owned()),
-        ValueRef::Blob(blob) => Value::Blob(blob.to_vec()),
+        ValueRef::Null => results::ValueRef::Null,
+        ValueRef::Integer(i) => results::ValueRef::Integer(i),
+        ValueRef::Real(r) => results::ValueRef::Real(r),
+        ValueRef::Text(text) => results::ValueRef::Text(text),
+        ValueRef::Blob(blob) => results::ValueRef::Blob(blob),
     }
 }
 
@@ -261,6 +265,8 @@ fn error(e: rusqlite::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::bindings::sql::Cell;
+    use crate::runtime::sql::{Packed, WholeRows};
 
     fn memory() -> Connection {
         Connection::open_in_memory().unwrap()
@@ -270,13 +276,13 @@ mod tests {
     fn dollar_placeholders_bind_by_number_in_any_order_and_repeat() {
         let db = memory();
         let params = [Value::Text("a".into()), Value::Integer(2)];
-        let rows = query(&db, None, "SELECT $2 AS two, $1 AS one, $2 + 1 AS three", &params, 1 << 20).unwrap();
+        let rows = query::<WholeRows>(&db, None, "SELECT $2 AS two, $1 AS one, $2 + 1 AS three", &params, 1 << 20).unwrap();
         assert_eq!(rows.columns, ["two", "one", "three"]);
         assert_eq!(rows.rows, [vec![Value::Integer(2), Value::Text("a".into()), Value::Integer(3)]]);
 
-        let err = query(&db, None, "SELECT $1, $2", &[Value::Null], 1 << 20).unwrap_err();
+        let err = query::<WholeRows>(&db, None, "SELECT $1, $2", &[Value::Null], 1 << 20).unwrap_err();
         assert!(matches!(&err, Error::Syntax(m) if m.contains("takes 2 parameters but 1")), "{err:?}");
-        let err = query(&db, None, "SELECT :name", &[Value::Null], 1 << 20).unwrap_err();
+        let err = query::<WholeRows>(&db, None, "SELECT :name", &[Value::Null], 1 << 20).unwrap_err();
         assert!(matches!(&err, Error::Syntax(m) if m.contains("not positional")), "{err:?}");
     }
 
@@ -293,9 +299,9 @@ mod tests {
         for i in 0..100 {
             execute(&db, None, "INSERT INTO t (v) VALUES ($1)", &[Value::Text(format!("{i:0>20}"))]).unwrap();
         }
-        let err = query(&db, None, "SELECT v FROM t", &[], 1000).unwrap_err();
+        let err = query::<WholeRows>(&db, None, "SELECT v FROM t", &[], 1000).unwrap_err();
         assert!(matches!(&err, Error::TooLarge(m) if m.contains("1000 bytes")), "{err:?}");
-        assert_eq!(query(&db, None, "SELECT v FROM t LIMIT 5", &[], 1000).unwrap().rows.len(), 5);
+        assert_eq!(query::<WholeRows>(&db, None, "SELECT v FROM t LIMIT 5", &[], 1000).unwrap().rows.len(), 5);
         assert_eq!(execute(&db, None, "SELECT v FROM t", &[]).unwrap(), 101);
     }
 
@@ -303,7 +309,22 @@ mod tests {
     fn every_value_type_round_trips() {
         let db = memory();
         let values = [Value::Null, Value::Integer(-7), Value::Real(1.5), Value::Text("héllo".into()), Value::Blob(vec![0, 255])];
-        let rows = query(&db, None, "SELECT $1, $2, $3, $4, $5", &values, 1 << 20).unwrap();
+        let rows = query::<WholeRows>(&db, None, "SELECT $1, $2, $3, $4, $5", &values, 1 << 20).unwrap();
         assert_eq!(rows.rows, [values.to_vec()]);
+
+        let packed = query::<Packed>(&db, None, "SELECT $1, $2, $3, $4, $5", &values, 1 << 20).unwrap();
+        assert_eq!(packed.cells, [Cell::Null, Cell::Integer(-7), Cell::Real(1.5), Cell::Text(6), Cell::Blob(2)]);
+        assert_eq!(packed.data, [&b"h\xc3\xa9llo"[..], &[0, 255]].concat());
+    }
+
+    /// SQLite stores whatever bytes it is given as text; both forms of a
+    /// result hand the guest valid UTF-8 (`wit/sql.wit` promises it).
+    #[test]
+    fn invalid_utf8_text_reaches_the_guest_made_valid() {
+        let db = memory();
+        let sql = "SELECT CAST(X'61FF62' AS TEXT)";
+        assert_eq!(query::<WholeRows>(&db, None, sql, &[], 100).unwrap().rows, [[Value::Text("a\u{fffd}b".into())]]);
+        let packed = query::<Packed>(&db, None, sql, &[], 100).unwrap();
+        assert_eq!((packed.cells, packed.data), (vec![Cell::Text(5)], "a\u{fffd}b".as_bytes().to_vec()));
     }
 }
