@@ -6,8 +6,9 @@
 //! Both look at eight bytes at a time. In a wasm guest a loop step per byte
 //! costs some thirty instructions (the match, the bounds check, the epoch
 //! check at the loop header), and the strings these writers see (uuids,
-//! header values, short tasks) are almost always one run; a word at a time
-//! cut the httpbin writer's work and the todo list's by several times.
+//! header values, short tasks) are almost always one run. A word at a time
+//! took the todo list's writer from about 650 to 350 instructions a task of
+//! ten letters (callgrind, `checked` memory).
 //!
 //! The word tests come from "Bit Twiddling Hacks" (haszero, hasless). Each
 //! may also fire on a plain byte that follows a byte it fires on, never on a

@@ -5,9 +5,10 @@
 //! Both backends hand over borrowed values ([`ValueRef`]: Postgres's row
 //! buffer, SQLite's statement), so a packed result is written straight from
 //! them: no `String` or `Vec` per value, no row vector, and no second copy.
-//! At `GET /api/todos` (50 rows) the values in between cost the host about
-//! as many instructions as the guest's whole handler. Each collector counts
-//! the bytes against the result's cap as it goes.
+//! At the todo guest's `GET /api/todos` (50 rows, Postgres) the values in
+//! between cost about 18,000 instructions a request, 11% of the whole
+//! (callgrind). Each collector counts the bytes against the result's cap as
+//! it goes.
 
 use super::{Error, Rows, Value};
 use crate::runtime::bindings::sql::{Cell, PackedRows};
