@@ -335,6 +335,14 @@ async fn on_postgres_every_column_type_reads_the_same_whole_and_packed() {
     assert_eq!(packed.cells, cells);
     assert_eq!(packed.data, ["hé \"x\"vc nm".as_bytes(), &[0, 255]].concat());
 
+    // Rows of no columns (`SELECT FROM`): counted whole, nothing to pack.
+    let none = "SELECT FROM generate_series(1, 3)";
+    let whole = db.query::<WholeRows>("test", None, none.into(), Vec::new()).await.unwrap();
+    assert_eq!((whole.columns.len(), whole.rows.len()), (0, 3));
+    assert!(whole.rows.iter().all(Vec::is_empty));
+    let packed = db.query::<Packed>("test", None, none.into(), Vec::new()).await.unwrap();
+    assert!(packed.columns.is_empty() && packed.cells.is_empty() && packed.data.is_empty());
+
     // 101 bytes of text against a cap of 100, in both forms.
     let big = "SELECT repeat('x', 101)";
     let whole = db.query::<WholeRows>("test", None, big.into(), Vec::new()).await.unwrap_err();

@@ -132,6 +132,7 @@ fn kind(value: &Value) -> &'static str {
 
 /// One row into `result`, each column read by its type.
 fn read_row(row: &Row, result: &mut impl Collect) -> Result<(), Error> {
+    result.start_row();
     for (index, column) in row.columns().iter().enumerate() {
         let ty = column.type_();
         let value = match *ty {

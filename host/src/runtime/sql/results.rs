@@ -45,7 +45,10 @@ pub trait Collect: Send + 'static {
     fn start(columns: Vec<String>, cap: usize) -> Self;
     /// How many rows will come, when the backend knows before the first.
     fn expect_rows(&mut self, rows: usize);
-    /// The next value, row after row, column after column.
+    /// A row starts: its values follow, one per column (none for a row of
+    /// no columns, which Postgres's `SELECT FROM t` gives).
+    fn start_row(&mut self);
+    /// The next value of the row, column after column.
     fn push(&mut self, value: ValueRef<'_>) -> Result<(), Error>;
     fn finish(self) -> Self::Output;
 }
@@ -89,30 +92,26 @@ fn utf8(bytes: &[u8]) -> Cow<'_, [u8]> {
 pub struct WholeRows {
     rows: Rows,
     budget: Budget,
-    /// Values in the last row so far, to know when the next one starts.
-    in_row: usize,
 }
 
 impl Collect for WholeRows {
     type Output = Rows;
 
     fn start(columns: Vec<String>, cap: usize) -> WholeRows {
-        WholeRows { rows: Rows { columns, rows: Vec::new() }, budget: Budget::new(cap), in_row: 0 }
+        WholeRows { rows: Rows { columns, rows: Vec::new() }, budget: Budget::new(cap) }
     }
 
     fn expect_rows(&mut self, rows: usize) {
         self.rows.rows.reserve(rows);
     }
 
+    fn start_row(&mut self) {
+        self.rows.rows.push(Vec::with_capacity(self.rows.columns.len()));
+    }
+
     fn push(&mut self, value: ValueRef<'_>) -> Result<(), Error> {
         self.budget.spend(value)?;
-        let width = self.rows.columns.len();
-        if self.in_row == 0 || self.in_row == width {
-            self.rows.rows.push(Vec::with_capacity(width));
-            self.in_row = 0;
-        }
-        self.in_row += 1;
-        let row = self.rows.rows.last_mut().expect("a row was just pushed");
+        let row = self.rows.rows.last_mut().expect("start_row comes before a row's values");
         row.push(match value {
             ValueRef::Null => Value::Null,
             ValueRef::Integer(i) => Value::Integer(i),
@@ -144,6 +143,9 @@ impl Collect for Packed {
     fn expect_rows(&mut self, rows: usize) {
         self.packed.cells.reserve(rows * self.packed.columns.len());
     }
+
+    /// Rows are implied: every row has one cell per column.
+    fn start_row(&mut self) {}
 
     fn push(&mut self, value: ValueRef<'_>) -> Result<(), Error> {
         self.budget.spend(value)?;
@@ -180,8 +182,11 @@ fn length(len: usize) -> Result<u32, Error> {
 #[cfg(test)]
 pub fn collect<C: Collect>(columns: &[&str], values: &[Value], cap: usize) -> Result<C::Output, Error> {
     let mut collector = C::start(columns.iter().map(|c| c.to_string()).collect(), cap);
-    for value in values {
-        collector.push(value.into())?;
+    for row in values.chunks(columns.len().max(1)) {
+        collector.start_row();
+        for value in row {
+            collector.push(value.into())?;
+        }
     }
     Ok(collector.finish())
 }
@@ -243,11 +248,21 @@ mod tests {
     }
 
     #[test]
+    fn rows_of_no_columns_are_kept_whole() {
+        let mut whole = WholeRows::start(Vec::new(), 100);
+        whole.start_row();
+        whole.start_row();
+        assert_eq!(whole.finish().rows, [Vec::<Value>::new(), Vec::new()]);
+    }
+
+    #[test]
     fn invalid_utf8_text_is_made_valid_in_both_forms() {
         let mut packed = Packed::start(vec!["t".into()], 100);
         let mut whole = WholeRows::start(vec!["t".into()], 100);
         for text in [&b"ok"[..], b"a\xffb", "é".as_bytes()] {
+            packed.start_row();
             packed.push(ValueRef::Text(text)).unwrap();
+            whole.start_row();
             whole.push(ValueRef::Text(text)).unwrap();
         }
         let expected = ["ok", "a\u{fffd}b", "é"].map(|t| vec![Value::Text(t.into())]);

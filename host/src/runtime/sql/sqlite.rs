@@ -161,6 +161,7 @@ fn query<C: Collect>(
     let mut result = C::start(columns, cap);
     let mut cursor = statement.raw_query();
     while let Some(row) = cursor.next().map_err(error)? {
+        result.start_row();
         for index in 0..width {
             result.push(ours(row.get_ref(index).map_err(error)?))?;
         }
