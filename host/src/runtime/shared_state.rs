@@ -75,19 +75,24 @@ impl SharedState {
         self.bytes.set(entries.bytes as i64);
     }
 
+    /// The bytes the store holds once `key`'s entry (of `old` bytes, 0 when
+    /// absent) becomes `bytes` long, key and value, if the limits allow it.
+    fn room(&self, held: usize, key: &str, old: usize, bytes: usize) -> Result<usize, StateLimit> {
+        if bytes > self.limits.max_entry {
+            return Err(StateLimit::Entry { key: key.to_string(), bytes, max: self.limits.max_entry });
+        }
+        let others = held - old;
+        if others + bytes > self.limits.max_total {
+            return Err(StateLimit::Total { key: key.to_string(), held, bytes, max: self.limits.max_total });
+        }
+        Ok(others + bytes)
+    }
+
     /// Stores `value` at `key` if the limits allow it.
     fn put(&self, entries: &mut Entries, key: String, value: Vec<u8>) -> Result<(), StateLimit> {
-        let bytes = key.len() + value.len();
-        if bytes > self.limits.max_entry {
-            return Err(StateLimit::Entry { key, bytes, max: self.limits.max_entry });
-        }
         let old = entries.map.get(&key).map_or(0, |v| key.len() + v.len());
-        let held = entries.bytes - old;
-        if held + bytes > self.limits.max_total {
-            return Err(StateLimit::Total { key, held: entries.bytes, bytes, max: self.limits.max_total });
-        }
+        entries.bytes = self.room(entries.bytes, &key, old, key.len() + value.len())?;
         entries.map.insert(key, value);
-        entries.bytes = held + bytes;
         self.count(entries);
         Ok(())
     }
@@ -111,12 +116,32 @@ impl SharedState {
 
     /// Adds `delta` to the decimal integer at `key` (absent or not a number
     /// counts as 0) and returns the result, saturating at the `i64` bounds.
+    ///
+    /// A counter that exists is rewritten in place, with one search of the
+    /// map and no allocation: a shared counter (the tracker's ticks) is
+    /// incremented on every client-tick, under the one lock every session
+    /// takes.
     pub fn increment(&self, key: &str, delta: i64) -> Result<i64, StateLimit> {
-        let mut entries = self.entries.lock().unwrap();
-        let current =
-            entries.map.get(key).and_then(|v| std::str::from_utf8(v).ok()).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+        let mut guard = self.entries.lock().unwrap();
+        let entries = &mut *guard;
+        let Some(value) = entries.map.get_mut(key) else {
+            self.put(entries, key.to_string(), delta.to_string().into_bytes())?;
+            return Ok(delta);
+        };
+        let current = std::str::from_utf8(value).ok().and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
         let next = current.saturating_add(delta);
-        self.put(&mut entries, key.to_string(), next.to_string().into_bytes())?;
+        let mut digits = [0u8; 20];
+        let text = decimal(next, &mut digits);
+        entries.bytes = self.room(entries.bytes, key, key.len() + value.len(), key.len() + text.len())?;
+        if value.capacity() > SMALL_VALUE {
+            // A large value (of something that was not a counter) gives its
+            // memory back: the limits count lengths, not capacities.
+            *value = text.to_vec();
+        } else {
+            value.clear();
+            value.extend_from_slice(text);
+        }
+        self.count(entries);
         Ok(next)
     }
 
@@ -140,6 +165,19 @@ impl SharedState {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     }
+}
+
+/// Largest capacity a counter's value keeps when rewritten in place.
+const SMALL_VALUE: usize = 64;
+
+/// `n` in decimal, written into `buffer` (20 bytes hold every `i64`,
+/// `i64::MIN` included).
+fn decimal(n: i64, buffer: &mut [u8; 20]) -> &[u8] {
+    use std::io::Write;
+    let mut rest = &mut buffer[..];
+    write!(rest, "{n}").expect("20 bytes hold every i64");
+    let written = 20 - rest.len();
+    &buffer[..written]
 }
 
 #[cfg(test)]
@@ -171,6 +209,36 @@ mod tests {
         assert!(!state.delete("a/2"));
         assert_eq!(keys.get(), 3);
         assert_eq!(bytes.get(), ["a/1", "1", "b/1", "w", "n", "3"].iter().map(|s| s.len()).sum::<usize>() as i64);
+    }
+
+    #[test]
+    fn counters_saturate_and_are_rewritten_in_place_within_the_limits() {
+        let (state, keys, bytes) = state(21, 1 << 20);
+        assert_eq!(state.increment("n", i64::MAX), Ok(i64::MAX));
+        assert_eq!(state.increment("n", 1), Ok(i64::MAX), "saturates at the top");
+        assert_eq!(state.get("n"), Some(i64::MAX.to_string().into_bytes()));
+        assert_eq!(state.increment("m", i64::MIN), Ok(i64::MIN));
+        assert_eq!(state.increment("m", -1), Ok(i64::MIN), "and at the bottom");
+        assert_eq!(state.get("m"), Some(b"-9223372036854775808".to_vec()));
+        assert_eq!((keys.get(), bytes.get()), (2, 1 + 19 + 1 + 20));
+        // A rewrite that would pass the entry limit is refused and leaves the
+        // counter as it was.
+        state.set("ab".into(), b"1".to_vec()).unwrap();
+        let refused = state.increment("ab", i64::MIN).unwrap_err();
+        assert_eq!(refused, StateLimit::Entry { key: "ab".into(), bytes: 22, max: 21 });
+        assert_eq!((state.get("ab"), bytes.get()), (Some(b"1".to_vec()), 41 + 3));
+        assert_eq!(state.increment("ab", 41), Ok(42));
+        assert_eq!((state.get("ab"), keys.get(), bytes.get()), (Some(b"42".to_vec()), 3, 41 + 4));
+    }
+
+    #[test]
+    fn a_large_value_turned_counter_gives_its_memory_back() {
+        let (state, _, bytes) = state(1 << 20, 1 << 20);
+        state.set("big".into(), vec![b'x'; 100_000]).unwrap();
+        assert_eq!(state.increment("big", 3), Ok(3), "not a number: counts as 0");
+        assert_eq!(bytes.get(), 4);
+        let entries = state.entries.lock().unwrap();
+        assert!(entries.map["big"].capacity() <= SMALL_VALUE, "{}", entries.map["big"].capacity());
     }
 
     #[test]

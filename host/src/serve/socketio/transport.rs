@@ -178,8 +178,7 @@ impl Transport for SocketIoTransport {
     }
 
     async fn send(&mut self, data: Bytes) -> io::Result<()> {
-        let text = String::from_utf8_lossy(&data);
-        self.link.feed(packet::event(&text)).await
+        self.link.feed(packet::event_from_bytes(&data)).await
     }
 
     async fn flush(&mut self) -> io::Result<()> {
