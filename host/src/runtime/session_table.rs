@@ -9,11 +9,11 @@
 //! A peer that stops reading must not make the host's memory grow without
 //! bound: each session's queue holds at most `--session-max-outgoing` bytes.
 //! Data beyond that is refused, and the session's task is told
-//! ([`Mailbox::overflowed`]) so that it closes the session as a slow consumer.
+//! ([`Mailbox::overflow`]) so that it closes the session as a slow consumer.
 
 use bytes::Bytes;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, mpsc};
 
@@ -26,6 +26,11 @@ pub enum Outgoing {
     Data(Bytes),
     /// Close the session, for this reason.
     Close(String),
+    /// Nothing to write: look at the host's signals (shutdown, a swap, an
+    /// overflow). Sent by [`SessionTable::wake_all`] and on a first refusal,
+    /// so a session reads those signals from its own mailbox rather than
+    /// polling process-wide channels at every turn of its loop.
+    Wake,
 }
 
 pub struct SessionTable {
@@ -47,8 +52,12 @@ struct Entry {
 struct Backlog {
     /// Bytes queued and not yet taken by the session's task.
     bytes: AtomicUsize,
-    /// Signalled when data was refused for want of room.
+    /// Signalled when data was refused for want of room: what a session
+    /// blocked on a write waits for.
     overflowed: Notify,
+    /// Set when data was refused for want of room: what a session's loop
+    /// reads at every turn (an atomic load, not a lock).
+    refused: AtomicBool,
 }
 
 /// A session's end of its queue: what others sent it, in order.
@@ -98,6 +107,11 @@ impl Overflow {
         self.0.overflowed.notified().await;
     }
 
+    /// Whether data for this session was ever refused for want of room.
+    pub fn happened(&self) -> bool {
+        self.0.refused.load(Ordering::Acquire)
+    }
+
     /// Bytes waiting in the queue.
     pub fn queued(&self) -> usize {
         self.0.bytes.load(Ordering::Relaxed)
@@ -112,6 +126,11 @@ impl Entry {
             self.backlog.bytes.fetch_sub(len, Ordering::Relaxed);
             // A stored permit: the task sees it even if it is not waiting now.
             self.backlog.overflowed.notify_one();
+            // The first refusal wakes the session's loop, which may be idle
+            // (one message larger than the whole queue leaves nothing queued).
+            if !self.backlog.refused.swap(true, Ordering::AcqRel) {
+                let _ = self.sender.send(Outgoing::Wake);
+            }
             return false;
         }
         if self.sender.send(Outgoing::Data(data)).is_err() {
@@ -171,6 +190,15 @@ impl SessionTable {
         sessions.values().filter(|s| s.queue(data.clone(), self.max_outgoing)).count()
     }
 
+    /// Wakes every open session to look at the host's signals (after a
+    /// shutdown or a swap). Not counted in the backlog: never refused.
+    pub fn wake_all(&self) {
+        let sessions = self.sessions.lock().unwrap();
+        for session in sessions.values() {
+            let _ = session.sender.send(Outgoing::Wake);
+        }
+    }
+
     /// Asks a session to close; false when it is not open. Not counted in
     /// the backlog: a close always gets through.
     pub fn close(&self, id: SessionId, reason: String) -> bool {
@@ -214,12 +242,41 @@ mod tests {
         // a has room for 4 more bytes, b for 10: the broadcast reaches b only.
         assert_eq!(table.broadcast(Bytes::from_static(b"abcdefg")), 1);
         overflow.wait().await;
+        assert!(overflow.happened());
         assert_eq!(overflow.queued(), 6, "refused data is not counted");
+        // A second refusal adds no second wake-up.
+        assert!(!table.send(a.id, Bytes::from_static(b"abcdefg")));
         assert!(matches!(rx_a.try_recv().unwrap(), Outgoing::Data(d) if d == "123456"));
+        assert!(matches!(rx_a.try_recv().unwrap(), Outgoing::Wake), "the first refusal wakes the session");
         assert_eq!(overflow.queued(), 0, "taken data frees its room");
         assert!(rx_a.try_recv().is_none());
         assert!(matches!(rx_b.try_recv().unwrap(), Outgoing::Data(d) if d == "abcdefg"));
         assert!(table.send(a.id, Bytes::from_static(b"0123456789")), "room again");
         assert!(table.close(a.id, "bye".into()), "a close is never refused");
+    }
+
+    #[tokio::test]
+    async fn one_message_larger_than_the_queue_wakes_an_idle_session() {
+        let table = SessionTable::new(4);
+        let (a, mut rx_a) = table.open();
+        let overflow = rx_a.overflow();
+        assert!(!overflow.happened());
+        assert!(!table.send(a.id, Bytes::from_static(b"too long")));
+        assert!(overflow.happened());
+        assert!(matches!(rx_a.recv().await, Some(Outgoing::Wake)), "nothing was queued, yet the task wakes");
+        assert_eq!(overflow.queued(), 0);
+    }
+
+    #[test]
+    fn wake_all_reaches_every_open_session_and_costs_no_room() {
+        let table = SessionTable::new(1);
+        let (_a, mut rx_a) = table.open();
+        let (_b, mut rx_b) = table.open();
+        table.wake_all();
+        for rx in [&mut rx_a, &mut rx_b] {
+            assert!(matches!(rx.try_recv(), Some(Outgoing::Wake)));
+            assert!(rx.try_recv().is_none());
+            assert!(!rx.overflow().happened(), "a wake-up is not an overflow");
+        }
     }
 }

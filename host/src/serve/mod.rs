@@ -22,6 +22,7 @@ pub mod database_check;
 pub mod http;
 pub mod respond;
 pub mod session;
+mod session_signals;
 pub mod settings;
 pub mod socketio;
 pub mod swap;
@@ -184,6 +185,7 @@ impl Serving {
         let session_host =
             Arc::new(SessionHost::new(live, services.clone(), metrics.clone(), session_limits(args), sessions_closing));
         let tcp_task = tcp.map(|listener| tokio::spawn(tcp::serve(listener, session_host.clone())));
+        tokio::spawn(session_host.clone().run_signals());
         tokio::spawn(session_host.clone().run_ticks());
         let _ = admin.swapper.set(swapper.clone());
         let watched = Watched {

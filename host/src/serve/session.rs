@@ -25,6 +25,7 @@ use crate::runtime::instances::Warm;
 use crate::runtime::live::LiveGuest;
 use crate::runtime::services::Services;
 use crate::runtime::session_table::{Mailbox, Outgoing, Overflow, SessionId};
+use crate::serve::session_signals::{self, Signals};
 use bytes::Bytes;
 use futures_util::FutureExt;
 use prometheus::IntCounter;
@@ -134,8 +135,11 @@ pub struct SessionHost {
     drain: Duration,
     /// How long a write may stay blocked on a peer that does not read.
     write_timeout: Duration,
-    /// Turns true at shutdown: every session closes.
+    /// Turns true at shutdown: every session closes. Sessions read it from
+    /// `signals`; only a write blocked on its peer waits on the channel.
     shutdown: watch::Receiver<bool>,
+    /// Shutdown and swaps as flags, set by [`SessionHost::run_signals`].
+    signals: Signals,
     /// One permit per open session (`--max-sessions`).
     limit: Arc<Semaphore>,
     /// Every session task, so that shutdown can wait for them to end.
@@ -160,6 +164,7 @@ impl SessionHost {
             drain: limits.drain,
             write_timeout: limits.write_timeout,
             shutdown,
+            signals: Signals::default(),
             limit: Arc::new(Semaphore::new(limits.max_sessions as usize)),
             tasks: TaskTracker::new(),
             received,
@@ -242,14 +247,17 @@ impl SessionHost {
         transport: &mut T,
         mailbox: &mut Mailbox,
     ) -> (CloseReason, String) {
-        let mut swaps = self.live.swaps();
+        // Only a write blocked on its peer waits on the shutdown channel.
         let mut shutdown = self.shutdown.clone();
         let overflow = mailbox.overflow();
-        // Set when the guest has been swapped: the session closes then. A
-        // swap before `swaps` was taken (during the `opened` call) is seen
-        // here; the shutdown flag is read at every turn of the loop.
-        let mut drain: Option<std::pin::Pin<Box<tokio::time::Sleep>>> =
-            (!Arc::ptr_eq(&self.live.active(), active)).then(|| Box::pin(tokio::time::sleep(self.drain)));
+        // Shutdown, swaps and overflows arrive as flags plus a wake-up in the
+        // mailbox (`session_signals`): read at every turn of the loop with
+        // atomic loads, not as channels polled at every turn. The session is
+        // in the table already, so a swap or shutdown from now on wakes it;
+        // one before (during the `opened` call) is seen by the first turn.
+        let mut swaps_seen = None;
+        // Set when the guest has been swapped: the session closes then.
+        let mut drain: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         // The guest's per-session tick, if it asked for one. A late tick is
         // delayed, not bunched up: falling behind shows as fewer ticks.
         let mut session_tick = active.guest.session_tick_interval.map(|every| {
@@ -258,12 +266,21 @@ impl SessionHost {
             ticker
         });
         loop {
-            if *shutdown.borrow() {
+            if self.signals.shutting_down() {
                 return (CloseReason::Shutdown, "host shutting down".to_string());
+            }
+            if overflow.happened() {
+                return self.slow_consumer(id, &overflow, SlowConsumer::Overflow);
+            }
+            let swaps = self.signals.swaps();
+            if drain.is_none() && swaps_seen != Some(swaps) {
+                swaps_seen = Some(swaps);
+                if !Arc::ptr_eq(&self.live.active(), active) {
+                    drain = Some(Box::pin(tokio::time::sleep(self.drain)));
+                }
             }
             tokio::select! {
                 biased;
-                _ = overflow.wait() => return self.slow_consumer(id, &overflow, SlowConsumer::Overflow),
                 out = mailbox.recv() => match out {
                     Some(Outgoing::Data(data)) => {
                         let written = self.write_out(transport, [data], mailbox, &overflow, &mut shutdown).await;
@@ -272,18 +289,14 @@ impl SessionHost {
                         }
                     }
                     Some(Outgoing::Close(reason)) => return (CloseReason::Guest, reason),
+                    // The next turn reads the signals.
+                    Some(Outgoing::Wake) => {}
                     None => return (CloseReason::Error, "session table entry lost".to_string()),
                 },
-                _ = shutdown.changed() => {}
                 _ = async { session_tick.as_mut().expect("guarded").tick().await }, if session_tick.is_some() => {
                     let effects = Box::pin(self.call(active, id, Call::SessionTick)).await;
                     if let Some(ending) = self.answer(transport, id, effects, mailbox, &overflow, &mut shutdown).await {
                         return ending;
-                    }
-                }
-                _ = swaps.changed(), if drain.is_none() => {
-                    if !Arc::ptr_eq(&self.live.active(), active) {
-                        drain = Some(Box::pin(tokio::time::sleep(self.drain)));
                     }
                 }
                 _ = async { drain.as_mut().expect("guarded").await }, if drain.is_some() => {
@@ -328,6 +341,8 @@ impl SessionHost {
                     close = Some(reason);
                     break;
                 }
+                // The loop reads the signals after this write.
+                Outgoing::Wake => {}
             }
         }
         transport.flush().await?;
@@ -423,6 +438,12 @@ impl SessionHost {
             }
         };
         (CloseReason::SlowConsumer, message)
+    }
+
+    /// Relays shutdown and swaps to every session (`session_signals`), until
+    /// shutdown. Spawned once, beside [`SessionHost::run_ticks`].
+    pub async fn run_signals(self: Arc<Self>) {
+        session_signals::relay(&self.signals, &self.services.sessions, self.shutdown.clone(), self.live.swaps()).await;
     }
 
     /// Calls the session guest's `tick` at the interval it asked for (or the
