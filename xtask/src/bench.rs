@@ -79,7 +79,7 @@ pub fn run(ws: &Workspace, quick: bool) -> Result<()> {
     } else {
         Settings { rounds: 5, round: Duration::from_secs(5) }
     };
-    let Prepared { guests_dir, release, bench_dir } = prepare(ws, &["prime-native"])?;
+    let Prepared { guests_dir, release, bench_dir } = prepare(ws)?;
     let scalelab = release.join("scalelab");
     let native = release.join("prime-native");
     let wasmtime = wasmtime_serve::ensure(ws)?;
@@ -387,19 +387,31 @@ fn start_wasm(
 pub struct Prepared {
     /// The built guests.
     pub guests_dir: PathBuf,
-    /// `target/release`, holding `scalelab` and the `extra` packages' binaries.
+    /// `target/release`, holding `scalelab` and the native references' binaries.
     pub release: PathBuf,
     /// `target/bench`, for results and the compile cache.
     pub bench_dir: PathBuf,
 }
 
-/// Builds the guests, then the host and `extra` packages in release.
-pub fn prepare(ws: &Workspace, extra: &[&str]) -> Result<Prepared> {
+/// The packages every benchmark builds in release: the host and every native
+/// reference, whichever of them the benchmark runs.
+///
+/// Why all of them each time: cargo unifies dependency features over the
+/// packages of one build (`prime-native` turns on `serde_json`'s `alloc`,
+/// `todo-native` `deadpool-postgres`'s `rt_tokio_1`), so building the host
+/// beside a different set of packages builds a different host. With a set
+/// per benchmark, `bench` after `bench-sockets` rebuilt the host and its
+/// dependencies under fat LTO (10-25 minutes on this project's 2-core
+/// machines); with one set, one build serves every benchmark.
+const RELEASE_PACKAGES: [&str; 5] = ["scalelab", "prime-native", "tracker-work", "todo-native", "httpbin-native"];
+
+/// Builds the guests, then the host and every native reference in release.
+pub fn prepare(ws: &Workspace) -> Result<Prepared> {
     let guests_dir = guests::build(ws)?;
-    println!("building the host{} (release)", extra.iter().map(|p| format!(" and {p}")).collect::<String>());
+    println!("building the host and the native references (release)");
     let mut cargo = ws.cargo();
-    cargo.args(["build", "--quiet", "--release", "-p", "scalelab"]);
-    for package in extra {
+    cargo.args(["build", "--quiet", "--release"]);
+    for package in RELEASE_PACKAGES {
         cargo.args(["-p", package]);
     }
     workspace::run(&mut cargo)?;

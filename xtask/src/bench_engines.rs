@@ -26,7 +26,7 @@ const FD_HEADROOM: u64 = 500;
 /// Runs the broker and the swarm, holds the engines, prints the table and
 /// writes `engines.json`; an error when engines were lost or out of sequence.
 pub fn run(ws: &Workspace, engines: Option<u32>, hold: Duration) -> Result<()> {
-    let Prepared { guests_dir, release, bench_dir } = prepare(ws, &[])?;
+    let Prepared { guests_dir, release, bench_dir } = prepare(ws)?;
     let scalelab = release.join("scalelab");
     let (engines, hard_limit) = engine_count(engines)?;
     println!("engines: {engines} (open-file hard limit {hard_limit}; goal 100,000)");

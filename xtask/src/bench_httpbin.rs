@@ -54,7 +54,7 @@ struct Sample {
 
 pub fn run(ws: &Workspace, quick: bool) -> Result<()> {
     let (rounds, round) = if quick { (3, Duration::from_secs(3)) } else { (5, Duration::from_secs(10)) };
-    let Prepared { guests_dir, release, bench_dir } = prepare(ws, &["httpbin-native"])?;
+    let Prepared { guests_dir, release, bench_dir } = prepare(ws)?;
     let scalelab = release.join("scalelab");
     let workers = 2 * std::thread::available_parallelism().map_or(1, |n| n.get()) + 1;
     let contenders = [

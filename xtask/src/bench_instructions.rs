@@ -62,8 +62,7 @@ pub fn run(ws: &Workspace, requests: u32) -> Result<()> {
     if !version.as_ref().is_ok_and(|o| o.status.success()) {
         bail!("bench-instructions needs valgrind (Debian: apt-get install valgrind)");
     }
-    let natives: Vec<&str> = CASES.iter().map(|(_, native, _)| *native).collect();
-    let prepared = prepare(ws, &natives)?;
+    let prepared = prepare(ws)?;
     let dir = prepared.bench_dir.join("instructions");
     std::fs::create_dir_all(&dir)?;
     println!("counting instructions of {requests} sequential requests per server and route, under callgrind");

@@ -35,7 +35,7 @@ const TICKS_PER_SECOND: f64 = 100.0;
 const GOAL: f64 = 0.75;
 
 pub fn run(ws: &Workspace, hold: Duration) -> Result<()> {
-    let Prepared { guests_dir, release, bench_dir } = prepare(ws, &["tracker-work"])?;
+    let Prepared { guests_dir, release, bench_dir } = prepare(ws)?;
     let scalelab = release.join("scalelab");
 
     let out = Command::new(release.join("tracker-work-cost")).stderr(Stdio::null()).output()?;

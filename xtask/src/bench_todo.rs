@@ -47,7 +47,7 @@ pub fn run(ws: &Workspace, quick: bool, concurrency: u32) -> Result<()> {
     } else {
         Settings { rounds: 5, round: Duration::from_secs(10) }
     };
-    let prepared = prepare(ws, &["todo-native"])?;
+    let prepared = prepare(ws)?;
     let scalelab = prepared.release.join("scalelab");
     let bench_dir = &prepared.bench_dir;
     let dir = bench_dir.join("todo");

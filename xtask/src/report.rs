@@ -51,7 +51,7 @@ pub fn run(ws: &Workspace, guest: &str, quick: bool) -> Result<()> {
     let rendered = manifests::render(ws, guest)?;
     std::fs::write(&overlay, &rendered.yaml).context("writing the rendered overlay")?;
 
-    let prepared = prepare(ws, &[])?;
+    let prepared = prepare(ws)?;
     let scalelab = prepared.release.join("scalelab");
     let args: Vec<OsString> = ["--guest", guest, "--workers", "1"].iter().map(OsString::from).collect();
     let (host, _lines) = spawn_host("report", &scalelab, &prepared.guests_dir, &prepared.bench_dir.join("cache"), &args, false)?;

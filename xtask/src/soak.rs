@@ -57,7 +57,7 @@ struct Sample {
 }
 
 pub fn run(ws: &Workspace, minutes: u64, guests: &[String]) -> Result<()> {
-    let Prepared { guests_dir, release, bench_dir } = prepare(ws, &[])?;
+    let Prepared { guests_dir, release, bench_dir } = prepare(ws)?;
     let scalelab = release.join("scalelab");
     let duration = Duration::from_secs(minutes * 60);
     let mut reports = Vec::new();
