@@ -402,12 +402,22 @@ pub struct Prepared {
 /// beside a different set of packages builds a different host. With a set
 /// per benchmark, `bench` after `bench-sockets` rebuilt the host and its
 /// dependencies under fat LTO (10-25 minutes on this project's 2-core
-/// machines); with one set, one build serves every benchmark.
+/// machines); with one set, one build serves every benchmark and
+/// `cargo xtask serve --release`.
 const RELEASE_PACKAGES: [&str; 5] = ["scalelab", "prime-native", "tracker-work", "todo-native", "httpbin-native"];
 
 /// Builds the guests, then the host and every native reference in release.
 pub fn prepare(ws: &Workspace) -> Result<Prepared> {
     let guests_dir = guests::build(ws)?;
+    build_release(ws)?;
+    let bench_dir = ws.target_dir.join("bench");
+    std::fs::create_dir_all(&bench_dir)?;
+    Ok(Prepared { guests_dir, release: ws.target_dir.join("release"), bench_dir })
+}
+
+/// Builds [`RELEASE_PACKAGES`] in release (the benchmarks' host, and
+/// `cargo xtask serve --release`'s); returns `target/release`.
+pub fn build_release(ws: &Workspace) -> Result<PathBuf> {
     println!("building the host and the native references (release)");
     let mut cargo = ws.cargo();
     cargo.args(["build", "--quiet", "--release"]);
@@ -415,9 +425,7 @@ pub fn prepare(ws: &Workspace) -> Result<Prepared> {
         cargo.args(["-p", package]);
     }
     workspace::run(&mut cargo)?;
-    let bench_dir = ws.target_dir.join("bench");
-    std::fs::create_dir_all(&bench_dir)?;
-    Ok(Prepared { guests_dir, release: ws.target_dir.join("release"), bench_dir })
+    Ok(ws.target_dir.join("release"))
 }
 
 pub fn spawn_host(

@@ -225,14 +225,16 @@ fn run(task: Task) -> Result<()> {
         }
         Task::Serve { guest, release, args } => {
             let guests_dir = guests::build(&ws)?;
-            let mut cargo = ws.cargo();
-            cargo.args(["run", "--package", "scalelab"]);
-            if release {
-                cargo.arg("--release");
-            }
-            cargo.args(["--", "serve", "--guest", &guest, "--guests-dir"]);
-            cargo.arg(&guests_dir).args(args);
-            workspace::run(&mut cargo)?;
+            let mut host = if release {
+                // The benchmarks' release build, not one of its own: see bench::RELEASE_PACKAGES.
+                std::process::Command::new(bench::build_release(&ws)?.join("scalelab"))
+            } else {
+                let mut cargo = ws.cargo();
+                cargo.args(["run", "--package", "scalelab", "--"]);
+                cargo
+            };
+            host.args(["serve", "--guest", &guest, "--guests-dir"]).arg(&guests_dir).args(args);
+            workspace::run(&mut host)?;
         }
         Task::Bench { quick } => bench::run(&ws, quick)?,
         Task::BenchSockets { hold } => bench_sockets::run(&ws, std::time::Duration::from_secs(hold))?,
