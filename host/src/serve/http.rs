@@ -202,22 +202,51 @@ async fn run_call(id: u64, active: Arc<Active>, request: Request<Bytes>, client:
             Outcome::Panicked
         })
     }));
-    let mut receiver = std::pin::pin!(receiver);
-    tokio::select! {
-        biased;
-        outcome = &mut call => match receiver.await {
-            Ok(set) => response_or_error(set),
-            Err(_) => unanswered(outcome),
-        },
-        answer = &mut receiver => match answer {
-            Ok(set) => {
-                tokio::spawn(call);
-                response_or_error(set)
-            }
-            // Dropped unset: the call's outcome says why.
-            Err(_) => unanswered(call.await),
-        },
+    match first_of(&mut call, receiver).await {
+        First::Ended(_, Some(set)) => response_or_error(set),
+        First::Ended(outcome, None) => unanswered(outcome),
+        First::Answered(set) => {
+            tokio::spawn(call);
+            response_or_error(set)
+        }
+        // Dropped unset while the call runs on: its outcome says why.
+        First::Unanswered => unanswered(call.await),
     }
+}
+
+/// What came first: the call's end, or its response.
+enum First {
+    /// The call ended, with the response it set, if any.
+    Ended(Outcome, Option<Result<Response<Body>, ErrorCode>>),
+    /// The call set its response and runs on.
+    Answered(Result<Response<Body>, ErrorCode>),
+    /// The call dropped its response unset and runs on.
+    Unanswered,
+}
+
+/// Polls the call and, after each poll, looks whether it set its response.
+///
+/// The response can only be set inside the call, so inside a poll of it:
+/// looking after each poll (`try_recv`) sees it as soon as awaiting would,
+/// without giving the channel this task's waker. Awaited, the receiver woke
+/// the task from inside its own poll whenever the call had waited for a
+/// host call first (every SQL call): tokio then ran the task once more and
+/// woke an idle worker to take it, a thread switch per request.
+async fn first_of(
+    call: &mut (impl Future<Output = Outcome> + Unpin),
+    mut receiver: oneshot::Receiver<Result<Response<Body>, ErrorCode>>,
+) -> First {
+    std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(outcome) = call.poll_unpin(cx) {
+            return std::task::Poll::Ready(First::Ended(outcome, receiver.try_recv().ok()));
+        }
+        std::task::Poll::Ready(match receiver.try_recv() {
+            Ok(set) => First::Answered(set),
+            Err(oneshot::error::TryRecvError::Empty) => return std::task::Poll::Pending,
+            Err(oneshot::error::TryRecvError::Closed) => First::Unanswered,
+        })
+    })
+    .await
 }
 
 /// The error response of a call that set no response, from how it ended.
@@ -292,5 +321,88 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.gauge.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::task::{ArcWake, waker};
+    use std::sync::atomic::AtomicUsize;
+    use std::task::{Context, Poll};
+
+    /// A waker that counts its wakes.
+    struct Wakes(AtomicUsize);
+
+    impl ArcWake for Wakes {
+        fn wake_by_ref(wakes: &Arc<Wakes>) {
+            wakes.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    type Sender = oneshot::Sender<Result<Response<Body>, ErrorCode>>;
+
+    /// A stand-in for a guest call: `steps[i]` is what its poll `i` does
+    /// with the response channel, then whether that poll ends the call.
+    fn call(sender: Sender, steps: Vec<(Step, bool)>) -> impl Future<Output = Outcome> + Unpin {
+        let mut sender = Some(sender);
+        let mut steps = steps.into_iter();
+        std::future::poll_fn(move |_| {
+            let (step, ends) = steps.next().expect("polled no more than its steps");
+            match step {
+                Step::Wait => {}
+                Step::Answer => {
+                    drop(sender.take().expect("answers once").send(Ok(crate::serve::respond::text(StatusCode::OK, "ok"))))
+                }
+                Step::DropUnset => drop(sender.take()),
+            }
+            if ends { Poll::Ready(Outcome::Done) } else { Poll::Pending }
+        })
+    }
+
+    enum Step {
+        Wait,
+        Answer,
+        DropUnset,
+    }
+
+    /// Polls `first_of` once per step with a counting waker; returns what it
+    /// gave and how often the channel woke the task.
+    fn run(steps: Vec<(Step, bool)>) -> (First, usize) {
+        let (sender, receiver) = oneshot::channel();
+        let polls = steps.len();
+        let mut call = call(sender, steps);
+        let wakes = Arc::new(Wakes(AtomicUsize::new(0)));
+        let waker = waker(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut first = std::pin::pin!(first_of(&mut call, receiver));
+        for _ in 1..polls {
+            assert!(first.as_mut().poll(&mut cx).is_pending());
+        }
+        let Poll::Ready(first) = first.as_mut().poll(&mut cx) else { panic!("still pending after its last step") };
+        (first, wakes.0.load(Ordering::SeqCst))
+    }
+
+    #[test]
+    fn a_response_set_after_a_wait_in_a_host_call_does_not_wake_the_task_running_the_call() {
+        // An SQL call: the first poll waits on the database, the second
+        // answers and returns.
+        let (first, wakes) = run(vec![(Step::Wait, false), (Step::Answer, true)]);
+        assert!(matches!(first, First::Ended(Outcome::Done, Some(Ok(_)))));
+        assert_eq!(wakes, 0, "the response channel woke the task from inside its own poll");
+    }
+
+    #[test]
+    fn a_response_set_by_a_call_that_runs_on_is_seen_after_that_poll() {
+        let (first, _) = run(vec![(Step::Wait, false), (Step::Answer, false)]);
+        assert!(matches!(first, First::Answered(Ok(_))));
+    }
+
+    #[test]
+    fn a_call_that_ends_without_a_response_or_drops_it_unset_says_so() {
+        let (first, _) = run(vec![(Step::Wait, true)]);
+        assert!(matches!(first, First::Ended(Outcome::Done, None)));
+        let (first, _) = run(vec![(Step::Wait, false), (Step::DropUnset, false)]);
+        assert!(matches!(first, First::Unanswered));
     }
 }
