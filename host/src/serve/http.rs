@@ -29,7 +29,9 @@ use std::net::IpAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::Instant;
+use tokio::sync::oneshot::error::TryRecvError;
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 
@@ -237,14 +239,14 @@ async fn first_of(
     mut receiver: oneshot::Receiver<Result<Response<Body>, ErrorCode>>,
 ) -> First {
     std::future::poll_fn(|cx| {
-        if let std::task::Poll::Ready(outcome) = call.poll_unpin(cx) {
-            return std::task::Poll::Ready(First::Ended(outcome, receiver.try_recv().ok()));
+        if let Poll::Ready(outcome) = call.poll_unpin(cx) {
+            return Poll::Ready(First::Ended(outcome, receiver.try_recv().ok()));
         }
-        std::task::Poll::Ready(match receiver.try_recv() {
-            Ok(set) => First::Answered(set),
-            Err(oneshot::error::TryRecvError::Empty) => return std::task::Poll::Pending,
-            Err(oneshot::error::TryRecvError::Closed) => First::Unanswered,
-        })
+        match receiver.try_recv() {
+            Ok(set) => Poll::Ready(First::Answered(set)),
+            Err(TryRecvError::Empty) => Poll::Pending,
+            Err(TryRecvError::Closed) => Poll::Ready(First::Unanswered),
+        }
     })
     .await
 }
@@ -329,7 +331,7 @@ mod tests {
     use super::*;
     use futures_util::task::{ArcWake, waker};
     use std::sync::atomic::AtomicUsize;
-    use std::task::{Context, Poll};
+    use std::task::Context;
 
     /// A waker that counts its wakes.
     struct Wakes(AtomicUsize);
