@@ -350,4 +350,21 @@ async fn on_postgres_every_column_type_reads_the_same_whole_and_packed() {
     for error in [whole, packed] {
         assert!(matches!(&error, Error::TooLarge(m) if m.contains("larger than 100 bytes")), "{error:?}");
     }
+
+    // Rows are read as they come, so a result over the cap is left unread
+    // from the row that crosses it: the connection goes back to the pool
+    // with the rest of that result still arriving. Every connection of the
+    // pool (2) must then answer the next statements with their own rows.
+    let many = "SELECT repeat('y', 10) FROM generate_series(1, 10000)";
+    // At once, so that each takes a connection of its own.
+    let (first, second) = tokio::join!(
+        db.query::<Packed>("test", None, many.into(), Vec::new()),
+        db.query::<WholeRows>("test", None, many.into(), Vec::new())
+    );
+    assert!(matches!(first, Err(Error::TooLarge(_))), "{first:?}");
+    assert!(matches!(second, Err(Error::TooLarge(_))), "{second:?}");
+    for i in 0..6 {
+        let rows = db.query::<WholeRows>("test", None, "SELECT $1::int8 AS i".into(), vec![Value::Integer(i)]).await.unwrap();
+        assert_eq!(rows.rows, [[Value::Integer(i)]], "statement {i} after the abandoned results");
+    }
 }

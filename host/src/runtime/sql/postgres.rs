@@ -11,6 +11,7 @@ use super::{BackendMetrics, Error, Statement, Value};
 use anyhow::Context;
 use bytes::BytesMut;
 use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod, Runtime};
+use futures_util::TryStreamExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
@@ -60,12 +61,16 @@ impl Pool {
     ) -> Result<C::Output, Error> {
         let client = self.client(metrics).await?;
         let statement = client.prepare_cached(sql).await.map_err(error)?;
-        let rows = client.query(&statement, &to_params(params)).await.map_err(error)?;
+        // Each row is collected as it comes and dropped: no vector of all
+        // the rows (which `Client::query` grows row by row, a reallocation
+        // and a copy of every row so far at each doubling), and a result
+        // over its cap stops being read at the row that crosses it.
+        let rows = client.query_raw(&statement, params).await.map_err(error)?;
         let columns: Vec<String> = statement.columns().iter().map(|c| c.name().to_string()).collect();
         let mut result = C::start(columns, cap);
-        result.expect_rows(rows.len());
-        for row in &rows {
-            read_row(row, &mut result)?;
+        let mut rows = std::pin::pin!(rows);
+        while let Some(row) = rows.try_next().await.map_err(error)? {
+            read_row(&row, &mut result)?;
         }
         Ok(result.finish())
     }
@@ -73,7 +78,7 @@ impl Pool {
     pub async fn execute(&self, sql: &str, params: &[Value], metrics: &BackendMetrics) -> Result<u64, Error> {
         let client = self.client(metrics).await?;
         let statement = client.prepare_cached(sql).await.map_err(error)?;
-        client.execute(&statement, &to_params(params)).await.map_err(error)
+        client.execute_raw(&statement, params).await.map_err(error)
     }
 
     pub async fn transaction(&self, statements: &[Statement], metrics: &BackendMetrics) -> Result<Vec<u64>, Error> {
@@ -82,15 +87,11 @@ impl Pool {
         let mut changed = Vec::with_capacity(statements.len());
         for statement in statements {
             let prepared = transaction.prepare_cached(&statement.sql).await.map_err(error)?;
-            changed.push(transaction.execute(&prepared, &to_params(&statement.params)).await.map_err(error)?);
+            changed.push(transaction.execute_raw(&prepared, &statement.params).await.map_err(error)?);
         }
         transaction.commit().await.map_err(error)?;
         Ok(changed)
     }
-}
-
-fn to_params(params: &[Value]) -> Vec<&(dyn ToSql + Sync)> {
-    params.iter().map(|value| value as &(dyn ToSql + Sync)).collect()
 }
 
 /// Our values as parameters of whatever type the server expects.
