@@ -524,20 +524,27 @@ fn load(scalelab: &Path, url: &str, duration: Duration) -> Result<Value> {
 /// One `scalelab load` run with `target` (URLs, or `--scenario FILE`) in
 /// the closed model; its JSON report.
 pub fn load_with(scalelab: &Path, target: &[&str], concurrency: u32, duration: Duration) -> Result<Value> {
-    let out = Command::new(scalelab)
-        .arg("load")
-        .args(target)
-        .args(["--concurrency", &concurrency.to_string(), "--duration"])
-        .arg(format!("{}ms", duration.as_millis()))
-        .args(["--output", "json"])
-        .env_remove("RUST_BACKTRACE")
-        .stdin(Stdio::null())
-        .output()
-        .context("running scalelab load")?;
+    load_counted(scalelab, target, concurrency, duration).map(|(report, _)| report)
+}
+
+/// [`load_with`], and the CPU seconds the load client itself used: on a
+/// shared machine, what it takes from the servers it loads.
+pub fn load_counted(scalelab: &Path, target: &[&str], concurrency: u32, duration: Duration) -> Result<(Value, f64)> {
+    let (out, cpu) = crate::process_stats::output_with_cpu(
+        Command::new(scalelab)
+            .arg("load")
+            .args(target)
+            .args(["--concurrency", &concurrency.to_string(), "--duration"])
+            .arg(format!("{}ms", duration.as_millis()))
+            .args(["--output", "json"])
+            .env_remove("RUST_BACKTRACE")
+            .stdin(Stdio::null()),
+    )
+    .context("running scalelab load")?;
     if !out.status.success() {
         bail!("scalelab load {target:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     }
-    serde_json::from_slice(&out.stdout).context("parsing the scalelab load report")
+    Ok((serde_json::from_slice(&out.stdout).context("parsing the scalelab load report")?, cpu))
 }
 
 /// Mean instantiation time from the contender's own metrics.

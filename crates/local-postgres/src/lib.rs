@@ -68,6 +68,14 @@ impl Postgres {
         self.run("pg_ctl", &["-D", &self.data(), "-l", &self.path("log"), "-o", &options, "-w", "-t", "60", "start"])
     }
 
+    /// The server's main process (the postmaster), whose children are the
+    /// backends serving each connection: what a bench counts the CPU of.
+    pub fn server_pid(&self) -> Result<u32> {
+        let file = self.path("data/postmaster.pid");
+        let text = std::fs::read_to_string(&file).with_context(|| format!("reading {file}"))?;
+        text.lines().next().and_then(|line| line.trim().parse().ok()).with_context(|| format!("no process id in {file}"))
+    }
+
     /// Stops the server at once (connections are cut).
     pub fn stop(&self) -> Result<()> {
         self.run("pg_ctl", &["-D", &self.data(), "-m", "immediate", "-w", "stop"])
@@ -157,4 +165,26 @@ fn binaries() -> Result<PathBuf> {
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_pid_is_the_postmaster_of_this_cluster() {
+        let parent = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-postgres");
+        let pg = Postgres::start(&parent, "pid").unwrap();
+        let pid = pg.server_pid().unwrap();
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+        assert_eq!(comm.trim(), "postgres");
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        // pg_ctl hands the server its data directory's canonical path.
+        let data = std::fs::canonicalize(pg.data()).unwrap();
+        assert!(
+            cmdline.split(|&b| b == 0).any(|arg| arg == data.as_os_str().as_encoded_bytes()),
+            "{pid} serves another cluster: {}",
+            String::from_utf8_lossy(&cmdline)
+        );
+    }
 }
