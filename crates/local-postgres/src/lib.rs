@@ -9,9 +9,13 @@
 //! the `postgres` user (`runuser`), and the cluster's directory is handed to
 //! that user.
 
+mod session;
+
+pub use session::Session;
+
 use anyhow::{Context, Result, bail, ensure};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 /// The superuser's password of every cluster made here.
 pub const PASSWORD: &str = "scalelab-local-password";
@@ -90,6 +94,20 @@ impl Postgres {
             .context("running psql")?;
         ensure!(output.status.success(), "psql {sql:?}: {}", String::from_utf8_lossy(&output.stderr));
         Ok(String::from_utf8(output.stdout)?.trim().to_string())
+    }
+
+    /// A psql kept open for many statements ([`Session`]): one connection
+    /// for a sampler, rather than one per statement as [`Postgres::psql`].
+    pub fn session(&self) -> Result<Session> {
+        let child = Command::new(self.bin.join("psql"))
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres", "-Atq"])
+            .env("PGPASSWORD", PASSWORD)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting psql")?;
+        Session::new(child)
     }
 
     fn data(&self) -> String {
@@ -186,5 +204,20 @@ mod tests {
             "{pid} serves another cluster: {}",
             String::from_utf8_lossy(&cmdline)
         );
+    }
+
+    #[test]
+    fn a_session_answers_many_statements_over_one_connection() {
+        let parent = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-postgres");
+        let pg = Postgres::start(&parent, "session").unwrap();
+        let mut session = pg.session().unwrap();
+        let backend = session.query("SELECT pg_backend_pid()").unwrap();
+        assert_eq!(session.query("SELECT 1, 'a'; ").unwrap(), ["1|a"]);
+        assert_eq!(session.query("SELECT generate_series(1, 3)").unwrap(), ["1", "2", "3"]);
+        // A failing statement answers nothing, and the session goes on.
+        assert!(session.query("SELECT no_such_column").unwrap().is_empty());
+        assert!(session.query("SELECT 1\nSELECT 2").is_err(), "two lines are refused");
+        // Still the same connection: one backend for every statement.
+        assert_eq!(session.query("SELECT pg_backend_pid()").unwrap(), backend);
     }
 }
