@@ -87,11 +87,7 @@ impl Postgres {
 
     /// Runs SQL with psql and returns its unaligned output, trimmed.
     pub fn psql(&self, sql: &str) -> Result<String> {
-        let output = Command::new(self.bin.join("psql"))
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres", "-Atc", sql])
-            .env("PGPASSWORD", PASSWORD)
-            .output()
-            .context("running psql")?;
+        let output = self.psql_command().args(["-Atc", sql]).output().context("running psql")?;
         ensure!(output.status.success(), "psql {sql:?}: {}", String::from_utf8_lossy(&output.stderr));
         Ok(String::from_utf8(output.stdout)?.trim().to_string())
     }
@@ -99,15 +95,23 @@ impl Postgres {
     /// A psql kept open for many statements ([`Session`]): one connection
     /// for a sampler, rather than one per statement as [`Postgres::psql`].
     pub fn session(&self) -> Result<Session> {
-        let child = Command::new(self.bin.join("psql"))
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres", "-Atq"])
-            .env("PGPASSWORD", PASSWORD)
+        let child = self
+            .psql_command()
+            .arg("-Atq")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .context("starting psql")?;
         Session::new(child)
+    }
+
+    /// psql, connected to this server as the superuser, with its password.
+    fn psql_command(&self) -> Command {
+        let mut psql = Command::new(self.bin.join("psql"));
+        psql.args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres"])
+            .env("PGPASSWORD", PASSWORD);
+        psql
     }
 
     fn data(&self) -> String {
