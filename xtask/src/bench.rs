@@ -5,13 +5,15 @@
 //! drifts of this shared machine hit every contender alike, and prints one
 //! table of medians and ratios to the native reference and to `wasmtime
 //! serve` (the reference wasi:http server, on the same `prime.wasm`; see
-//! `wasmtime_serve.rs`). Also measures
+//! `wasmtime_serve.rs`), with the CPU each server and the load client used
+//! per request and each round's wasm / native ratio. Also measures
 //! start-up to ready (cold and warm compile cache), per-request
 //! instantiation time, peak RSS, and what `RUST_BACKTRACE=1` costs. The whole
 //! result is written as JSON to `target/bench/`.
 
 use crate::configmap_dir::ConfigMapDir;
 use crate::guests;
+use crate::load_sample::Sample;
 use crate::scrape;
 use crate::wasmtime_serve;
 use crate::workspace::{self, Workspace};
@@ -109,7 +111,9 @@ pub fn run(ws: &Workspace, quick: bool) -> Result<()> {
     let peak_rss: Vec<(String, f64)> = contenders.iter().map(|c| (c.name.to_string(), peak_rss_mb(c.child.id()))).collect();
 
     let (mut out, rows) = results.table(&contenders);
+    out.push_str(&results.round_lines());
     let backtrace_change = results.backtrace_change();
+    let backtrace_cpu_change = results.backtrace_cpu_change();
     out.push_str(&format!("\ninstantiation of a fresh instance: {instantiate_us:.1} us\n"));
     out.push_str(&format!("start-up to ready: cold compile cache {cold_ms:.1} ms, warm {warm_ms:.1} ms\n"));
     out.push_str(&format!(
@@ -121,10 +125,8 @@ pub fn run(ws: &Workspace, quick: bool) -> Result<()> {
         out.push_str(&format!("  {name} {mb:.1} MB;"));
     }
     out.push('\n');
-    out.push_str(&format!(
-        "RUST_BACKTRACE=1 changes wasm throughput by {}\n",
-        WORKLOADS.iter().zip(&backtrace_change).map(|(w, d)| format!("{:+.1}% ({w})", d * 100.0)).collect::<Vec<_>>().join(", ")
-    ));
+    out.push_str(&format!("RUST_BACKTRACE=1 changes wasm throughput by {}\n", per_workload(&backtrace_change)));
+    out.push_str(&format!("RUST_BACKTRACE=1 changes the host's CPU per request by {}\n", per_workload(&backtrace_cpu_change)));
     out.push_str(&goals(&results, instantiate_us, &swap, &backtrace_change));
     print!("\n{out}");
 
@@ -137,17 +139,19 @@ pub fn run(ws: &Workspace, quick: bool) -> Result<()> {
         "startup_ms": { "cold": cold_ms, "warm": warm_ms },
         "peak_rss_mb": peak_rss.iter().map(|(n, mb)| (n.clone(), json!(mb))).collect::<serde_json::Map<_, _>>(),
         "backtrace_change": backtrace_change,
+        "backtrace_cpu_change": backtrace_cpu_change,
+        "ratio_wasm_to_native_by_round": (0..WORKLOADS.len()).map(|w| results.round_ratios(w, WASM, NATIVE)).collect::<Vec<_>>(),
         "swap_ms": { "cached": swap.cached_ms, "uncached": swap.uncached_ms, "compile": swap.compile_ms, "failed_requests": swap.failed_requests },
         "table": out,
     });
     save_report(ws, &bench_dir, "bench", "latest.json", &report)
 }
 
-/// Every load report of the run, and the median requests/s of each workload
+/// Every load run of the bench, and the median requests/s of each workload
 /// and contender.
 struct Results {
-    /// `runs[workload][contender]`: one load report per round.
-    runs: Vec<Vec<Vec<Value>>>,
+    /// `runs[workload][contender]`: one sample per round, in the order the rounds ran.
+    runs: Vec<Vec<Vec<Sample>>>,
     /// `rps[workload][contender]`: the median of those rounds.
     rps: Vec<Vec<f64>>,
 }
@@ -168,17 +172,46 @@ impl Results {
         for (w, workload) in WORKLOADS.iter().enumerate() {
             for _ in 0..settings.rounds {
                 for (c, contender) in contenders.iter().enumerate() {
-                    runs[w][c].push(load(scalelab, &format!("{}{workload}", contender.url), settings.round)?);
+                    let url = format!("{}{workload}", contender.url);
+                    runs[w][c].push(Sample::measure(scalelab, contender, &url, CONCURRENCY, settings.round)?);
                 }
             }
         }
+        Ok(Results::from_runs(runs))
+    }
+
+    fn from_runs(runs: Vec<Vec<Vec<Sample>>>) -> Results {
         let rps = runs
             .iter()
-            .map(|by_contender: &Vec<Vec<Value>>| {
-                by_contender.iter().map(|rounds| median(rounds.iter().map(|r| field(r, &["requests_per_second"])))).collect()
+            .map(|by_contender: &Vec<Vec<Sample>>| {
+                by_contender.iter().map(|rounds| median(rounds.iter().map(Sample::rps))).collect()
             })
             .collect();
-        Ok(Results { runs, rps })
+        Results { runs, rps }
+    }
+
+    /// The median CPU per request of contender `c` at workload `w`, in µs:
+    /// its own (`server`) or the load client's beside it.
+    fn cpu_us(&self, w: usize, c: usize, server: bool) -> f64 {
+        median(self.runs[w][c].iter().map(|s| if server { s.server_us } else { s.client_us }))
+    }
+
+    /// Contender `c`'s requests/s over contender `to`'s in each round of
+    /// workload `w`: the two ran one after the other, on the machine as it
+    /// was then, so a round's ratio is free of the drifts between rounds.
+    fn round_ratios(&self, w: usize, c: usize, to: usize) -> Vec<f64> {
+        self.runs[w][c].iter().zip(&self.runs[w][to]).map(|(a, b)| a.rps() / b.rps().max(f64::MIN_POSITIVE)).collect()
+    }
+
+    /// A line per workload: wasm / native in each round, and their median.
+    fn round_lines(&self) -> String {
+        let mut out = String::from("\nwasm / native in each round (the two ran side by side):\n");
+        for (w, workload) in WORKLOADS.iter().enumerate() {
+            let ratios = self.round_ratios(w, WASM, NATIVE);
+            let listed: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+            out.push_str(&format!("  GET {workload:<13} {}  (median {:.2})\n", listed.join(" "), median(ratios.iter().copied())));
+        }
+        out
     }
 
     /// The median requests/s of contender `c` over that of contender `to`, at workload `w`.
@@ -191,24 +224,34 @@ impl Results {
         (0..WORKLOADS.len()).map(|w| self.ratio(w, BACKTRACE, WASM) - 1.0).collect()
     }
 
+    /// How much `RUST_BACKTRACE=1` changes the wasm host's CPU per request,
+    /// per workload: the same question asked of the host's own cost, which
+    /// the machine's noise moves far less than throughput.
+    fn backtrace_cpu_change(&self) -> Vec<f64> {
+        (0..WORKLOADS.len())
+            .map(|w| self.cpu_us(w, BACKTRACE, true) / self.cpu_us(w, WASM, true).max(f64::MIN_POSITIVE) - 1.0)
+            .collect()
+    }
+
     /// The printed table (a row per workload and contender) and its rows as JSON.
     fn table(&self, contenders: &[Contender]) -> (String, Vec<Value>) {
         let mut out = format!(
-            "{:<17} {:<26} {:>10} {:>9} {:>9} {:>10} {:>12}\n",
-            "workload", "contender", "req/s", "p50 ms", "p99 ms", "vs native", "vs wasmtime"
+            "{:<17} {:<26} {:>10} {:>9} {:>9} {:>10} {:>12} {:>22}\n",
+            "workload", "contender", "req/s", "p50 ms", "p99 ms", "vs native", "vs wasmtime", "CPU µs/req srv / load"
         );
         let mut rows = Vec::new();
         for (w, workload) in WORKLOADS.iter().enumerate() {
             for (c, contender) in contenders.iter().enumerate() {
-                let runs = &self.runs[w][c];
+                let runs: Vec<&Value> = self.runs[w][c].iter().map(|s| &s.report).collect();
                 let rps = self.rps[w][c];
                 let p50 = median(runs.iter().map(|r| field(r, &["latency_ms", "p50"])));
                 let p99 = median(runs.iter().map(|r| field(r, &["latency_ms", "p99"])));
                 let errors: u64 =
                     runs.iter().map(|r| r["requests"].as_u64().unwrap_or(0) - r["status"]["200"].as_u64().unwrap_or(0)).sum();
                 let (ratio, to_wasmtime) = (self.ratio(w, c, NATIVE), self.ratio(w, c, WASMTIME));
+                let (server_us, client_us) = (self.cpu_us(w, c, true), self.cpu_us(w, c, false));
                 out.push_str(&format!(
-                    "{:<17} {:<26} {:>10.0} {:>9.3} {:>9.3} {:>9.2}x {:>11.2}x{}\n",
+                    "{:<17} {:<26} {:>10.0} {:>9.3} {:>9.3} {:>9.2}x {:>11.2}x {:>22}{}\n",
                     if c == NATIVE { format!("GET {workload}") } else { String::new() },
                     contender.name,
                     rps,
@@ -216,17 +259,24 @@ impl Results {
                     p99,
                     ratio,
                     to_wasmtime,
+                    format!("{server_us:.1} / {client_us:.1}"),
                     if errors > 0 { format!("  ({errors} non-200)") } else { String::new() }
                 ));
                 rows.push(json!({
                     "workload": workload, "contender": contender.name, "requests_per_second": rps,
                     "p50_ms": p50, "p99_ms": p99, "ratio_to_native": ratio, "ratio_to_wasmtime_serve": to_wasmtime, "non_200": errors,
+                    "cpu_us_per_request": server_us, "client_cpu_us_per_request": client_us,
                     "rounds": runs.iter().map(|r| r["requests_per_second"].clone()).collect::<Vec<_>>(),
                 }));
             }
         }
         (out, rows)
     }
+}
+
+/// Relative changes, one per workload: `+1.2% (/prime/1), ...`.
+fn per_workload(changes: &[f64]) -> String {
+    WORKLOADS.iter().zip(changes).map(|(w, d)| format!("{:+.1}% ({w})", d * 100.0)).collect::<Vec<_>>().join(", ")
 }
 
 /// A number in a load report (0 when absent).
@@ -516,11 +566,6 @@ fn line_channel(stream: impl std::io::Read + Send + 'static) -> mpsc::Receiver<S
     receiver
 }
 
-/// One `scalelab load` run at [`CONCURRENCY`]; its JSON report.
-fn load(scalelab: &Path, url: &str, duration: Duration) -> Result<Value> {
-    load_with(scalelab, &[url], CONCURRENCY, duration)
-}
-
 /// One `scalelab load` run with `target` (URLs, or `--scenario FILE`) in
 /// the closed model; its JSON report.
 pub fn load_with(scalelab: &Path, target: &[&str], concurrency: u32, duration: Duration) -> Result<Value> {
@@ -568,7 +613,71 @@ fn peak_rss_mb(pid: u32) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use super::median;
+    use super::{BACKTRACE, NATIVE, Results, WASM, WASMTIME, WORKLOADS, median};
+    use crate::load_sample::Sample;
+    use serde_json::json;
+
+    /// A round that served `rps` for 1 s, its server using `server_us` and
+    /// the client `client_us` of CPU per request.
+    fn round(rps: f64, server_us: f64, client_us: f64) -> Sample {
+        let report = json!({"requests": rps as u64, "requests_per_second": rps, "status": {"200": rps as u64}});
+        Sample::new(report, server_us * rps / 1e6, client_us * rps / 1e6)
+    }
+
+    /// Three rounds of every contender at every workload; the wasm host's
+    /// requests/s and CPU come from `wasm`, native's from `native`, the
+    /// backtrace contender's CPU from `backtrace_us`, the others are flat.
+    fn results(wasm: [(f64, f64); 3], native: [(f64, f64); 3], backtrace_us: [f64; 3]) -> Results {
+        let runs = WORKLOADS
+            .iter()
+            .map(|_| {
+                (0..=WASMTIME)
+                    .map(|c| {
+                        (0..3)
+                            .map(|i| match c {
+                                WASM => round(wasm[i].0, wasm[i].1, 5.0),
+                                NATIVE => round(native[i].0, native[i].1, 4.0),
+                                BACKTRACE => round(wasm[i].0, backtrace_us[i], 5.0),
+                                _ => round(1000.0, 50.0, 5.0),
+                            })
+                            .collect()
+                    })
+                    .collect()
+            })
+            .collect();
+        Results::from_runs(runs)
+    }
+
+    #[test]
+    fn each_rounds_ratio_pairs_the_wasm_run_with_the_native_run_of_that_round() {
+        // The machine slowed down in the second round: both contenders fell.
+        let r = results([(600.0, 20.0), (300.0, 21.0), (550.0, 19.0)], [(1000.0, 8.0), (500.0, 9.0), (1100.0, 8.5)], [20.0; 3]);
+        let ratios = r.round_ratios(0, WASM, NATIVE);
+        let expected = [0.6, 0.6, 0.5];
+        assert!(ratios.iter().zip(expected).all(|(got, want)| (got - want).abs() < 1e-9), "{ratios:?}");
+        // The medians alone pair the second-fastest of each: 550 / 1000.
+        assert!((r.ratio(0, WASM, NATIVE) - 0.55).abs() < 1e-9);
+        let lines = r.round_lines();
+        assert!(lines.contains("  GET /prime/1      0.60 0.60 0.50  (median 0.60)"), "{lines}");
+    }
+
+    #[test]
+    fn cpu_per_request_is_the_median_of_the_rounds_for_each_side() {
+        let r = results([(600.0, 20.0), (300.0, 30.0), (550.0, 19.0)], [(1000.0, 8.0), (500.0, 9.0), (1100.0, 8.5)], [20.0; 3]);
+        assert!((r.cpu_us(1, WASM, true) - 20.0).abs() < 1e-6);
+        assert!((r.cpu_us(1, NATIVE, true) - 8.5).abs() < 1e-6);
+        assert!((r.cpu_us(1, NATIVE, false) - 4.0).abs() < 1e-6);
+        let (table, rows) = r.table(&[]);
+        assert!(rows.is_empty() && table.contains("CPU µs/req srv / load"), "{table}");
+    }
+
+    #[test]
+    fn the_backtrace_change_of_cpu_compares_the_hosts_own_cost_per_request() {
+        // The same throughput, 10% more CPU per request with RUST_BACKTRACE=1.
+        let r = results([(600.0, 20.0), (300.0, 20.0), (550.0, 20.0)], [(1000.0, 8.0); 3], [22.0; 3]);
+        assert!(r.backtrace_change().iter().all(|d| d.abs() < 1e-9));
+        assert!(r.backtrace_cpu_change().iter().all(|d| (d - 0.1).abs() < 1e-6), "{:?}", r.backtrace_cpu_change());
+    }
 
     #[test]
     fn median_of_odd_even_and_empty_samples() {

@@ -21,8 +21,8 @@
 //! Prints a table of medians and ratios, and writes it as JSON to
 //! `target/bench/`.
 
-use crate::bench::{Contender, Prepared, load_with, median, prepare, save_report, spawn_host, start_native_with};
-use crate::process_stats::tree_cpu_seconds;
+use crate::bench::{Contender, Prepared, median, prepare, save_report, spawn_host, start_native_with};
+use crate::load_sample::Sample;
 use crate::tools;
 use crate::workspace::Workspace;
 use anyhow::{Context, Result};
@@ -43,14 +43,6 @@ const GUEST: usize = 0;
 const SEED: usize = 1;
 const TUNED: usize = 2;
 const NATIVE: usize = 3;
-
-/// One round against one contender: `scalelab load`'s report and the
-/// server's CPU time per request.
-#[derive(Clone)]
-struct Sample {
-    report: Value,
-    cpu_us: f64,
-}
 
 pub fn run(ws: &Workspace, quick: bool) -> Result<()> {
     let (rounds, round) = if quick { (3, Duration::from_secs(3)) } else { (5, Duration::from_secs(10)) };
@@ -74,11 +66,7 @@ pub fn run(ws: &Workspace, quick: bool) -> Result<()> {
         for _ in 0..rounds {
             for (c, contender) in contenders.iter().enumerate() {
                 let url = format!("{}{route}", contender.url);
-                let before = tree_cpu_seconds(contender.pid())?;
-                let report = load_with(&scalelab, &[&url], CONCURRENCY, round)?;
-                let cpu = tree_cpu_seconds(contender.pid())? - before;
-                let cpu_us = cpu * 1e6 / report["requests"].as_u64().unwrap_or(0).max(1) as f64;
-                results[r][c].push(Sample { report, cpu_us });
+                results[r][c].push(Sample::measure(&scalelab, contender, &url, CONCURRENCY, round)?);
             }
         }
     }
@@ -94,7 +82,7 @@ pub fn run(ws: &Workspace, quick: bool) -> Result<()> {
         let rps = |c: usize| stat(c, &|v| v["requests_per_second"].as_f64().unwrap_or(0.0));
         let p50 = |c: usize| stat(c, &|v| v["latency_ms"]["p50"].as_f64().unwrap_or(0.0));
         let p99 = |c: usize| stat(c, &|v| v["latency_ms"]["p99"].as_f64().unwrap_or(0.0));
-        let cpu_us = |c: usize| median(results[r][c].iter().map(|s| s.cpu_us));
+        let cpu_us = |c: usize| median(results[r][c].iter().map(|s| s.server_us));
         for (c, contender) in contenders.iter().enumerate() {
             let errors: u64 = results[r][c]
                 .iter()

@@ -39,6 +39,7 @@ mod image;
 #[cfg(test)]
 mod k8s_checks;
 mod lint;
+mod load_sample;
 mod manifests;
 mod process_stats;
 mod report;
