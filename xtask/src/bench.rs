@@ -14,6 +14,7 @@
 use crate::configmap_dir::ConfigMapDir;
 use crate::guests;
 use crate::load_sample::Sample;
+use crate::pgo;
 use crate::scrape;
 use crate::wasmtime_serve;
 use crate::workspace::{self, Workspace};
@@ -60,6 +61,27 @@ pub struct Contender {
 impl Contender {
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Stops the server with SIGINT and waits for it to exit, which must be
+    /// with success: an instrumented build writes its profile only on a
+    /// normal exit (`pgo.rs`).
+    pub fn interrupt(mut self) -> Result<()> {
+        workspace::run(Command::new("kill").args(["-INT", &self.child.id().to_string()]))?;
+        let give_up = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = self.child.try_wait()? {
+                break status;
+            }
+            if Instant::now() > give_up {
+                bail!("{} did not exit within 60 s of SIGINT", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        if !status.success() {
+            bail!("{} exited with {status} after SIGINT", self.name);
+        }
+        Ok(())
     }
 
     /// A server other than scalelab, already listening at `url`.
@@ -437,7 +459,8 @@ fn start_wasm(
 pub struct Prepared {
     /// The built guests.
     pub guests_dir: PathBuf,
-    /// `target/release`, holding `scalelab` and the native references' binaries.
+    /// Where `scalelab` and the native references' binaries are: the
+    /// profile-guided build's (`pgo.rs`), or `target/release` with `--no-pgo`.
     pub release: PathBuf,
     /// `target/bench`, for results and the compile cache.
     pub bench_dir: PathBuf,
@@ -454,15 +477,16 @@ pub struct Prepared {
 /// dependencies under fat LTO (10-25 minutes on this project's 2-core
 /// machines); with one set, one build serves every benchmark and
 /// `cargo xtask serve --release`.
-const RELEASE_PACKAGES: [&str; 5] = ["scalelab", "prime-native", "tracker-work", "todo-native", "httpbin-native"];
+pub const RELEASE_PACKAGES: [&str; 5] = ["scalelab", "prime-native", "tracker-work", "todo-native", "httpbin-native"];
 
-/// Builds the guests, then the host and every native reference in release.
+/// Builds the guests, then the host and every native reference in release:
+/// profile-guided unless `--no-pgo` (`ws.pgo`).
 pub fn prepare(ws: &Workspace) -> Result<Prepared> {
     let guests_dir = guests::build(ws)?;
-    build_release(ws)?;
+    let release = if ws.pgo { pgo::build(ws, &guests_dir)? } else { build_release(ws)? };
     let bench_dir = ws.target_dir.join("bench");
     std::fs::create_dir_all(&bench_dir)?;
-    Ok(Prepared { guests_dir, release: ws.target_dir.join("release"), bench_dir })
+    Ok(Prepared { guests_dir, release, bench_dir })
 }
 
 /// Builds [`RELEASE_PACKAGES`] in release (the benchmarks' host, and

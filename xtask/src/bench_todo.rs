@@ -37,7 +37,7 @@ const SCENARIO_HOST: &str = "http://scalelab:8080";
 
 /// How one contender reaches Postgres, for counting its connections.
 #[derive(Clone, Copy, PartialEq)]
-enum Database {
+pub enum Database {
     Sqlite,
     /// Connections carry this `application_name`.
     Postgres(&'static str),
@@ -57,25 +57,7 @@ pub fn run(ws: &Workspace, quick: bool, concurrency: u32) -> Result<()> {
     let prepared = prepare(ws)?;
     let scalelab = prepared.release.join("scalelab");
     let bench_dir = &prepared.bench_dir;
-    let dir = bench_dir.join("todo");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("photos"))?;
-    let overlay = ws.root.join("k8s/overlays/todo");
-    std::fs::copy(overlay.join("daily_pic.jpg"), dir.join("photos/daily_pic.jpg")).context("copying the daily photo")?;
-    let scenario = std::fs::read_to_string(overlay.join("scenario.toml")).context("reading the overlay's scenario")?;
-
-    println!("starting a private Postgres");
-    let pg = Postgres::start(&dir, "postgres")?;
-    let contenders = start_contenders(&prepared, &dir, &pg)?;
-    let scenarios = contenders
-        .iter()
-        .enumerate()
-        .map(|(i, (contender, _))| {
-            let file = dir.join(format!("scenario-{i}.toml"));
-            std::fs::write(&file, scenario.replace(SCENARIO_HOST, &contender.url))?;
-            Ok(file)
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let Stage { pg, dir, scenario, contenders, scenarios } = Stage::start(ws, &prepared)?;
 
     println!(
         "loading {} contenders x {} rounds of {} s, {} connections, the overlay's scenario (4 requests, equal weights)",
@@ -111,6 +93,46 @@ pub fn run(ws: &Workspace, quick: bool, concurrency: u32) -> Result<()> {
         "table": out,
     });
     save_report(ws, bench_dir, "todo", "todo-latest.json", &report)
+}
+
+/// What a todo run needs, ready: a private Postgres, the three contenders
+/// ([`start_contenders`]) and the overlay's scenario aimed at each (also the
+/// profile-guided build's training, `pgo.rs`).
+pub struct Stage {
+    /// `<bench dir>/todo`: the photo, the scenarios, SQLite's and Postgres's files.
+    pub dir: PathBuf,
+    /// The overlay's scenario as written (addressing [`SCENARIO_HOST`]).
+    pub scenario: String,
+    /// Declared before `pg`, so dropped (stopped) before it.
+    pub contenders: [(Contender, Database); 3],
+    /// The scenario aimed at each contender, in the same order.
+    pub scenarios: Vec<PathBuf>,
+    pub pg: Postgres,
+}
+
+impl Stage {
+    pub fn start(ws: &Workspace, prepared: &Prepared) -> Result<Stage> {
+        let dir = prepared.bench_dir.join("todo");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("photos"))?;
+        let overlay = ws.root.join("k8s/overlays/todo");
+        std::fs::copy(overlay.join("daily_pic.jpg"), dir.join("photos/daily_pic.jpg")).context("copying the daily photo")?;
+        let scenario = std::fs::read_to_string(overlay.join("scenario.toml")).context("reading the overlay's scenario")?;
+
+        println!("starting a private Postgres");
+        let pg = Postgres::start(&dir, "postgres")?;
+        let contenders = start_contenders(prepared, &dir, &pg)?;
+        let scenarios = contenders
+            .iter()
+            .enumerate()
+            .map(|(i, (contender, _))| {
+                let file = dir.join(format!("scenario-{i}.toml"));
+                std::fs::write(&file, scenario.replace(SCENARIO_HOST, &contender.url))?;
+                Ok(file)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Stage { dir, scenario, contenders, scenarios, pg })
+    }
 }
 
 /// The three contenders, started and ready: the guest on SQLite, the guest

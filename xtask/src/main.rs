@@ -41,6 +41,7 @@ mod k8s_checks;
 mod lint;
 mod load_sample;
 mod manifests;
+mod pgo;
 mod process_stats;
 mod report;
 mod scrape;
@@ -57,6 +58,10 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "scalelab's development tasks")]
 struct Cli {
+    /// Benchmarks, reports and soaks use the plain release build instead of
+    /// the profile-guided one (faster to build; see xtask/src/pgo.rs).
+    #[arg(long, global = true)]
+    no_pgo: bool,
     #[command(subcommand)]
     task: Task,
 }
@@ -209,7 +214,8 @@ enum Task {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse().task) {
+    let cli = Cli::parse();
+    match run(cli.task, !cli.no_pgo) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("xtask: error: {e:#}");
@@ -218,8 +224,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(task: Task) -> Result<()> {
-    let ws = workspace::Workspace::locate()?;
+fn run(task: Task, pgo: bool) -> Result<()> {
+    let ws = workspace::Workspace { pgo, ..workspace::Workspace::locate()? };
     match task {
         Task::BuildGuests => {
             guests::build(&ws)?;

@@ -10,6 +10,9 @@ pub struct Workspace {
     pub root: PathBuf,
     /// The one target directory every build shares (`CARGO_TARGET_DIR` or `target/`).
     pub target_dir: PathBuf,
+    /// Whether benchmarks build the host and the native references
+    /// profile-guided (`pgo.rs`); `--no-pgo` turns it off.
+    pub pgo: bool,
 }
 
 impl Workspace {
@@ -19,7 +22,7 @@ impl Workspace {
             Some(dir) => root.join(dir),
             None => root.join("target"),
         };
-        Ok(Workspace { root, target_dir })
+        Ok(Workspace { root, target_dir, pgo: true })
     }
 
     /// A `cargo` command run from the repository root.

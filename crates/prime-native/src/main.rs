@@ -4,7 +4,9 @@
 //! physical limit the wasm path is measured against by `cargo xtask bench`.
 //!
 //! Usage: `prime-native [ADDR]` (default `127.0.0.1:0`); prints
-//! `listening on ADDR` on stdout once bound.
+//! `listening on ADDR` on stdout once bound. Exits with success on SIGINT, as
+//! a return from `main`, so that an instrumented build writes its profile
+//! (`cargo xtask bench` builds the references profile-guided, as the host).
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -19,7 +21,14 @@ use std::io::Write;
 fn main() -> std::io::Result<()> {
     let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:0".to_string());
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build()?.block_on(serve(&addr))
+    tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build()?.block_on(async {
+        tokio::select! {
+            // The handler is in place before the server says it listens.
+            biased;
+            interrupted = tokio::signal::ctrl_c() => interrupted,
+            served = serve(&addr) => served,
+        }
+    })
 }
 
 async fn serve(addr: &str) -> std::io::Result<()> {

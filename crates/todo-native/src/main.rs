@@ -6,6 +6,8 @@
 //!
 //! Usage: `todo-native ADDR POSTGRES_URL POOL_SIZE [PHOTO_DIR]`; creates the
 //! table if needed and prints `listening on ADDR` on stdout once bound.
+//! Exits with success on SIGINT, as a return from `main` (an instrumented
+//! build then writes its profile: see `xtask/src/pgo.rs`).
 
 use bytes::Bytes;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -44,7 +46,12 @@ fn main() -> Result<(), Error> {
             .batch_execute(&format!("BEGIN; {}; {}; COMMIT", todo_api::sql::LOCK_POSTGRES, todo_api::sql::CREATE_POSTGRES))
             .await?;
         drop(client);
-        serve(addr, Arc::new(Service { pool, photo })).await
+        tokio::select! {
+            // The handler is in place before the server says it listens.
+            biased;
+            interrupted = tokio::signal::ctrl_c() => Ok(interrupted?),
+            served = serve(addr, Arc::new(Service { pool, photo })) => served,
+        }
     })
 }
 

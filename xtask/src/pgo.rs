@@ -1,0 +1,243 @@
+//! Profile-guided release builds of the host and the native references, the
+//! builds every benchmark measures (`--no-pgo`: the plain release build).
+//!
+//! The host's per-request path crosses far more code than a native server's
+//! (hyper, tokio, wasmtime's component machinery, wasmtime-wasi-http, our
+//! own), and on these machines it misses the instruction cache about 2.5
+//! times as often per request (README, Performance). Profile-guided
+//! optimisation lays hot code out together and moves cold code aside, which
+//! is what that footprint needs; a small native server gains little from it.
+//! Every contender is built the same way from the same training, so the
+//! comparison stays like for like.
+//!
+//! Three steps, all under `target/pgo/`:
+//! 1. build [`RELEASE_PACKAGES`] instrumented (`-Cprofile-generate`) into
+//!    `instrumented/`;
+//! 2. train: run each binary under the benchmarks' kinds of load
+//!    ([`train`]), then merge what they wrote with `llvm-profdata` (rustup's
+//!    `llvm-tools`, added when missing) into `merged.profdata`. Skipped while
+//!    that profile is newer than every instrumented binary;
+//! 3. build the same packages with `-Cprofile-use` into `optimized/`.
+//!
+//! rustc tracks the profile as an input of every crate, so a new profile
+//! rebuilds everything in step 3 (about 15 minutes here); an unchanged one
+//! rebuilds nothing.
+
+use crate::bench::{Contender, Prepared, RELEASE_PACKAGES, load_with, spawn_host, start_native_with};
+use crate::bench_todo;
+use crate::workspace::{self, Workspace};
+use anyhow::{Context, Result, bail};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime};
+
+/// How long each training load runs. The profile needs which code is hot,
+/// not a steady rate: a few seconds per workload are plenty.
+const ROUND: Duration = Duration::from_secs(3);
+
+/// Connections of each training load (the benchmarks' default).
+const CONCURRENCY: u32 = 32;
+
+/// Socket.io clients of the tracker's training run.
+const TRACKER_CLIENTS: u32 = 200;
+
+/// Where the three steps keep their output.
+struct Dirs {
+    /// `target/pgo/instrumented`: the instrumented build's target directory.
+    instrumented: PathBuf,
+    /// `target/pgo/raw`: what the instrumented binaries write as they exit.
+    raw: PathBuf,
+    /// `target/pgo/merged.profdata`: the profile step 3 builds with.
+    profile: PathBuf,
+    /// `target/pgo/optimized`: the profile-guided build's target directory.
+    optimized: PathBuf,
+    /// `target/pgo/train`: the training servers' compile cache and files.
+    train: PathBuf,
+}
+
+impl Dirs {
+    fn of(ws: &Workspace) -> Dirs {
+        let root = ws.target_dir.join("pgo");
+        Dirs {
+            instrumented: root.join("instrumented"),
+            raw: root.join("raw"),
+            profile: root.join("merged.profdata"),
+            optimized: root.join("optimized"),
+            train: root.join("train"),
+        }
+    }
+}
+
+/// Builds [`RELEASE_PACKAGES`] profile-guided, training them first when
+/// their instrumented build changed; returns the directory of the binaries.
+pub fn build(ws: &Workspace, guests_dir: &Path) -> Result<PathBuf> {
+    let dirs = Dirs::of(ws);
+    println!("building the host and the native references instrumented (profile-guided release, step 1 of 3)");
+    let instrumented = build_into(ws, &dirs.instrumented, &format!("-Cprofile-generate={}", dirs.raw.display()))?;
+    let binaries: Vec<PathBuf> = RELEASE_PACKAGES.iter().map(|p| instrumented.join(p)).filter(|p| p.exists()).collect();
+    if needs_training(modified(&dirs.profile), binaries.iter().map(|b| modified(b))) {
+        println!("training them under load (step 2 of 3)");
+        let _ = std::fs::remove_dir_all(&dirs.raw);
+        std::fs::create_dir_all(&dirs.train)?;
+        let prepared = Prepared { guests_dir: guests_dir.to_path_buf(), release: instrumented, bench_dir: dirs.train.clone() };
+        train(ws, &prepared)?;
+        merge(&dirs.raw, &dirs.profile)?;
+    } else {
+        println!("the profile is newer than the instrumented binaries: no training (step 2 of 3)");
+    }
+    println!("building them with the profile (step 3 of 3)");
+    build_into(ws, &dirs.optimized, &format!("-Cprofile-use={}", dirs.profile.display()))
+}
+
+/// `cargo build --release` of [`RELEASE_PACKAGES`] into `target_dir` with
+/// `flag` added to RUSTFLAGS; returns the directory of the binaries.
+fn build_into(ws: &Workspace, target_dir: &Path, flag: &str) -> Result<PathBuf> {
+    let mut cargo = ws.cargo();
+    cargo.args(["build", "--quiet", "--release", "--target-dir"]).arg(target_dir);
+    for package in RELEASE_PACKAGES {
+        cargo.args(["-p", package]);
+    }
+    cargo.env("RUSTFLAGS", rustflags(std::env::var("RUSTFLAGS").ok().as_deref(), flag));
+    workspace::run(&mut cargo)?;
+    Ok(target_dir.join("release"))
+}
+
+/// The user's RUSTFLAGS, if any, then `flag`.
+fn rustflags(existing: Option<&str>, flag: &str) -> String {
+    match existing.map(str::trim) {
+        Some(flags) if !flags.is_empty() => format!("{flags} {flag}"),
+        _ => flag.to_string(),
+    }
+}
+
+/// When a file was last modified; `None` when it does not exist.
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// Whether the profile must be made again: there is none, or a binary it
+/// should describe was built after it (or cannot be dated).
+fn needs_training(profile: Option<SystemTime>, binaries: impl IntoIterator<Item = Option<SystemTime>>) -> bool {
+    let Some(profile) = profile else { return true };
+    binaries.into_iter().any(|built| built.is_none_or(|built| built >= profile))
+}
+
+/// Runs every instrumented binary under the benchmarks' kinds of load, then
+/// stops each with SIGINT so that it writes its profile as it exits.
+fn train(ws: &Workspace, prepared: &Prepared) -> Result<()> {
+    let Prepared { guests_dir, release, bench_dir } = prepared;
+    let scalelab = release.join("scalelab");
+    let cache = bench_dir.join("cache");
+    let host = |name: &'static str, args: &[&str]| -> Result<Contender> {
+        let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+        let (contender, lines) = spawn_host(name, &scalelab, guests_dir, &cache, &args, false)?;
+        std::thread::spawn(move || for _ in lines {});
+        Ok(contender)
+    };
+    let load = |contender: &Contender, paths: &[&str]| -> Result<()> {
+        for path in paths {
+            load_with(&scalelab, &[&format!("{}{path}", contender.url)], CONCURRENCY, ROUND)?;
+        }
+        Ok(())
+    };
+
+    println!("  prime and prime-native: /prime/1, /prime/1000");
+    for contender in [
+        host("prime", &["--guest", "prime"])?,
+        start_native_with("prime-native", &release.join("prime-native"), &["127.0.0.1:0"])?,
+    ] {
+        load(&contender, &["/prime/1", "/prime/1000"])?;
+        contender.interrupt()?;
+    }
+    println!("  httpbin and httpbin-native: /uuid, /get");
+    let httpbin_native = start_native_with("httpbin-native", &release.join("httpbin-native"), &["127.0.0.1:0"])?;
+    for contender in [host("httpbin", &["--guest", "httpbin"])?, httpbin_native] {
+        load(&contender, &["/uuid", "/get"])?;
+        contender.interrupt()?;
+    }
+    println!("  todo on SQLite and on Postgres, todo-native on Postgres: the overlay's mix");
+    let stage = bench_todo::Stage::start(ws, prepared)?;
+    for ((contender, _), scenario) in stage.contenders.into_iter().zip(&stage.scenarios) {
+        load_with(&scalelab, &["--scenario", &scenario.to_string_lossy()], CONCURRENCY, ROUND)?;
+        contender.interrupt()?;
+    }
+    println!("  tracker: {TRACKER_CLIENTS} socket.io clients");
+    let tracker = host("tracker", &["--guest", "tracker", "--max-sessions", "100000"])?;
+    let swarm = Command::new(&scalelab)
+        .args(["swarm", "sockets", "--url", &tracker.url, "--clients", &TRACKER_CLIENTS.to_string(), "--spawn-interval", "1ms"])
+        .args(["--hold", &format!("{}ms", (2 * ROUND).as_millis()), "--metrics-listen", "off", "--output", "json"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .context("running the swarm")?;
+    if !swarm.success() {
+        bail!("the training swarm failed: {swarm}");
+    }
+    tracker.interrupt()?;
+    workspace::run(Command::new(release.join("tracker-work-cost")).stdout(Stdio::null()))
+}
+
+/// Merges the raw profiles in `raw` into `profile` with rustup's
+/// `llvm-profdata`, which matches the compiler's LLVM.
+fn merge(raw: &Path, profile: &Path) -> Result<()> {
+    let files: Vec<PathBuf> = std::fs::read_dir(raw)
+        .with_context(|| format!("reading {}", raw.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|e| e == "profraw"))
+        .collect();
+    if files.is_empty() {
+        bail!("the training wrote no profile into {}", raw.display());
+    }
+    workspace::run(Command::new(llvm_profdata()?).arg("merge").arg("-o").arg(profile).args(&files))
+}
+
+/// rustup's `llvm-profdata` for the active toolchain, installing the
+/// `llvm-tools` component when it is missing.
+fn llvm_profdata() -> Result<PathBuf> {
+    let sysroot = workspace::output(Command::new("rustc").args(["--print", "sysroot"]))?;
+    let version = workspace::output(Command::new("rustc").arg("-vV"))?;
+    let path = tool_path(Path::new(sysroot.trim()), &version, "llvm-profdata")?;
+    if !path.exists() {
+        println!("adding rustup's llvm-tools (for llvm-profdata)");
+        workspace::run(Command::new("rustup").args(["component", "add", "llvm-tools"]))?;
+    }
+    Ok(path)
+}
+
+/// Where rustup puts an `llvm-tools` binary: `<sysroot>/lib/rustlib/<host>/bin/<tool>`,
+/// the host triple read from `rustc -vV`.
+fn tool_path(sysroot: &Path, rustc_version: &str, tool: &str) -> Result<PathBuf> {
+    let host = rustc_version.lines().find_map(|line| line.strip_prefix("host: ")).context("rustc -vV names no host")?;
+    Ok(sysroot.join("lib/rustlib").join(host.trim()).join("bin").join(tool))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_users_rustflags_are_kept_before_the_profile_flag() {
+        assert_eq!(rustflags(None, "-Cprofile-use=p"), "-Cprofile-use=p");
+        assert_eq!(rustflags(Some("  "), "-Cprofile-use=p"), "-Cprofile-use=p");
+        assert_eq!(rustflags(Some("-Ctarget-cpu=native"), "-Cprofile-use=p"), "-Ctarget-cpu=native -Cprofile-use=p");
+    }
+
+    #[test]
+    fn training_runs_again_when_any_binary_is_newer_than_the_profile() {
+        let at = |s| Some(SystemTime::UNIX_EPOCH + Duration::from_secs(s));
+        assert!(needs_training(None, [at(1)]), "no profile yet");
+        assert!(!needs_training(at(10), [at(1), at(9)]), "every binary older");
+        assert!(needs_training(at(10), [at(1), at(11)]), "one binary rebuilt since");
+        assert!(needs_training(at(10), [at(10)]), "built in the same instant: not provably older");
+        assert!(needs_training(at(10), [None]), "a binary that cannot be dated");
+    }
+
+    #[test]
+    fn llvm_profdata_is_found_under_the_sysroot_for_the_host_triple() {
+        let version = "rustc 1.95.0 (abc 2026-01-01)\nbinary: rustc\nhost: x86_64-unknown-linux-gnu\nrelease: 1.95.0\n";
+        let path = tool_path(Path::new("/opt/rust"), version, "llvm-profdata").unwrap();
+        assert_eq!(path, Path::new("/opt/rust/lib/rustlib/x86_64-unknown-linux-gnu/bin/llvm-profdata"));
+        assert!(tool_path(Path::new("/opt/rust"), "rustc 1.95.0\n", "llvm-profdata").is_err());
+    }
+}
