@@ -460,7 +460,7 @@ pub struct Prepared {
     /// The built guests.
     pub guests_dir: PathBuf,
     /// Where `scalelab` and the native references' binaries are: the
-    /// profile-guided build's (`pgo.rs`), or `target/release` with `--no-pgo`.
+    /// profile-guided build's (`pgo.rs`), or `target/release`.
     pub release: PathBuf,
     /// `target/bench`, for results and the compile cache.
     pub bench_dir: PathBuf,
@@ -480,7 +480,7 @@ pub struct Prepared {
 pub const RELEASE_PACKAGES: [&str; 5] = ["scalelab", "prime-native", "tracker-work", "todo-native", "httpbin-native"];
 
 /// Builds the guests, then the host and every native reference in release:
-/// profile-guided unless `--no-pgo` (`ws.pgo`).
+/// profile-guided for a benchmark (`ws.pgo`), else the plain release build.
 pub fn prepare(ws: &Workspace) -> Result<Prepared> {
     let guests_dir = guests::build(ws)?;
     let release = if ws.pgo { pgo::build(ws, &guests_dir)? } else { build_release(ws)? };

@@ -58,8 +58,9 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "scalelab's development tasks")]
 struct Cli {
-    /// Benchmarks, reports and soaks use the plain release build instead of
-    /// the profile-guided one (faster to build; see xtask/src/pgo.rs).
+    /// Benchmarks use the plain release build instead of the profile-guided
+    /// one (faster to build; see xtask/src/pgo.rs). Reports and soaks always
+    /// use the plain release build, as the container image ships it.
     #[arg(long, global = true)]
     no_pgo: bool,
     #[command(subcommand)]
@@ -215,12 +216,35 @@ enum Task {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli.task, !cli.no_pgo) {
+    let pgo = cli.pgo();
+    match run(cli.task, pgo) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("xtask: error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+impl Cli {
+    /// Whether the task builds profile-guided (`pgo.rs`).
+    fn pgo(&self) -> bool {
+        !self.no_pgo && self.task.is_bench()
+    }
+}
+
+impl Task {
+    /// The benchmarks: the tasks that build profile-guided (`pgo.rs`).
+    fn is_bench(&self) -> bool {
+        matches!(
+            self,
+            Task::Bench { .. }
+                | Task::BenchEngines { .. }
+                | Task::BenchSockets { .. }
+                | Task::BenchHttpbin { .. }
+                | Task::BenchInstructions { .. }
+                | Task::BenchTodo { .. }
+        )
     }
 }
 
@@ -308,4 +332,23 @@ fn run(task: Task, pgo: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pgo_of(args: &[&str]) -> bool {
+        Cli::try_parse_from(args).unwrap().pgo()
+    }
+
+    #[test]
+    fn benchmarks_build_profile_guided_unless_told_not_to_and_reports_never_do() {
+        assert!(pgo_of(&["xtask", "bench", "--quick"]));
+        assert!(pgo_of(&["xtask", "bench-todo"]));
+        assert!(!pgo_of(&["xtask", "bench", "--no-pgo"]));
+        assert!(!pgo_of(&["xtask", "--no-pgo", "bench-sockets"]));
+        assert!(!pgo_of(&["xtask", "report", "prime"]));
+        assert!(!pgo_of(&["xtask", "soak"]));
+    }
 }

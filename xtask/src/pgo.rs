@@ -1,5 +1,6 @@
 //! Profile-guided release builds of the host and the native references, the
-//! builds every benchmark measures (`--no-pgo`: the plain release build).
+//! builds every benchmark measures (`--no-pgo`: the plain release build,
+//! which `report`, `soak`, `serve --release` and the container image use).
 //!
 //! The host's per-request path crosses far more code than a native server's
 //! (hyper, tokio, wasmtime's component machinery, wasmtime-wasi-http, our

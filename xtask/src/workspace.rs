@@ -10,8 +10,8 @@ pub struct Workspace {
     pub root: PathBuf,
     /// The one target directory every build shares (`CARGO_TARGET_DIR` or `target/`).
     pub target_dir: PathBuf,
-    /// Whether benchmarks build the host and the native references
-    /// profile-guided (`pgo.rs`); `--no-pgo` turns it off.
+    /// Whether this task builds the host and the native references
+    /// profile-guided (`pgo.rs`): the benchmarks do, unless `--no-pgo`.
     pub pgo: bool,
 }
 
