@@ -176,7 +176,7 @@ fn train(ws: &Workspace, prepared: &Prepared) -> Result<()> {
         bail!("the training swarm failed: {swarm}");
     }
     tracker.interrupt()?;
-    workspace::run(Command::new(release.join("tracker-work-cost")).stdout(Stdio::null()))
+    workspace::run(Command::new(release.join("tracker-work-cost")).stdout(Stdio::null()).stderr(Stdio::null()))
 }
 
 /// Merges the raw profiles in `raw` into `profile` with rustup's
