@@ -127,45 +127,57 @@ fn needs_training(profile: Option<SystemTime>, binaries: impl IntoIterator<Item 
 /// Runs every instrumented binary under the benchmarks' kinds of load, then
 /// stops each with SIGINT so that it writes its profile as it exits.
 fn train(ws: &Workspace, prepared: &Prepared) -> Result<()> {
+    let native = |name: &'static str| start_native_with(name, &prepared.release.join(name), &["127.0.0.1:0"]);
+    println!("  prime and prime-native: /prime/1, /prime/1000");
+    let prime = [host(prepared, "prime", &["--guest", "prime"])?, native("prime-native")?];
+    load_then_stop(prepared, prime, &["/prime/1", "/prime/1000"])?;
+    println!("  httpbin and httpbin-native: /uuid, /get");
+    let httpbin = [host(prepared, "httpbin", &["--guest", "httpbin"])?, native("httpbin-native")?];
+    load_then_stop(prepared, httpbin, &["/uuid", "/get"])?;
+    println!("  todo on SQLite and on Postgres, todo-native on Postgres: the overlay's mix");
+    train_todo(ws, prepared)?;
+    println!("  tracker: {TRACKER_CLIENTS} socket.io clients");
+    train_tracker(prepared)?;
+    let mut work_cost = Command::new(prepared.release.join("tracker-work-cost"));
+    workspace::run(work_cost.stdout(Stdio::null()).stderr(Stdio::null()))
+}
+
+/// `scalelab serve` of the instrumented build with `args`, ready.
+fn host(prepared: &Prepared, name: &'static str, args: &[&str]) -> Result<Contender> {
     let Prepared { guests_dir, release, bench_dir } = prepared;
-    let scalelab = release.join("scalelab");
-    let cache = bench_dir.join("cache");
-    let host = |name: &'static str, args: &[&str]| -> Result<Contender> {
-        let args: Vec<OsString> = args.iter().map(OsString::from).collect();
-        let (contender, lines) = spawn_host(name, &scalelab, guests_dir, &cache, &args, false)?;
-        std::thread::spawn(move || for _ in lines {});
-        Ok(contender)
-    };
-    let load = |contender: &Contender, paths: &[&str]| -> Result<()> {
+    let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+    let (contender, lines) = spawn_host(name, &release.join("scalelab"), guests_dir, &bench_dir.join("cache"), &args, false)?;
+    std::thread::spawn(move || for _ in lines {});
+    Ok(contender)
+}
+
+/// Loads each contender at each of `paths` in turn, then stops it.
+fn load_then_stop(prepared: &Prepared, contenders: impl IntoIterator<Item = Contender>, paths: &[&str]) -> Result<()> {
+    let scalelab = prepared.release.join("scalelab");
+    for contender in contenders {
         for path in paths {
             load_with(&scalelab, &[&format!("{}{path}", contender.url)], CONCURRENCY, ROUND)?;
         }
-        Ok(())
-    };
+        contender.interrupt()?;
+    }
+    Ok(())
+}
 
-    println!("  prime and prime-native: /prime/1, /prime/1000");
-    for contender in [
-        host("prime", &["--guest", "prime"])?,
-        start_native_with("prime-native", &release.join("prime-native"), &["127.0.0.1:0"])?,
-    ] {
-        load(&contender, &["/prime/1", "/prime/1000"])?;
-        contender.interrupt()?;
-    }
-    println!("  httpbin and httpbin-native: /uuid, /get");
-    let httpbin_native = start_native_with("httpbin-native", &release.join("httpbin-native"), &["127.0.0.1:0"])?;
-    for contender in [host("httpbin", &["--guest", "httpbin"])?, httpbin_native] {
-        load(&contender, &["/uuid", "/get"])?;
-        contender.interrupt()?;
-    }
-    println!("  todo on SQLite and on Postgres, todo-native on Postgres: the overlay's mix");
+/// The todo bench's three contenders (`bench_todo::Stage`) under the overlay's mix.
+fn train_todo(ws: &Workspace, prepared: &Prepared) -> Result<()> {
+    let scalelab = prepared.release.join("scalelab");
     let stage = bench_todo::Stage::start(ws, prepared)?;
     for ((contender, _), scenario) in stage.contenders.into_iter().zip(&stage.scenarios) {
         load_with(&scalelab, &["--scenario", &scenario.to_string_lossy()], CONCURRENCY, ROUND)?;
         contender.interrupt()?;
     }
-    println!("  tracker: {TRACKER_CLIENTS} socket.io clients");
-    let tracker = host("tracker", &["--guest", "tracker", "--max-sessions", "100000"])?;
-    let swarm = Command::new(&scalelab)
+    Ok(())
+}
+
+/// The tracker under [`TRACKER_CLIENTS`] socket.io clients of `scalelab swarm sockets`.
+fn train_tracker(prepared: &Prepared) -> Result<()> {
+    let tracker = host(prepared, "tracker", &["--guest", "tracker", "--max-sessions", "100000"])?;
+    let swarm = Command::new(prepared.release.join("scalelab"))
         .args(["swarm", "sockets", "--url", &tracker.url, "--clients", &TRACKER_CLIENTS.to_string(), "--spawn-interval", "1ms"])
         .args(["--hold", &format!("{}ms", (2 * ROUND).as_millis()), "--metrics-listen", "off", "--output", "json"])
         .stdout(Stdio::null())
@@ -175,8 +187,7 @@ fn train(ws: &Workspace, prepared: &Prepared) -> Result<()> {
     if !swarm.success() {
         bail!("the training swarm failed: {swarm}");
     }
-    tracker.interrupt()?;
-    workspace::run(Command::new(release.join("tracker-work-cost")).stdout(Stdio::null()).stderr(Stdio::null()))
+    tracker.interrupt()
 }
 
 /// Merges the raw profiles in `raw` into `profile` with rustup's
