@@ -76,7 +76,7 @@ pub fn build(ws: &Workspace, guests_dir: &Path) -> Result<PathBuf> {
     let dirs = Dirs::of(ws);
     println!("building the host and the native references instrumented (profile-guided release, step 1 of 3)");
     let instrumented = build_into(ws, &dirs.instrumented, &format!("-Cprofile-generate={}", dirs.raw.display()))?;
-    let binaries: Vec<PathBuf> = RELEASE_PACKAGES.iter().map(|p| instrumented.join(p)).filter(|p| p.exists()).collect();
+    let binaries: Vec<PathBuf> = RELEASE_PACKAGES.iter().map(|p| instrumented.join(p)).collect();
     if needs_training(modified(&dirs.profile), binaries.iter().map(|b| modified(b))) {
         println!("training them under load (step 2 of 3)");
         let _ = std::fs::remove_dir_all(&dirs.raw);
