@@ -124,42 +124,51 @@ impl Instances {
     /// Runs `call` on a warm instance under `deadline`. After a clean call
     /// the instance goes back to the idle list; after a failure it is
     /// dropped before this returns (wasmtime does not allow re-entering it).
-    pub async fn call<T>(
+    ///
+    /// Returns its future rather than being an `async fn`: an `async fn`
+    /// keeps its arguments twice in its future (rust-lang/rust#62958), and
+    /// every caller's future holds this one.
+    #[expect(clippy::manual_async_fn, reason = "an async fn keeps its arguments twice in its future (rust-lang/rust#62958)")]
+    pub fn call<T>(
         &self,
         deadline: Option<std::time::Duration>,
         call: impl for<'a> FnOnce(&'a mut Warm) -> GuestCall<'a, T>,
-    ) -> Result<T, Failure> {
-        let mut warm = match self.take().await {
-            Ok(warm) => warm,
-            Err((e, store)) => return Err(classify(&e, &store, deadline)),
-        };
-        arm(&mut warm.store, deadline);
-        let outcome = within(deadline, call(&mut warm)).await;
-        let result = match outcome {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(classify(&e, &warm.store, deadline)),
-            Err(failure) => Err(failure),
-        };
-        if result.is_ok() {
-            self.give_back(warm);
+    ) -> impl Future<Output = Result<T, Failure>> {
+        async move {
+            let mut warm = match self.reuse() {
+                Some(warm) => warm,
+                // Boxed: instantiation's future is large, and held inline it
+                // makes every call's future larger (the HTTP handler's: 3,544
+                // bytes inline, 2,312 boxed), and each move of a future a copy
+                // of all of it. Most calls reuse an instance and never take
+                // this path. About 1% fewer host instructions a request
+                // (callgrind, todo `GET /`).
+                None => match Box::pin(self.instantiate()).await {
+                    Ok(warm) => warm,
+                    Err((e, store)) => return Err(classify(&e, &store, deadline)),
+                },
+            };
+            arm(&mut warm.store, deadline);
+            let outcome = within(deadline, call(&mut warm)).await;
+            let result = match outcome {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(e)) => Err(classify(&e, &warm.store, deadline)),
+                Err(failure) => Err(failure),
+            };
+            if result.is_ok() {
+                self.give_back(warm);
+            }
+            result
         }
-        result
     }
 
-    /// An idle instance, or a new one.
-    async fn take(&self) -> Result<Warm, (wasmtime::Error, Store<GuestState>)> {
-        let reused = self.idle.lock().unwrap().pop();
-        if let Some(mut warm) = reused {
-            warm.uses += 1;
-            self.metrics.reused();
-            return Ok(warm);
-        }
-        // Boxed: instantiation's future is large, and held inline it makes
-        // every request's future larger (the HTTP handler's: 3,544 bytes
-        // inline, 2,312 boxed), and each move of a future a copy of all of
-        // it. Most calls reuse an instance and never take this path. About
-        // 1% fewer host instructions a request (callgrind, todo `GET /`).
-        Box::pin(self.instantiate()).await
+    /// An idle instance, counted as reused. Not `async`: the common case
+    /// then adds no future of its own to every call's.
+    fn reuse(&self) -> Option<Warm> {
+        let mut warm = self.idle.lock().unwrap().pop()?;
+        warm.uses += 1;
+        self.metrics.reused();
+        Some(warm)
     }
 
     /// A new instance, in a new store.

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Body as _, Incoming};
-use hyper::header::{CONTENT_LENGTH, HeaderValue};
+use hyper::header::{CONTENT_LENGTH, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use std::net::IpAddr;
 use std::panic::AssertUnwindSafe;
@@ -45,8 +45,9 @@ pub struct Handler {
     next_id: AtomicU64,
 }
 
-/// The header carrying the request id back to the client.
-const REQUEST_ID: &str = "x-request-id";
+/// The header carrying the request id back to the client (a name made
+/// once: a `&str` would be parsed and hashed for every response).
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// How a guest call ended, once its response head was not sent.
 enum Outcome {
@@ -69,54 +70,82 @@ impl Handler {
     }
 
     /// Serves one request from `client`. Never fails: every error becomes a response.
-    pub async fn handle(&self, request: Request<Incoming>, client: IpAddr) -> Response<Body> {
-        let arrived = Instant::now();
-        // The whole request runs on the guest current at its arrival.
-        let active = self.live.active();
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        // Copy what the log line needs only when it will be written.
-        let logged = tracing::enabled!(tracing::Level::DEBUG).then(|| (request.method().clone(), request.uri().clone()));
-        let mut response = self.respond(id, request, client, active.clone()).await;
-        response.headers_mut().insert(REQUEST_ID, HeaderValue::from(id));
-        let took = arrived.elapsed();
-        active.metrics.answered(response.status().as_u16(), took);
-        if let Some((method, uri)) = logged {
-            tracing::debug!(
-                request_id = id,
-                %method,
-                %uri,
-                status = response.status().as_u16(),
-                duration_ms = took.as_secs_f64() * 1e3,
-                "request answered"
-            );
+    ///
+    /// A function returning its future rather than an `async fn`: an
+    /// `async fn` keeps its arguments twice in its future (rust-lang/rust
+    /// #62958), and the request alone is 264 bytes. Each level of this path
+    /// keeps its futures small, since hyper and every caller copy them
+    /// whole when they start.
+    #[expect(clippy::manual_async_fn, reason = "an async fn keeps its arguments twice in its future (rust-lang/rust#62958)")]
+    pub fn handle(self: Arc<Self>, request: Request<Incoming>, client: IpAddr) -> impl Future<Output = Response<Body>> + Send {
+        async move {
+            let arrived = Instant::now();
+            // The whole request runs on the guest current at its arrival.
+            let active = self.live.active();
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            // Copy what the log line needs only when it will be written.
+            let logged = tracing::enabled!(tracing::Level::DEBUG).then(|| (request.method().clone(), request.uri().clone()));
+            let mut response = self.respond(id, request, client, active.clone()).await;
+            response.headers_mut().insert(REQUEST_ID, HeaderValue::from(id));
+            let took = arrived.elapsed();
+            active.metrics.answered(response.status().as_u16(), took);
+            if let Some((method, uri)) = logged {
+                tracing::debug!(
+                    request_id = id,
+                    %method,
+                    %uri,
+                    status = response.status().as_u16(),
+                    duration_ms = took.as_secs_f64() * 1e3,
+                    "request answered"
+                );
+            }
+            response
         }
-        response
     }
 
-    async fn respond(&self, id: u64, request: Request<Incoming>, client: IpAddr, active: Arc<Active>) -> Response<Body> {
-        if active.guest.http.is_none() {
-            return json_error(
-                StatusCode::NOT_IMPLEMENTED,
-                "not_http",
-                &format!("the guest {} handles sessions only (it exports no wasi:http/incoming-handler)", active.guest.name),
-            );
+    /// Admits the request, reads its body and runs the guest. (Returns its
+    /// future rather than being an `async fn`, as `handle` does.)
+    #[expect(clippy::manual_async_fn, reason = "an async fn keeps its arguments twice in its future (rust-lang/rust#62958)")]
+    fn respond(
+        &self,
+        id: u64,
+        request: Request<Incoming>,
+        client: IpAddr,
+        active: Arc<Active>,
+    ) -> impl Future<Output = Response<Body>> {
+        async move {
+            if active.guest.http.is_none() {
+                return json_error(
+                    StatusCode::NOT_IMPLEMENTED,
+                    "not_http",
+                    &format!("the guest {} handles sessions only (it exports no wasi:http/incoming-handler)", active.guest.name),
+                );
+            }
+            let Some(permit) = self.live.try_slot() else {
+                self.metrics.http.reject(RejectReason::InFlightLimit);
+                return json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "in_flight_limit",
+                    "the host is serving its maximum of requests in flight (--max-in-flight); retry later",
+                );
+            };
+            let in_flight = InFlight::admit(permit, &self.metrics);
+
+            // Most requests (GETs) have no body: nothing to wait for. A body is
+            // read in a future of its own, boxed: held inline, its kilobyte would
+            // make every request's future larger.
+            let request = if request.body().is_end_stream() {
+                let (parts, _) = request.into_parts();
+                Request::from_parts(parts, Bytes::new())
+            } else {
+                match Box::pin(self.read_body(request, active.limits.deadline)).await {
+                    Ok(request) => request,
+                    Err(response) => return response,
+                }
+            };
+
+            run_call(id, active, request, client, in_flight).await
         }
-        let Some(permit) = self.live.try_slot() else {
-            self.metrics.http.reject(RejectReason::InFlightLimit);
-            return json_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "in_flight_limit",
-                "the host is serving its maximum of requests in flight (--max-in-flight); retry later",
-            );
-        };
-        let in_flight = InFlight::admit(permit, &self.metrics);
-
-        let request = match self.read_body(request, active.limits.deadline).await {
-            Ok(request) => request,
-            Err(response) => return response,
-        };
-
-        run_call(id, active, request, client, in_flight).await
     }
 
     /// Reads the whole body within `--max-body`, so an oversized request is
@@ -142,10 +171,6 @@ impl Handler {
             return Err(too_large());
         }
         let (parts, body) = request.into_parts();
-        // Most requests (GETs) have no body: nothing to wait for.
-        if body.is_end_stream() {
-            return Ok(Request::from_parts(parts, Bytes::new()));
-        }
         let limit = usize::try_from(max).unwrap_or(usize::MAX);
         let collect = Limited::new(body, limit).collect();
         let collected = match deadline {
@@ -181,38 +206,48 @@ impl Handler {
 /// response. A call that returns at once (most do) costs no task of its own;
 /// one still running after setting its response (streaming the body, waiting
 /// on a host call) moves to a task, since hyper needs the response head
-/// before the body is complete.
-async fn run_call(id: u64, active: Arc<Active>, request: Request<Bytes>, client: IpAddr, in_flight: InFlight) -> Response<Body> {
-    let (sender, receiver) = oneshot::channel();
-    let call = async move {
-        let deadline = active.limits.deadline;
-        let result = active.instances.call(deadline, move |warm| Box::pin(call_guest(warm, request, client, sender))).await;
-        // A failed instance was dropped in `call`, before the slot is released here.
-        drop(in_flight);
-        match result {
-            Ok(()) => Outcome::Done,
-            Err(Failure { reason, message, detail }) => {
-                active.metrics.failed(reason);
-                tracing::warn!(request_id = id, reason = reason.as_str(), error = %message, %detail, "guest call failed");
-                Outcome::Failed(reason, message)
+/// before the body is complete. (Returns its future rather than being an
+/// `async fn`, as `Handler::handle` does.)
+#[expect(clippy::manual_async_fn, reason = "an async fn keeps its arguments twice in its future (rust-lang/rust#62958)")]
+fn run_call(
+    id: u64,
+    active: Arc<Active>,
+    request: Request<Bytes>,
+    client: IpAddr,
+    in_flight: InFlight,
+) -> impl Future<Output = Response<Body>> {
+    async move {
+        let (sender, receiver) = oneshot::channel();
+        let call = async move {
+            let deadline = active.limits.deadline;
+            let result = active.instances.call(deadline, move |warm| Box::pin(call_guest(warm, request, client, sender))).await;
+            // A failed instance was dropped in `call`, before the slot is released here.
+            drop(in_flight);
+            match result {
+                Ok(()) => Outcome::Done,
+                Err(Failure { reason, message, detail }) => {
+                    active.metrics.failed(reason);
+                    tracing::warn!(request_id = id, reason = reason.as_str(), error = %message, %detail, "guest call failed");
+                    Outcome::Failed(reason, message)
+                }
             }
+        };
+        let mut call = Box::pin(AssertUnwindSafe(call).catch_unwind().map(move |outcome| {
+            outcome.unwrap_or_else(|_| {
+                tracing::error!(request_id = id, "the host panicked running the guest call");
+                Outcome::Panicked
+            })
+        }));
+        match first_of(&mut call, receiver).await {
+            First::Ended(_, Some(set)) => response_or_error(set),
+            First::Ended(outcome, None) => unanswered(outcome),
+            First::Answered(set) => {
+                tokio::spawn(call);
+                response_or_error(set)
+            }
+            // Dropped unset while the call runs on: its outcome says why.
+            First::Unanswered => unanswered(call.await),
         }
-    };
-    let mut call = Box::pin(AssertUnwindSafe(call).catch_unwind().map(move |outcome| {
-        outcome.unwrap_or_else(|_| {
-            tracing::error!(request_id = id, "the host panicked running the guest call");
-            Outcome::Panicked
-        })
-    }));
-    match first_of(&mut call, receiver).await {
-        First::Ended(_, Some(set)) => response_or_error(set),
-        First::Ended(outcome, None) => unanswered(outcome),
-        First::Answered(set) => {
-            tokio::spawn(call);
-            response_or_error(set)
-        }
-        // Dropped unset while the call runs on: its outcome says why.
-        First::Unanswered => unanswered(call.await),
     }
 }
 

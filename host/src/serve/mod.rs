@@ -45,6 +45,8 @@ use crate::shutdown::Shutdown;
 use admin::{Admin, Readiness};
 use anyhow::{Context, Result, bail};
 use config::{ConfigError, GuestConfig};
+use futures_util::FutureExt;
+use futures_util::future::Either;
 use http::Handler;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -381,14 +383,16 @@ async fn accept_traffic(
         };
         let _ = stream.set_nodelay(true);
         let (handler, socket_io) = (handler.clone(), socket_io.clone());
+        // Either future as it is, with no async block around it: a block
+        // would hold the request once more, and hyper copies the whole
+        // future into the connection's state for every request.
         let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-            let (handler, socket_io) = (handler.clone(), socket_io.clone());
-            async move {
-                if request.uri().path().starts_with(socketio::PATH) {
-                    return Ok::<_, Infallible>(socket_io.accept(request, peer).await);
-                }
-                Ok::<_, Infallible>(handler.handle(request, peer.ip()).await)
-            }
+            let response = if request.uri().path().starts_with(socketio::PATH) {
+                Either::Left(socket_io.clone().accept(request, peer))
+            } else {
+                Either::Right(handler.clone().handle(request, peer.ip()))
+            };
+            response.map(Ok::<_, Infallible>)
         });
         let connection = graceful.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned());
         tokio::spawn(async move {

@@ -73,7 +73,7 @@ impl SocketIo {
 
     /// Answers one request under [`PATH`]: a new session on either
     /// transport, a poll or a POST of a polling session, or its upgrade.
-    pub async fn accept(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    pub async fn accept(self: Arc<Self>, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let query = Query::parse(request.uri().query().unwrap_or(""));
         if query.eio != Some("4") {
             return error(Code::UnsupportedProtocolVersion);
