@@ -76,8 +76,8 @@ pub fn build(ws: &Workspace, guests_dir: &Path) -> Result<PathBuf> {
     let dirs = Dirs::of(ws);
     println!("building the host and the native references instrumented (profile-guided release, step 1 of 3)");
     let instrumented = build_into(ws, &dirs.instrumented, &format!("-Cprofile-generate={}", dirs.raw.display()))?;
-    let binaries: Vec<PathBuf> = RELEASE_PACKAGES.iter().map(|p| instrumented.join(p)).collect();
-    if needs_training(modified(&dirs.profile), binaries.iter().map(|b| modified(b))) {
+    let binaries = binaries_of(ws.cargo(), &RELEASE_PACKAGES)?;
+    if needs_training(modified(&dirs.profile), binaries.iter().map(|b| modified(&instrumented.join(b)))) {
         println!("training them under load (step 2 of 3)");
         let _ = std::fs::remove_dir_all(&dirs.raw);
         std::fs::create_dir_all(&dirs.train)?;
@@ -89,6 +89,34 @@ pub fn build(ws: &Workspace, guests_dir: &Path) -> Result<PathBuf> {
     }
     println!("building them with the profile (step 3 of 3)");
     build_into(ws, &dirs.optimized, &format!("-Cprofile-use={}", dirs.profile.display()))
+}
+
+/// The names of the binaries `packages` build, from `cargo metadata`
+/// (`cargo` runs in the workspace): a package's binary need not bear its
+/// name (`tracker-work` builds `tracker-work-cost`), and one looked for under
+/// the package's name could never be dated, so training would run every time.
+fn binaries_of(mut cargo: Command, packages: &[&str]) -> Result<Vec<String>> {
+    let out = cargo.args(["metadata", "--no-deps", "--format-version", "1"]).stderr(Stdio::inherit()).output()?;
+    if !out.status.success() {
+        bail!("cargo metadata failed with {}", out.status);
+    }
+    let metadata: serde_json::Value = serde_json::from_slice(&out.stdout).context("parsing cargo metadata")?;
+    let mut binaries = Vec::new();
+    for package in packages {
+        let found = metadata["packages"].as_array().into_iter().flatten().find(|p| p["name"] == *package);
+        let targets = found.with_context(|| format!("cargo metadata lists no package {package}"))?["targets"].as_array();
+        let bins: Vec<String> = targets
+            .into_iter()
+            .flatten()
+            .filter(|t| t["kind"].as_array().is_some_and(|kinds| kinds.iter().any(|k| k == "bin")))
+            .filter_map(|t| t["name"].as_str().map(str::to_string))
+            .collect();
+        if bins.is_empty() {
+            bail!("the package {package} builds no binary");
+        }
+        binaries.extend(bins);
+    }
+    Ok(binaries)
 }
 
 /// `cargo build --release` of [`RELEASE_PACKAGES`] into `target_dir` with
@@ -227,6 +255,17 @@ fn tool_path(sysroot: &Path, rustc_version: &str, tool: &str) -> Result<PathBuf>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_profile_is_dated_by_the_binaries_the_packages_really_build() {
+        let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+        cargo.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+        let binaries = binaries_of(cargo, &RELEASE_PACKAGES).unwrap();
+        for binary in ["scalelab", "prime-native", "tracker-work-cost", "todo-native", "httpbin-native"] {
+            assert!(binaries.iter().any(|b| b == binary), "{binary} missing from {binaries:?}");
+        }
+        assert!(!binaries.iter().any(|b| b == "tracker-work"), "{binaries:?}");
+    }
 
     #[test]
     fn the_users_rustflags_are_kept_before_the_profile_flag() {
