@@ -138,11 +138,11 @@ impl Instances {
             let mut warm = match self.reuse() {
                 Some(warm) => warm,
                 // Boxed: instantiation's future is large, and held inline it
-                // makes every call's future larger (the HTTP handler's: 3,544
-                // bytes inline, 2,312 boxed), and each move of a future a copy
-                // of all of it. Most calls reuse an instance and never take
-                // this path. About 1% fewer host instructions a request
-                // (callgrind, todo `GET /`).
+                // would make every call's future larger, and each move of a
+                // future a copy of all of it (the HTTP handler's was 3,544
+                // bytes with it inline, 2,312 boxed: about 1% fewer host
+                // instructions a request, callgrind, todo `GET /`). Most
+                // calls reuse an instance and never take this path.
                 None => match Box::pin(self.instantiate()).await {
                     Ok(warm) => warm,
                     Err((e, store)) => return Err(classify(&e, &store, deadline)),
