@@ -23,6 +23,7 @@ use bindings::scalelab::guests::metrics::{self, MetricKind};
 use bindings::scalelab::guests::{sessions, state};
 use guest_http::Response;
 use guest_http::wasi::http::types::{IncomingRequest, ResponseOutparam};
+use std::cell::Cell;
 use std::sync::OnceLock;
 
 const ACTIVE: &str = "mx_server_active_conn_gauge";
@@ -49,6 +50,27 @@ fn settings() -> &'static Settings {
     SETTINGS.get_or_init(|| {
         let number = |name: &str, default: u32| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
         Settings { tick_ms: number("TRACKER_TICK_MS", 10).max(1), work: number("TRACKER_WORK", tracker_work::DEFAULT_ITERATIONS) }
+    })
+}
+
+/// A seed for one client-tick's work. The work needs only a different seed
+/// each time, as the JS servers' `Math.random` gives, not the host's
+/// entropy: each instance draws one seed from `wasi:random` and steps a
+/// splitmix64 sequence from it (one host call per instance rather than per
+/// client-tick, and no shared state: what is lost in a swap is a
+/// sequence position, which nothing needs).
+fn next_seed() -> u64 {
+    thread_local! {
+        static SEQUENCE: Cell<Option<u64>> = const { Cell::new(None) };
+    }
+    SEQUENCE.with(|sequence| {
+        let state = sequence.get().unwrap_or_else(bindings::wasi::random::random::get_random_u64);
+        let state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        sequence.set(Some(state));
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
     })
 }
 
@@ -97,7 +119,7 @@ impl Guest for Tracker {
     }
 
     fn session_tick(id: u64) -> Vec<Effect> {
-        let seed = bindings::wasi::random::random::get_random_u64();
+        let seed = next_seed();
         let value = tracker_work::work(settings().work, seed);
         state::increment(TICKS_KEY, 1);
         metrics::add(PROCESSED, 1.0);

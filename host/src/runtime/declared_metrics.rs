@@ -11,10 +11,17 @@
 //! of the process, so a guest that declares them in a loop (a label value
 //! per user, say) is refused past `--guest-max-metrics`, and one declaration
 //! (name, help, labels, buckets) is kept small.
+//!
+//! Guests update their metrics far more often than they declare them (the
+//! tracker adds to a counter at every client-tick, from every worker
+//! thread), so the table is read without a lock: an `ArcSwap` of a map that
+//! a declaration replaces whole. A read-write lock would make every update
+//! write the lock's shared word, a cache line every core takes in turn.
 
+use arc_swap::ArcSwap;
 use prometheus::{Counter, Gauge, Histogram, HistogramOpts, Opts, Registry};
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, Mutex};
 
 /// What the WIT's `metric-kind` says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +31,7 @@ pub enum Kind {
     Histogram,
 }
 
+#[derive(Clone)]
 enum Metric {
     Counter(Counter),
     Gauge(Gauge),
@@ -49,7 +57,11 @@ const MAX_BUCKETS: usize = 64;
 
 pub struct DeclaredMetrics {
     registry: Registry,
-    declared: RwLock<HashMap<String, Metric>>,
+    /// The declared metrics by name, read lock-free by every update.
+    declared: ArcSwap<HashMap<String, Metric>>,
+    /// Held by a declaration while it replaces `declared`, so that two at
+    /// once cannot lose one another's metric.
+    declaring: Mutex<()>,
     /// Most metrics guests may declare in all (`--guest-max-metrics`).
     max: usize,
 }
@@ -58,7 +70,7 @@ impl DeclaredMetrics {
     /// Metrics registered in `registry` (the host's, which `/metrics` encodes),
     /// at most `max` of them.
     pub fn new(registry: Registry, max: usize) -> DeclaredMetrics {
-        DeclaredMetrics { registry, declared: RwLock::new(HashMap::new()), max }
+        DeclaredMetrics { registry, declared: ArcSwap::from_pointee(HashMap::new()), declaring: Mutex::new(()), max }
     }
 
     /// Refuses a declaration too large to keep.
@@ -84,7 +96,7 @@ impl DeclaredMetrics {
         buckets: &[f64],
         labels: &[(String, String)],
     ) -> Result<(), String> {
-        if let Some(existing) = self.declared.read().unwrap().get(name) {
+        if let Some(existing) = self.declared.load().get(name) {
             return match existing.kind() == kind {
                 true => Ok(()),
                 false => Err(format!("metric {name} is already declared as a {:?}", existing.kind())),
@@ -115,7 +127,8 @@ impl DeclaredMetrics {
                 Metric::Histogram(Histogram::with_opts(opts).map_err(|e| e.to_string())?)
             }
         };
-        let mut declared = self.declared.write().unwrap();
+        let _declaring = self.declaring.lock().unwrap();
+        let mut declared = HashMap::clone(&self.declared.load());
         if declared.contains_key(name) {
             // Declared by another instance meanwhile.
             return Ok(());
@@ -130,12 +143,13 @@ impl DeclaredMetrics {
         };
         registered.map_err(|e| format!("metric {name}: {e}"))?;
         declared.insert(name.to_string(), metric);
+        self.declared.store(Arc::new(declared));
         Ok(())
     }
 
     /// Adds to a counter (negative values are refused) or a gauge.
     pub fn add(&self, name: &str, value: f64) -> Result<(), String> {
-        match self.declared.read().unwrap().get(name) {
+        match self.declared.load().get(name) {
             Some(Metric::Counter(c)) if value >= 0.0 => c.inc_by(value),
             Some(Metric::Counter(_)) => return Err(format!("counter {name} cannot decrease (add {value})")),
             Some(Metric::Gauge(g)) => g.add(value),
@@ -146,7 +160,7 @@ impl DeclaredMetrics {
     }
 
     pub fn set(&self, name: &str, value: f64) -> Result<(), String> {
-        match self.declared.read().unwrap().get(name) {
+        match self.declared.load().get(name) {
             Some(Metric::Gauge(g)) => g.set(value),
             Some(_) => return Err(format!("{name} is not a gauge: only gauges can be set")),
             None => return Err(format!("metric {name} was not declared")),
@@ -155,7 +169,7 @@ impl DeclaredMetrics {
     }
 
     pub fn observe(&self, name: &str, value: f64) -> Result<(), String> {
-        match self.declared.read().unwrap().get(name) {
+        match self.declared.load().get(name) {
             Some(Metric::Histogram(h)) => h.observe(value),
             Some(_) => return Err(format!("{name} is not a histogram")),
             None => return Err(format!("metric {name} was not declared")),
@@ -195,6 +209,26 @@ mod tests {
         assert_eq!((active.get_label()[0].name(), active.get_label()[0].value()), ("app", "mx-server"));
         assert_eq!(value("jobs_total").unwrap().get_counter().value(), 3.0);
         assert_eq!(value("job_seconds").unwrap().get_histogram().get_sample_count(), 1);
+    }
+
+    #[test]
+    fn declarations_made_at_once_from_many_threads_all_count() {
+        let registry = Registry::new();
+        let metrics = DeclaredMetrics::new(registry.clone(), 1000);
+        std::thread::scope(|threads| {
+            for t in 0..4 {
+                let metrics = &metrics;
+                threads.spawn(move || {
+                    for i in 0..50 {
+                        metrics.declare(&format!("m_{t}_{i}"), "", Kind::Counter, &[], &[]).unwrap();
+                        metrics.add(&format!("m_{t}_{i}"), 1.0).unwrap();
+                    }
+                });
+            }
+        });
+        // Each declaration replaces the table: none may have replaced another's.
+        assert_eq!(metrics.declared.load().len(), 200);
+        assert_eq!(registry.gather().len(), 200);
     }
 
     #[test]

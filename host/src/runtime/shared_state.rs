@@ -120,7 +120,9 @@ impl SharedState {
     /// A counter that exists is rewritten in place, with one search of the
     /// map and no allocation: a shared counter (the tracker's ticks) is
     /// incremented on every client-tick, under the one lock every session
-    /// takes.
+    /// takes. For the same reason the gauges are written only when the bytes
+    /// held change (a new digit): each is a cache line every core would
+    /// otherwise take in turn at every increment.
     pub fn increment(&self, key: &str, delta: i64) -> Result<i64, StateLimit> {
         let mut guard = self.entries.lock().unwrap();
         let entries = &mut *guard;
@@ -130,9 +132,10 @@ impl SharedState {
         };
         let current = std::str::from_utf8(value).ok().and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
         let next = current.saturating_add(delta);
-        let mut digits = [0u8; 20];
-        let text = decimal(next, &mut digits);
-        entries.bytes = self.room(entries.bytes, key, key.len() + value.len(), key.len() + text.len())?;
+        let mut digits = itoa::Buffer::new();
+        let text = digits.format(next).as_bytes();
+        let held = entries.bytes;
+        entries.bytes = self.room(held, key, key.len() + value.len(), key.len() + text.len())?;
         if value.capacity() > SMALL_VALUE {
             // A large value (of something that was not a counter) gives its
             // memory back: the limits count lengths, not capacities.
@@ -141,7 +144,9 @@ impl SharedState {
             value.clear();
             value.extend_from_slice(text);
         }
-        self.count(entries);
+        if entries.bytes != held {
+            self.bytes.set(entries.bytes as i64);
+        }
         Ok(next)
     }
 
@@ -169,16 +174,6 @@ impl SharedState {
 
 /// Largest capacity a counter's value keeps when rewritten in place.
 const SMALL_VALUE: usize = 64;
-
-/// `n` in decimal, written into `buffer` (20 bytes hold every `i64`,
-/// `i64::MIN` included).
-fn decimal(n: i64, buffer: &mut [u8; 20]) -> &[u8] {
-    use std::io::Write;
-    let mut rest = &mut buffer[..];
-    write!(rest, "{n}").expect("20 bytes hold every i64");
-    let written = 20 - rest.len();
-    &buffer[..written]
-}
 
 #[cfg(test)]
 mod tests {
