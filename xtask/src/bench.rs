@@ -338,10 +338,16 @@ fn goals(results: &Results, instantiate_us: f64, swap: &SwapLatency, backtrace_c
 /// A ratio as `0.86x`, with more decimals when two would round it onto
 /// `goal` from below (0.597 printed as 0.60x beside "NOT met").
 fn ratio_text(ratio: f64, goal: f64) -> String {
-    let shown = |decimals: usize| format!("{ratio:.decimals$}");
-    let reaches = |text: &str| text.parse::<f64>().is_ok_and(|value| value >= goal);
-    let decimals = (2..6).find(|&d| ratio >= goal || !reaches(&shown(d))).unwrap_or(6);
-    format!("{}x", shown(decimals))
+    format!("{}x", against_goal(ratio, goal, 2))
+}
+
+/// `value` with `decimals` decimals, or more when those would round it onto
+/// `goal` from below: a value under its goal never reads as reaching it.
+pub fn against_goal(value: f64, goal: f64, decimals: usize) -> String {
+    let shown = |decimals: usize| format!("{value:.decimals$}");
+    let reaches = |text: &str| text.parse::<f64>().is_ok_and(|shown| shown >= goal);
+    let enough = (decimals..decimals + 4).find(|&d| value >= goal || !reaches(&shown(d)));
+    shown(enough.unwrap_or(decimals + 4))
 }
 
 pub fn save_report(ws: &Workspace, bench_dir: &Path, stem: &str, latest: &str, report: &Value) -> Result<()> {
@@ -722,5 +728,7 @@ mod tests {
         assert_eq!(ratio_text(0.604, 0.6), "0.60x");
         assert_eq!(ratio_text(0.594, 0.6), "0.59x");
         assert_eq!(ratio_text(10.76, 3.0), "10.76x");
+        assert_eq!(super::against_goal(74.88, 75.0, 0), "74.9");
+        assert_eq!(super::against_goal(79.2, 75.0, 0), "79");
     }
 }

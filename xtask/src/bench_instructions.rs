@@ -27,6 +27,14 @@
 //! (which this project's machines set): the host must not depend on it, and
 //! a count shows any difference (an error built on the request path would
 //! capture a backtrace per request) where timed runs cannot see 5%.
+//!
+//! The session path gets one more count: the host serving `tracker` with
+//! `TRACKER_WORK=0`, so that what is left of a client-tick is its overhead
+//! (the timer, the guest call and its host calls, the WebSocket frames, the
+//! write). [`TRACKER_CLIENTS`] swarm clients tick while instrumentation is
+//! on for [`TRACKER_WINDOW`]; the client-ticks are the calls to `send` the
+//! count saw (one write per client-tick, both events together), so window
+//! edges do not blur the figure.
 
 use crate::bench::{Prepared, prepare, save_report};
 use crate::workspace::Workspace;
@@ -43,6 +51,10 @@ const WARM_UP: u32 = 300;
 /// A guest and the native server that runs the same routing crate, with the routes measured.
 const CASES: &[(&str, &str, &[&str])] =
     &[("prime", "prime-native", &["/prime/1", "/prime/1000"]), ("httpbin", "httpbin-native", &["/uuid", "/get"])];
+
+/// Clients ticking during the tracker's count, and how long it counts.
+const TRACKER_CLIENTS: u32 = 20;
+const TRACKER_WINDOW: Duration = Duration::from_secs(4);
 
 /// One row of the table.
 struct Row {
@@ -79,7 +91,9 @@ pub fn run(ws: &Workspace, requests: u32) -> Result<()> {
             rows.push(Row { route, guest, wasm, wasm_backtrace, native, reservation });
         }
     }
-    let table = table(&rows);
+    let ticks = count_ticks(&prepared, &dir)?;
+    println!("  tracker client-tick, TRACKER_WORK=0: {:.0} ({} client-ticks counted)", ticks.per_tick, ticks.ticks);
+    let table = format!("{}{}", table(&rows), ticks.line());
     print!("\n{table}");
     let report = json!({
         "command": format!("cargo xtask bench-instructions --requests {requests}"),
@@ -90,6 +104,10 @@ pub fn run(ws: &Workspace, requests: u32) -> Result<()> {
             "wasm_rust_backtrace_instructions_per_request": r.wasm_backtrace,
             "native_instructions_per_request": r.native, "memory_reservation": r.reservation,
         })).collect::<Vec<Value>>(),
+        "tracker_no_work": json!({
+            "instructions_per_client_tick": ticks.per_tick, "client_ticks": ticks.ticks,
+            "clients": TRACKER_CLIENTS, "memory_reservation": ticks.reservation,
+        }),
         "table": table,
     });
     save_report(ws, &prepared.bench_dir, "instructions", "instructions-latest.json", &report)
@@ -145,6 +163,107 @@ fn count(prepared: &Prepared, server: &Server<'_>, route: &str, requests: u32, d
     let log = std::fs::read_to_string(&log_path).unwrap_or_default();
     let _ = std::fs::remove_file(&log_path);
     Ok((totals(&text)? as f64 / f64::from(requests), log))
+}
+
+/// The tracker's count: instructions per client-tick of its overhead.
+struct TickCount {
+    per_tick: f64,
+    ticks: u64,
+    reservation: String,
+}
+
+impl TickCount {
+    fn line(&self) -> String {
+        format!(
+            "session path: tracker with TRACKER_WORK=0, {:.0} instructions per client-tick ({} client-ticks of {TRACKER_CLIENTS} clients; host memory {})\n",
+            self.per_tick, self.ticks, self.reservation
+        )
+    }
+}
+
+/// Instructions per client-tick of the host serving `tracker` with no work
+/// per tick: a swarm of [`TRACKER_CLIENTS`] ticks through a warm-up, then
+/// for [`TRACKER_WINDOW`] under instrumentation.
+fn count_ticks(prepared: &Prepared, dir: &Path) -> Result<TickCount> {
+    let port = free_port()?;
+    let out = dir.join(format!("callgrind.{port}"));
+    let log_path = dir.join(format!("server.{port}.log"));
+    let config = dir.join("tracker-no-work.toml");
+    std::fs::write(&config, "guest = \"tracker\"\n\n[env]\nTRACKER_WORK = \"0\"\n")?;
+    let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+    let address = format!("127.0.0.1:{port}");
+    let mut command = Command::new("valgrind");
+    command
+        .args(["--tool=callgrind", "--instr-atstart=no", "--log-file=/dev/null"])
+        .arg(format!("--callgrind-out-file={}", out.display()))
+        .arg(prepared.release.join("scalelab"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .arg("--guests-dir")
+        .arg(&prepared.guests_dir)
+        .arg("--cache-dir")
+        .arg(prepared.bench_dir.join("cache"))
+        .args(["--listen", &address, "--admin-listen", "127.0.0.1:0", "--tcp-listen", "off"])
+        .env_remove("RUST_BACKTRACE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    let mut host = Running(command.spawn().context("starting valgrind")?);
+    wait_for(&address, Duration::from_secs(120))?;
+    let warm_up = Duration::from_secs(3);
+    let hold = warm_up + TRACKER_WINDOW + Duration::from_secs(30);
+    let swarm = Command::new(prepared.release.join("scalelab"))
+        .args(["swarm", "sockets", "--url", &format!("http://{address}"), "--clients", &TRACKER_CLIENTS.to_string()])
+        .args(["--spawn-interval", "5ms", "--hold", &format!("{}s", hold.as_secs()), "--metrics-listen", "off"])
+        .env_remove("RUST_BACKTRACE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting scalelab swarm sockets")?;
+    let swarm = Running(swarm);
+    std::thread::sleep(warm_up);
+    callgrind_control(host.0.id(), "on")?;
+    std::thread::sleep(TRACKER_WINDOW);
+    callgrind_control(host.0.id(), "off")?;
+    drop(swarm);
+    host.stop()?;
+    let text = std::fs::read_to_string(&out).with_context(|| format!("reading {}", out.display()))?;
+    let _ = std::fs::remove_file(&out);
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let _ = std::fs::remove_file(&log_path);
+    let ticks = calls_to(&text, "send");
+    ensure!(ticks > 0, "no client-tick was counted (no call to send): see the host's log\n{log}");
+    let reservation = reservation(&log).unwrap_or("unknown").to_string();
+    Ok(TickCount { per_tick: totals(&text)? as f64 / ticks as f64, ticks, reservation })
+}
+
+/// Calls made to the function `name` in a callgrind output file. Names may
+/// be compressed: `(id) name` where one first appears, `(id)` after.
+fn calls_to(text: &str, name: &str) -> u64 {
+    let mut names = std::collections::HashMap::new();
+    let mut resolve = |spec: &str| -> Option<String> {
+        let Some(rest) = spec.strip_prefix('(') else { return Some(spec.to_string()) };
+        let (id, defined) = rest.split_once(')')?;
+        let defined = defined.trim();
+        if !defined.is_empty() {
+            names.insert(id.to_string(), defined.to_string());
+        }
+        names.get(id).cloned()
+    };
+    let (mut counting, mut total) = (false, 0);
+    for line in text.lines() {
+        if let Some(spec) = line.strip_prefix("cfn=") {
+            counting = resolve(spec).as_deref() == Some(name);
+        } else if let Some(spec) = line.strip_prefix("fn=") {
+            resolve(spec);
+        } else if let Some(calls) = line.strip_prefix("calls=")
+            && std::mem::take(&mut counting)
+        {
+            total += calls.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+        }
+    }
+    total
 }
 
 /// The memory reservation a host's start-up log names
@@ -280,6 +399,15 @@ mod tests {
         assert!(!out.contains("bounds checks"), "{out}");
         let out = table(&[row("checked")]);
         assert!(out.contains("checked") && out.contains("bounds checks"), "{out}");
+    }
+
+    #[test]
+    fn calls_are_counted_by_name_through_compressed_names() {
+        let text = "fn=(1) main\ncfn=(2) send\ncalls=3 0x10\n5 7\ncfn=(3) sendmsg\ncalls=9 0x20\n\
+                    fn=(4) other\ncfn=(2)\ncalls=4 0x10\ncfn=(20) x\ncalls=100 0\ncfn=(2)\n5 1\n";
+        assert_eq!(calls_to(text, "send"), 7, "an id names one function: (20) is not (2)");
+        assert_eq!(calls_to("fn=main\ncfn=send\ncalls=2 0\n", "send"), 2, "uncompressed names");
+        assert_eq!(calls_to(text, "recv"), 0);
     }
 
     #[test]

@@ -16,7 +16,7 @@
 //! inside guest calls (the guest's work plus the call's own cost), next to
 //! what 75% of the limit allows per client-tick.
 
-use crate::bench::{Contender, Prepared, prepare, spawn_host};
+use crate::bench::{Contender, Prepared, against_goal, prepare, spawn_host};
 use crate::process_stats::cpu_seconds;
 use crate::scrape;
 use crate::workspace::Workspace;
@@ -81,15 +81,15 @@ pub fn run(ws: &Workspace, hold: Duration) -> Result<()> {
         let host_us = row["host_cpu_per_tick_us"].as_f64().unwrap_or(0.0);
         let in_calls_us = row["in_guest_calls_per_tick_us"].as_f64().unwrap_or(0.0);
         println!(
-            "| {} | {:.1} µs | {limit:.0} clients | {} clients | {:.0}% | {} | {:.2} cores | {:.0} clients | {:.0}% | {host_us:.1} µs | {in_calls_us:.1} µs ({:.0}%) |",
+            "| {} | {:.1} µs | {limit:.0} clients | {} clients | {}% | {} | {:.2} cores | {:.0} clients | {}% | {host_us:.1} µs | {in_calls_us:.1} µs ({:.0}%) |",
             row["config"].as_str().unwrap_or("?"),
             native_ns / 1e3,
             row["largest_clients_at_95"],
-            share * 100.0,
+            against_goal(share * 100.0, GOAL * 100.0, 0),
             if share >= GOAL { "met" } else { "NOT met" },
             row["swarm_cores"].as_f64().unwrap_or(0.0),
             row["cpu_limit_left_clients"].as_f64().unwrap_or(0.0),
-            row["share_of_limit_left"].as_f64().unwrap_or(0.0) * 100.0,
+            against_goal(row["share_of_limit_left"].as_f64().unwrap_or(0.0) * 100.0, GOAL * 100.0, 0),
             if host_us > 0.0 { in_calls_us / host_us * 100.0 } else { 0.0 },
         );
     }
