@@ -10,7 +10,8 @@
 //! - `bench-httpbin [--quick]`: the httpbin guest against the real httpbin
 //!   under gunicorn, with `httpbin-native` as the ceiling (see `bench_httpbin.rs`);
 //! - `bench-instructions [--requests N]`: instructions per request of the wasm
-//!   host and its native references, counted by valgrind (see `bench_instructions.rs`);
+//!   host and its native references, and per client-tick of the tracker's
+//!   session path, counted by valgrind (see `bench_instructions.rs`);
 //! - `bench-todo [--quick]`: the todo guest on SQLite and Postgres against its
 //!   native reference (see `bench_todo.rs`);
 //! - `soak [--minutes N] [--guest G]...`: long runs under mixed load with swaps (see `soak.rs`);
@@ -110,7 +111,8 @@ enum Task {
         #[arg(long)]
         quick: bool,
     },
-    /// Instructions per request (valgrind's callgrind) of the wasm host and its native references.
+    /// Instructions per request (valgrind's callgrind) of the wasm host and its native references,
+    /// and per client-tick of the tracker's session path with no work.
     BenchInstructions {
         /// Requests counted per server and route.
         #[arg(long, default_value_t = 2000)]
