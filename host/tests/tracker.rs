@@ -125,6 +125,37 @@ async fn the_official_javascript_and_python_clients_connect_with_each_transport_
     assert!(metrics.value("mx_server_processed_fps_total", &[("app", "mx-server")]).unwrap() >= 50.0 * clients_run);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn every_tick_sends_a_clock_then_a_value_as_json_numbers_and_the_values_vary() {
+    let host = Host::start("tracker", &[]);
+    let mut ws = connect(&host).await;
+    let mut events = Vec::new();
+    while events.len() < 20 {
+        let Some(text) = next_text(&mut ws).await else { panic!("the connection ended after {events:?}") };
+        if text == "2" {
+            ws.send(Message::text("3")).await.unwrap();
+            continue;
+        }
+        let event: serde_json::Value =
+            serde_json::from_str(text.strip_prefix("42").unwrap_or(&text)).unwrap_or_else(|e| panic!("{e}: {text}"));
+        events.push(event);
+    }
+    ws.send(Message::text("41")).await.unwrap();
+    let (mut last_ms, mut values) = (0, std::collections::BTreeSet::new());
+    for tick in events.chunks(2) {
+        let (clock, value) = (&tick[0], &tick[1]);
+        assert_eq!((&clock[0], &value[0]), (&"clock".into(), &"value".into()), "a clock, then a value: {events:?}");
+        let ms = clock[1].as_u64().unwrap_or_else(|| panic!("the clock is an integer of ms: {clock}"));
+        assert!(ms >= last_ms, "clocks go forward: {ms} after {last_ms}");
+        last_ms = ms;
+        let v = value[1].as_f64().unwrap_or_else(|| panic!("the value is a JSON number: {value}"));
+        assert!((0.0..1.0).contains(&v), "{v}");
+        values.insert(v.to_bits());
+    }
+    // Each tick's work starts from a seed of its own: ten ticks, ten results.
+    assert_eq!(values.len(), 10, "{events:?}");
+}
+
 /// What the well-behaved client of `misbehaving_clients_...` saw.
 #[derive(Debug)]
 struct GoodClient {
