@@ -128,19 +128,14 @@ fn count(prepared: &Prepared, server: &Server<'_>, route: &str, requests: u32, d
     let out = dir.join(format!("callgrind.{port}"));
     let log_path = dir.join(format!("server.{port}.log"));
     let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
-    let mut command = Command::new("valgrind");
-    command
-        .args(["--tool=callgrind", "--instr-atstart=no", "--log-file=/dev/null"])
-        .arg(format!("--callgrind-out-file={}", out.display()));
+    let mut command = callgrind(&out);
     let address = format!("127.0.0.1:{port}");
     match server {
         Server::Host { guest, backtrace } => {
             if *backtrace {
                 command.env("RUST_BACKTRACE", "1");
             }
-            command.arg(prepared.release.join("scalelab")).args(["serve", "--guest", guest, "--guests-dir"]);
-            command.arg(&prepared.guests_dir).args(["--cache-dir"]).arg(prepared.bench_dir.join("cache"));
-            command.args(["--listen", &address, "--admin-listen", "127.0.0.1:0", "--tcp-listen", "off"]);
+            serve(&mut command, prepared, &address).args(["--guest", guest]);
         }
         Server::Native(name) => {
             command.arg(prepared.release.join(name)).arg(&address);
@@ -158,11 +153,39 @@ fn count(prepared: &Prepared, server: &Server<'_>, route: &str, requests: u32, d
     load(&prepared.release, &url, requests)?;
     callgrind_control(child.0.id(), "off")?;
     child.stop()?;
-    let text = std::fs::read_to_string(&out).with_context(|| format!("reading {}", out.display()))?;
-    let _ = std::fs::remove_file(&out);
-    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-    let _ = std::fs::remove_file(&log_path);
+    let (text, log) = take_output(&out, &log_path)?;
     Ok((totals(&text)? as f64 / f64::from(requests), log))
+}
+
+/// `valgrind --tool=callgrind`, instrumentation off until asked, counting into `out`.
+fn callgrind(out: &Path) -> Command {
+    let mut command = Command::new("valgrind");
+    command
+        .args(["--tool=callgrind", "--instr-atstart=no", "--log-file=/dev/null"])
+        .arg(format!("--callgrind-out-file={}", out.display()));
+    command
+}
+
+/// Adds `scalelab serve` on `address` with what every count's host shares:
+/// the benchmark's guests and compile cache, no TCP listener.
+fn serve<'a>(command: &'a mut Command, prepared: &Prepared, address: &str) -> &'a mut Command {
+    command
+        .arg(prepared.release.join("scalelab"))
+        .args(["serve", "--guests-dir"])
+        .arg(&prepared.guests_dir)
+        .arg("--cache-dir")
+        .arg(prepared.bench_dir.join("cache"))
+        .args(["--listen", address, "--admin-listen", "127.0.0.1:0", "--tcp-listen", "off"])
+}
+
+/// The callgrind output and the server's log of a finished count, both
+/// files removed.
+fn take_output(out: &Path, log_path: &Path) -> Result<(String, String)> {
+    let text = std::fs::read_to_string(out).with_context(|| format!("reading {}", out.display()))?;
+    let _ = std::fs::remove_file(out);
+    let log = std::fs::read_to_string(log_path).unwrap_or_default();
+    let _ = std::fs::remove_file(log_path);
+    Ok((text, log))
 }
 
 /// The tracker's count: instructions per client-tick of its overhead.
@@ -192,22 +215,9 @@ fn count_ticks(prepared: &Prepared, dir: &Path) -> Result<TickCount> {
     std::fs::write(&config, "guest = \"tracker\"\n\n[env]\nTRACKER_WORK = \"0\"\n")?;
     let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
     let address = format!("127.0.0.1:{port}");
-    let mut command = Command::new("valgrind");
-    command
-        .args(["--tool=callgrind", "--instr-atstart=no", "--log-file=/dev/null"])
-        .arg(format!("--callgrind-out-file={}", out.display()))
-        .arg(prepared.release.join("scalelab"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .arg("--guests-dir")
-        .arg(&prepared.guests_dir)
-        .arg("--cache-dir")
-        .arg(prepared.bench_dir.join("cache"))
-        .args(["--listen", &address, "--admin-listen", "127.0.0.1:0", "--tcp-listen", "off"])
-        .env_remove("RUST_BACKTRACE")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log);
+    let mut command = callgrind(&out);
+    serve(&mut command, prepared, &address).arg("--config").arg(&config);
+    command.env_remove("RUST_BACKTRACE").stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
     let mut host = Running(command.spawn().context("starting valgrind")?);
     wait_for(&address, Duration::from_secs(120))?;
     let warm_up = Duration::from_secs(3);
@@ -228,10 +238,7 @@ fn count_ticks(prepared: &Prepared, dir: &Path) -> Result<TickCount> {
     callgrind_control(host.0.id(), "off")?;
     drop(swarm);
     host.stop()?;
-    let text = std::fs::read_to_string(&out).with_context(|| format!("reading {}", out.display()))?;
-    let _ = std::fs::remove_file(&out);
-    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-    let _ = std::fs::remove_file(&log_path);
+    let (text, log) = take_output(&out, &log_path)?;
     let ticks = calls_to(&text, "send");
     ensure!(ticks > 0, "no client-tick was counted (no call to send): see the host's log\n{log}");
     let reservation = reservation(&log).unwrap_or("unknown").to_string();
