@@ -3,6 +3,13 @@
 //! to the CPU limit of that work: the native cost of one client-tick, and
 //! the machine's CPU time divided by it.
 //!
+//! The limit's native cost is measured as the host works: with every CPU
+//! running the work at once (`tracker-work-cost --threads <CPUs>`), right
+//! before and right after each host's search, and the two averaged. A CPU
+//! working alone can run faster than one of several working together, and
+//! the machine's speed drifts over minutes; the cost on one CPU working
+//! alone is printed too, with the share it would give.
+//!
 //! The release host serves `tracker`; `scalelab swarm sockets` (on the same
 //! machine, so it takes some of the CPU too) holds C clients for a few
 //! seconds; C doubles until a client falls below 95 ticks/s, then a binary
@@ -38,26 +45,40 @@ pub fn run(ws: &Workspace, hold: Duration) -> Result<()> {
     let Prepared { guests_dir, release, bench_dir } = prepare(ws)?;
     let scalelab = release.join("scalelab");
 
-    let out = Command::new(release.join("tracker-work-cost")).stderr(Stdio::null()).output()?;
-    let native_ns: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().context("tracker-work-cost printed no number")?;
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    let limit = cpus * 1e9 / native_ns / TICKS_PER_SECOND;
-    println!(
-        "native cost of one client-tick: {:.1} µs; CPU limit on {cpus} CPUs: {limit:.0} clients at {TICKS_PER_SECOND} ticks/s",
-        native_ns / 1e3
-    );
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpus = threads as f64;
+    let alone_ns = native_ns(&release, 1)?;
+    println!("native cost of one client-tick, one CPU working: {:.1} µs", alone_ns / 1e3);
 
     let configs: [(&str, &[&str]); 2] = [("default (deadline 5s)", &[]), ("--deadline off", &["--deadline", "off"])];
     let mut rows = Vec::new();
     for (name, extra) in configs {
         println!("{name}:");
+        // The limit's native cost is measured right before and right after
+        // this host's search, with every CPU working as they do under the
+        // host: the machine's speed drifts by several percent over minutes.
+        let before = native_ns(&release, threads)?;
         let Largest { good, bad, swarm_cores, cost } = largest(&scalelab, &guests_dir, &bench_dir, extra, hold)?;
-        let limit_left = (cpus - swarm_cores).max(0.0) * 1e9 / native_ns / TICKS_PER_SECOND;
+        let after = native_ns(&release, threads)?;
+        let native = (before + after) / 2.0;
+        let limit = cpus * 1e9 / native / TICKS_PER_SECOND;
+        let limit_left = (cpus - swarm_cores).max(0.0) * 1e9 / native / TICKS_PER_SECOND;
+        println!(
+            "  native cost of one client-tick, all {threads} CPUs working: {:.1} µs before the search, {:.1} µs after; \
+             CPU limit {limit:.0} clients at {TICKS_PER_SECOND} ticks/s",
+            before / 1e3,
+            after / 1e3
+        );
         rows.push(json!({
             "config": name,
+            "native_client_tick_us": native / 1e3,
+            "native_client_tick_before_us": before / 1e3,
+            "native_client_tick_after_us": after / 1e3,
+            "cpu_limit_clients": limit,
             "largest_clients_at_95": good,
             "first_failing": bad,
             "share_of_limit": f64::from(good) / limit,
+            "share_of_limit_one_cpu_cost": f64::from(good) / (cpus * 1e9 / alone_ns / TICKS_PER_SECOND),
             "swarm_cores": swarm_cores,
             "cpu_limit_left_clients": limit_left,
             "share_of_limit_left": f64::from(good) / limit_left,
@@ -66,24 +87,34 @@ pub fn run(ws: &Workspace, hold: Duration) -> Result<()> {
         }));
     }
     let result = json!({
-        "native_client_tick_us": native_ns / 1e3,
+        "native_client_tick_alone_us": alone_ns / 1e3,
         "cpus": cpus,
-        "cpu_limit_clients": limit,
         "runs": rows,
     });
     println!();
+    print_table(&result, cpus, alone_ns);
+    let path = bench_dir.join("sockets.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&result)?)?;
+    println!("\n(written to {})", path.display());
+    Ok(())
+}
+
+/// The table of the run, and what the goal allows per client-tick.
+fn print_table(result: &Value, cpus: f64, alone_ns: f64) {
     println!(
-        "| host | native client-tick | CPU limit ({cpus} CPUs, 100 ticks/s) | largest held at >= 95 ticks/s | share of limit | goal >= 75% | swarm CPU | limit on what the swarm leaves | share of that | host CPU per client-tick | of it in guest calls |"
+        "| host | native client-tick, all CPUs working | CPU limit ({cpus} CPUs, 100 ticks/s) | largest held at >= 95 ticks/s | share of limit | goal >= 75% | swarm CPU | limit on what the swarm leaves | share of that | host CPU per client-tick | of it in guest calls |"
     );
     println!("| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |");
-    for row in result["runs"].as_array().expect("an array") {
+    let runs = result["runs"].as_array().map_or(&[][..], Vec::as_slice);
+    for row in runs {
         let share = row["share_of_limit"].as_f64().unwrap_or(0.0);
         let host_us = row["host_cpu_per_tick_us"].as_f64().unwrap_or(0.0);
         let in_calls_us = row["in_guest_calls_per_tick_us"].as_f64().unwrap_or(0.0);
         println!(
-            "| {} | {:.1} µs | {limit:.0} clients | {} clients | {}% | {} | {:.2} cores | {:.0} clients | {}% | {host_us:.1} µs | {in_calls_us:.1} µs ({:.0}%) |",
+            "| {} | {:.1} µs | {:.0} clients | {} clients | {}% | {} | {:.2} cores | {:.0} clients | {}% | {host_us:.1} µs | {in_calls_us:.1} µs ({:.0}%) |",
             row["config"].as_str().unwrap_or("?"),
-            native_ns / 1e3,
+            row["native_client_tick_us"].as_f64().unwrap_or(0.0),
+            row["cpu_limit_clients"].as_f64().unwrap_or(0.0),
             row["largest_clients_at_95"],
             against_goal(share * 100.0, GOAL * 100.0, 0),
             if share >= GOAL { "met" } else { "NOT met" },
@@ -93,16 +124,30 @@ pub fn run(ws: &Workspace, hold: Duration) -> Result<()> {
             if host_us > 0.0 { in_calls_us / host_us * 100.0 } else { 0.0 },
         );
     }
-    println!(
-        "\n{:.0}% of the limit on what the swarm leaves allows the host at most {:.1} µs of CPU per client-tick \
-         (the native client-tick / {GOAL}); on the whole machine, less by the swarm's share.",
-        GOAL * 100.0,
-        native_ns / 1e3 / GOAL
-    );
-    let path = bench_dir.join("sockets.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&result)?)?;
-    println!("\n(written to {})", path.display());
-    Ok(())
+    println!();
+    for row in runs {
+        println!(
+            "{}: {:.0}% of the limit on what the swarm leaves allows the host at most {:.1} µs of CPU per client-tick \
+             (the native client-tick / {GOAL}); on the whole machine, less by the swarm's share. Against the cost of a \
+             client-tick on one CPU working alone ({:.1} µs), the share of the limit is {}%.",
+            row["config"].as_str().unwrap_or("?"),
+            GOAL * 100.0,
+            row["native_client_tick_us"].as_f64().unwrap_or(0.0) / GOAL,
+            alone_ns / 1e3,
+            against_goal(row["share_of_limit_one_cpu_cost"].as_f64().unwrap_or(0.0) * 100.0, GOAL * 100.0, 0),
+        );
+    }
+}
+
+/// The native cost of one client-tick in nanoseconds of one CPU, with
+/// `threads` copies of the work running at once (`tracker-work-cost`).
+fn native_ns(release: &Path, threads: usize) -> Result<f64> {
+    let out = Command::new(release.join("tracker-work-cost"))
+        .args(["--threads", &threads.to_string()])
+        .stderr(Stdio::null())
+        .output()
+        .context("running tracker-work-cost")?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().context("tracker-work-cost printed no number")
 }
 
 /// What the search for one host found.
