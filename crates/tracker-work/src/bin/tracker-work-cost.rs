@@ -46,6 +46,7 @@ fn main() {
     eprintln!("({ticks} client-ticks on {threads} thread(s); checksum {checksum:.3})");
 }
 
+/// Says what is wrong with the arguments, and how to give them, and exits with status 2.
 fn usage(problem: &str) -> ! {
     eprintln!("tracker-work-cost: {problem}\nusage: tracker-work-cost [--threads N] [ITERATIONS]");
     std::process::exit(2);
