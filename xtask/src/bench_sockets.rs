@@ -61,8 +61,8 @@ pub fn run(ws: &Workspace, hold: Duration) -> Result<()> {
         let Largest { good, bad, swarm_cores, cost } = largest(&scalelab, &guests_dir, &bench_dir, extra, hold)?;
         let after = native_ns(&release, threads)?;
         let native = (before + after) / 2.0;
-        let limit = cpus * 1e9 / native / TICKS_PER_SECOND;
-        let limit_left = (cpus - swarm_cores).max(0.0) * 1e9 / native / TICKS_PER_SECOND;
+        let limit = clients_at_limit(cpus, native);
+        let limit_left = clients_at_limit((cpus - swarm_cores).max(0.0), native);
         println!(
             "  native cost of one client-tick, all {threads} CPUs working: {:.1} µs before the search, {:.1} µs after; \
              CPU limit {limit:.0} clients at {TICKS_PER_SECOND} ticks/s",
@@ -78,7 +78,7 @@ pub fn run(ws: &Workspace, hold: Duration) -> Result<()> {
             "largest_clients_at_95": good,
             "first_failing": bad,
             "share_of_limit": f64::from(good) / limit,
-            "share_of_limit_one_cpu_cost": f64::from(good) / (cpus * 1e9 / alone_ns / TICKS_PER_SECOND),
+            "share_of_limit_one_cpu_cost": f64::from(good) / clients_at_limit(cpus, alone_ns),
             "swarm_cores": swarm_cores,
             "cpu_limit_left_clients": limit_left,
             "share_of_limit_left": f64::from(good) / limit_left,
@@ -137,6 +137,12 @@ fn print_table(result: &Value, cpus: f64, alone_ns: f64) {
             against_goal(row["share_of_limit_one_cpu_cost"].as_f64().unwrap_or(0.0) * 100.0, GOAL * 100.0, 0),
         );
     }
+}
+
+/// The clients `cores` of CPU would hold at the tick rate if they did
+/// nothing but the work, a client-tick costing `native_ns` of one CPU.
+fn clients_at_limit(cores: f64, native_ns: f64) -> f64 {
+    cores * 1e9 / native_ns / TICKS_PER_SECOND
 }
 
 /// The native cost of one client-tick in nanoseconds of one CPU, with
@@ -314,6 +320,14 @@ mod tests {
         assert!(good > 525, "{good}");
         assert!(search(|_| Ok(true)).is_err(), "a limit beyond the range is an error, not a number");
         assert_eq!(search(|_| Ok(false)).unwrap(), (0, 1), "not even one client held");
+    }
+
+    #[test]
+    fn the_limit_is_the_cores_time_over_a_client_ticks_cost_at_the_tick_rate() {
+        // The 2026-12-07 16:30 run: 2 CPUs, 26.2 µs a client-tick, 100 ticks/s.
+        assert_eq!(clients_at_limit(2.0, 26_200.0).round(), 763.0);
+        assert_eq!(clients_at_limit(1.0, 10_000.0), 1000.0);
+        assert_eq!(clients_at_limit(0.0, 10_000.0), 0.0);
     }
 
     #[test]
