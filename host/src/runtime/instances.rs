@@ -22,6 +22,7 @@ use crate::metrics::GuestMetrics;
 use crate::runtime::bindings::{SessionGuest, SessionGuestIndices};
 use crate::runtime::call::{Failure, Limits, arm, classify, within};
 use crate::runtime::guest::Guest;
+use crate::runtime::idle::IdleLists;
 use crate::runtime::services::Services;
 use crate::runtime::state::{Grants, GuestState, new_store};
 use std::pin::Pin;
@@ -78,7 +79,7 @@ pub struct Instances {
     max_uses: u32,
     /// What every instance may reach beyond the call (environment, mounts, database).
     grants: Arc<Grants>,
-    idle: Mutex<Vec<Warm>>,
+    idle: IdleLists<Warm>,
     /// WASI contexts (with when they were built) of instances dropped after
     /// serving their share of requests, for the next new instances
     /// (`GuestState::around`), so that a fresh instance (`--instance-reuse
@@ -102,7 +103,7 @@ impl Instances {
             max_memory: limits.max_memory,
             max_uses: limits.instance_reuse.max(1),
             grants,
-            idle: Mutex::new(Vec::new()),
+            idle: IdleLists::per_cpu(MAX_IDLE),
             spare_wasi: Mutex::new(Vec::new()),
             retired: AtomicBool::new(false),
             metrics,
@@ -112,7 +113,7 @@ impl Instances {
     /// Drops the idle instances and keeps no more (the guest was swapped out).
     pub fn retire(&self) {
         self.retired.store(true, Ordering::Relaxed);
-        self.idle.lock().unwrap().clear();
+        self.idle.clear();
         self.spare_wasi.lock().unwrap().clear();
     }
 
@@ -165,7 +166,7 @@ impl Instances {
     /// An idle instance, counted as reused. Not `async`: the common case
     /// then adds no future of its own to every call's.
     fn reuse(&self) -> Option<Warm> {
-        let mut warm = self.idle.lock().unwrap().pop()?;
+        let mut warm = self.idle.take()?;
         warm.uses += 1;
         self.metrics.reused();
         Some(warm)
@@ -232,9 +233,6 @@ impl Instances {
             }
             return;
         }
-        let mut idle = self.idle.lock().unwrap();
-        if idle.len() < MAX_IDLE {
-            idle.push(warm);
-        }
+        self.idle.give(warm);
     }
 }

@@ -20,6 +20,7 @@ pub mod compile_child;
 pub mod declared_metrics;
 pub mod engine;
 pub mod guest;
+pub mod idle;
 pub mod instances;
 pub mod live;
 pub mod request_head;
