@@ -74,6 +74,32 @@ async fn a_whole_response_the_host_cannot_send_ends_the_call_with_the_reason() {
     assert_eq!(reqwest::get(host.url("/whole?x-a=1")).await.unwrap().status(), 201);
 }
 
+/// A guest's wasi:http fields follow wasi:http's syntax and the host's
+/// header rule (`state::is_forbidden`, which the host's wasi:http hooks
+/// answer directly: wasmtime's forbidden headers less `Proxy-Authenticate`),
+/// checked in order, and the fields a list makes take more.
+#[tokio::test(flavor = "multi_thread")]
+async fn fields_made_from_a_list_hold_it_in_order_or_give_wasi_https_error() {
+    let host = Host::start("fixture-http", &[]);
+    for (query, expected) in [
+        (
+            "Content-Type=text/plain&x-a=1&X-A=2&content-length=007",
+            "content-type: text/plain\nx-a: 1\nx-a: 2\ncontent-length: 7\nx-added: 1\n",
+        ),
+        ("", "x-added: 1\n"),
+        ("proxy-authenticate=Basic", "proxy-authenticate: Basic\nx-added: 1\n"),
+        ("bad@name=x", "from-list: HeaderError::InvalidSyntax\n"),
+        ("content-length=+5", "from-list: HeaderError::InvalidSyntax\n"),
+        ("content-length=5&Content-Length=5", "from-list: HeaderError::InvalidSyntax\n"),
+        ("x-ok=1&connection=close&bad@name=x", "from-list: HeaderError::Forbidden\n"),
+        ("host=example.com", "from-list: HeaderError::Forbidden\n"),
+    ] {
+        let response = reqwest::get(host.url(&format!("/fields?{query}"))).await.unwrap();
+        assert_eq!(response.status(), 200, "{query}");
+        assert_eq!(response.text().await.unwrap(), expected, "{query}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_requests_head_and_body_read_in_one_call_each_are_what_wasi_http_gives() {
     let host = Host::start("fixture-http", &[]);

@@ -14,6 +14,10 @@
 //!   `wit/response.wit`, with each pair as a header (repeatable; no
 //!   percent-decoding) and the body `whole`: how the host checks what it is
 //!   given;
+//! - `GET /fields?{name}={value}&...`: the pairs (no percent-decoding) made
+//!   into fields with `fields.from-list`, then `x-added: 1` appended to them,
+//!   read back with `entries`: a `{name}: {value}` line each, or the error
+//!   code either call gave (`from-list: ...`, `append: ...`), as text;
 //! - anything else: 404 with a JSON error whose message needs escaping.
 
 mod bindings {
@@ -23,7 +27,7 @@ mod bindings {
 
 use bindings::exports::wasi::http::incoming_handler::Guest;
 use guest_http::Response;
-use guest_http::wasi::http::types::{IncomingRequest, ResponseOutparam};
+use guest_http::wasi::http::types::{Fields, IncomingRequest, ResponseOutparam};
 
 /// The largest body `/bytes/{n}` makes.
 const MAX_BYTES: usize = 16 << 20;
@@ -68,6 +72,9 @@ impl Guest for Fixture {
                 .collect();
             return bindings::scalelab::guests::response::send(response_out, 201, &headers, b"whole");
         }
+        if let Some(query) = path.strip_prefix("/fields?") {
+            return Response::text(200, fields(query)).send(response_out);
+        }
         let response = match path.strip_prefix("/bytes/").map(str::parse::<usize>) {
             Some(Ok(n)) if n <= MAX_BYTES => {
                 let body: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
@@ -78,6 +85,24 @@ impl Guest for Fixture {
         };
         response.send(response_out);
     }
+}
+
+/// `/fields`: what `fields.from-list` makes of the query's pairs, and
+/// whether the fields it made take one more.
+fn fields(query: &str) -> String {
+    let entries: Vec<(String, Vec<u8>)> = query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(name, value)| (name.to_string(), value.as_bytes().to_vec()))
+        .collect();
+    let fields = match Fields::from_list(&entries) {
+        Ok(fields) => fields,
+        Err(e) => return format!("from-list: {e:?}\n"),
+    };
+    if let Err(e) = fields.append("x-added", b"1") {
+        return format!("append: {e:?}\n");
+    }
+    fields.entries().iter().map(|(name, value)| format!("{name}: {}\n", String::from_utf8_lossy(value))).collect()
 }
 
 bindings::export!(Fixture with_types_in bindings);

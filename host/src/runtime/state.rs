@@ -173,6 +173,13 @@ pub fn is_forbidden(name: &http::HeaderName) -> bool {
 }
 
 impl WasiHttpHooks for DenyOutgoing {
+    /// The rule itself, not through `forbidden_header_filter`: that hands
+    /// out a clone of one `Arc` per header checked, two atomic operations
+    /// on a count every core shares.
+    fn is_forbidden_header(&mut self, name: &http::HeaderName) -> bool {
+        is_forbidden(name)
+    }
+
     fn forbidden_header_filter(&mut self) -> wasmtime_wasi_http::ForbiddenHeaderFilter {
         FORBIDDEN_HEADERS.clone()
     }
