@@ -41,9 +41,10 @@ impl<T> IdleLists<T> {
         IdleLists { lists: (0..lists).map(|_| CachePadded::new(Mutex::new(Vec::new()))).collect(), per_list: max.div_ceil(lists) }
     }
 
-    /// One list per CPU this process may use: about one thread per CPU runs calls.
+    /// One list per CPU this process may use (the default worker count):
+    /// about one thread per CPU runs calls.
     pub fn per_cpu(max: usize) -> IdleLists<T> {
-        IdleLists::new(std::thread::available_parallelism().map_or(1, |n| n.get()), max)
+        IdleLists::new(crate::workers::count(None), max)
     }
 
     fn home(&self) -> usize {
