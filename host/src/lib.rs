@@ -10,7 +10,7 @@
 //!   share nothing with the runtime.
 //! - [`protocol`]: wire formats both sides speak.
 //! - The rest is process plumbing: command line, logs, metrics, signals,
-//!   worker count, file-descriptor limit, the binary's allocator.
+//!   worker count, per-thread slots, file-descriptor limit, the binary's allocator.
 
 pub mod allocator;
 pub mod backtrace;
@@ -25,4 +25,5 @@ pub mod protocol;
 pub mod runtime;
 pub mod serve;
 pub mod shutdown;
+pub mod thread_slot;
 pub mod workers;

@@ -3,9 +3,10 @@
 //! to be served, so that the request path does not hash label values it
 //! already knows.
 
+use super::per_thread::{Counter, Histogram, PerThreadVec};
 use super::{FailureReason, Metrics, SessionCallKind};
-use prometheus::{Histogram, IntCounter, IntCounterVec};
-use std::sync::OnceLock;
+use prometheus::IntCounter;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// Metric handles of one guest, resolved once.
@@ -13,18 +14,18 @@ use std::time::Duration;
 pub struct GuestMetrics {
     /// The guest label value, for the `code`-labelled counter.
     name: String,
-    requests: IntCounterVec,
+    requests: PerThreadVec<Counter>,
     /// The `code="200"` series of `requests`, resolved on the first 200:
     /// most answers are 200s, and this spares each a label lookup.
-    ok: OnceLock<IntCounter>,
-    request_duration: Histogram,
+    ok: OnceLock<Arc<Counter>>,
+    request_duration: Arc<Histogram>,
     instantiations: IntCounter,
-    reuses: IntCounter,
-    instantiate_duration: Histogram,
+    reuses: Arc<Counter>,
+    instantiate_duration: prometheus::Histogram,
     /// Indexed by [`FailureReason`], in the order of [`FailureReason::ALL`].
     failures: [IntCounter; 4],
     /// Call durations, indexed by [`SessionCallKind`].
-    session_calls: [Histogram; 5],
+    session_calls: [Arc<Histogram>; 5],
 }
 
 impl GuestMetrics {

@@ -2,8 +2,10 @@
 //! flight, and the requests the host refused before they reached a guest,
 //! each refusal a [`RejectReason`] label.
 
+use super::per_thread::{Counter, Gauge, Histogram, PerThreadVec};
 use super::{Result, listed, register};
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{IntCounterVec, Opts, Registry};
+use std::sync::Arc;
 
 /// Latency buckets from 0.5 ms to 10 s: wide enough for `GET /prime/1` and for
 /// requests that run into a multi-second deadline.
@@ -45,27 +47,34 @@ impl RejectReason {
 
 pub struct HttpMetrics {
     /// By guest and status code; a guest's handles are resolved in `GuestMetrics`.
-    pub(super) requests: IntCounterVec,
+    pub(super) requests: PerThreadVec<Counter>,
     /// Arrival to response head, by guest.
-    pub(super) request_duration: HistogramVec,
+    pub(super) request_duration: PerThreadVec<Histogram>,
     /// Requests admitted and not yet finished (guest instance still alive).
-    pub in_flight: IntGauge,
+    pub in_flight: Arc<Gauge>,
     rejections: IntCounterVec,
 }
 
 impl HttpMetrics {
     pub(super) fn new(registry: &Registry) -> Result<HttpMetrics> {
-        let requests = IntCounterVec::new(
-            Opts::new("scalelab_http_requests_total", "HTTP requests answered, by guest and status code"),
+        let requests = PerThreadVec::counters(
+            "scalelab_http_requests_total",
+            "HTTP requests answered, by guest and status code",
             &["guest", "code"],
         )?;
-        let request_duration = HistogramVec::new(
-            HistogramOpts::new("scalelab_http_request_duration_seconds", "Time from request arrival to response head, by guest")
-                .buckets(LATENCY_BUCKETS.to_vec()),
+        let request_duration = PerThreadVec::histograms(
+            "scalelab_http_request_duration_seconds",
+            "Time from request arrival to response head, by guest",
             &["guest"],
+            LATENCY_BUCKETS,
         )?;
-        let in_flight =
-            IntGauge::new("scalelab_http_requests_in_flight", "Requests admitted whose guest instance is still running")?;
+        let in_flight_family = PerThreadVec::gauges(
+            "scalelab_http_requests_in_flight",
+            "Requests admitted whose guest instance is still running",
+            &[],
+        )?;
+        register(registry, &in_flight_family)?;
+        let in_flight = in_flight_family.with_label_values(&[]);
         let rejections = IntCounterVec::new(
             Opts::new(
                 "scalelab_http_rejections_total",
@@ -83,7 +92,6 @@ impl HttpMetrics {
         let metrics = HttpMetrics { requests, request_duration, in_flight, rejections };
         register(registry, &metrics.requests)?;
         register(registry, &metrics.request_duration)?;
-        register(registry, &metrics.in_flight)?;
         register(registry, &metrics.rejections)?;
         Ok(metrics)
     }

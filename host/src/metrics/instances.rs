@@ -2,6 +2,7 @@
 //! reused, the time to create one, failures by [`FailureReason`], and which
 //! guest is being served (`scalelab_guest_info`, moved by swaps).
 
+use super::per_thread::{Counter, PerThreadVec};
 use super::{Result, listed, register};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
@@ -34,7 +35,7 @@ impl FailureReason {
 
 pub struct InstanceMetrics {
     pub(super) instantiations: IntCounterVec,
-    pub(super) reuses: IntCounterVec,
+    pub(super) reuses: PerThreadVec<Counter>,
     pub(super) instantiate_duration: HistogramVec,
     /// By guest and [`FailureReason`].
     pub(super) failures: IntCounterVec,
@@ -49,11 +50,9 @@ impl InstanceMetrics {
                 Opts::new("scalelab_guest_instantiations_total", "Guest instances created, by guest"),
                 &["guest"],
             )?,
-            reuses: IntCounterVec::new(
-                Opts::new(
-                    "scalelab_guest_instance_reuses_total",
-                    "Requests served by a warm instance that had served an earlier request, by guest",
-                ),
+            reuses: PerThreadVec::counters(
+                "scalelab_guest_instance_reuses_total",
+                "Requests served by a warm instance that had served an earlier request, by guest",
                 &["guest"],
             )?,
             instantiate_duration: HistogramVec::new(

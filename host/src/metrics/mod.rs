@@ -2,8 +2,11 @@
 //! grouped by concern: the HTTP path (`http.rs`), guest instances and their
 //! failures (`instances.rs`), sessions (`sessions.rs`), swaps (`swaps.rs`),
 //! the process and its limits (`process.rs`); a guest's handles on all of
-//! them are resolved once ([`GuestMetrics`], `guest.rs`). The SQL service
-//! keeps its own (`runtime/sql/metrics.rs`), on the same registry.
+//! them are resolved once ([`GuestMetrics`], `guest.rs`). The series every
+//! request or session call writes are kept in one part per thread, each
+//! written by its thread alone without locked instructions, and summed at a
+//! scrape (`per_thread.rs`). The SQL service keeps its own
+//! (`runtime/sql/metrics.rs`), on the same registry.
 //!
 //! Names follow Prometheus conventions (base units, `_total` counters). The
 //! values of a label with a fixed set are listed once (the reasons are enums:
@@ -15,6 +18,7 @@
 mod guest;
 mod http;
 mod instances;
+pub mod per_thread;
 mod process;
 mod sessions;
 mod swaps;

@@ -3,8 +3,10 @@
 //! time of each kind of call into a session guest ([`SessionCallKind`]).
 
 use super::http::LATENCY_BUCKETS;
+use super::per_thread::{Counter, Histogram, PerThreadVec};
 use super::{Result, listed, register};
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use std::sync::Arc;
 
 /// The transports a session runs on: the `transport` label.
 const TRANSPORTS: [&str; 2] = ["tcp", "socket.io"];
@@ -101,9 +103,9 @@ pub struct SessionMetrics {
     opened: IntCounterVec,
     closed: IntCounterVec,
     refused: IntCounterVec,
-    messages: IntCounterVec,
+    messages: PerThreadVec<Counter>,
     /// By guest and [`SessionCallKind`]; a guest's handles are resolved in `GuestMetrics`.
-    call_duration: HistogramVec,
+    call_duration: PerThreadVec<Histogram>,
 }
 
 impl SessionMetrics {
@@ -135,23 +137,19 @@ impl SessionMetrics {
                 ),
                 &["reason"],
             )?,
-            messages: IntCounterVec::new(
-                Opts::new(
-                    "scalelab_session_messages_total",
-                    "Session messages, by direction: received (one read or WebSocket message) and sent",
-                ),
+            messages: PerThreadVec::counters(
+                "scalelab_session_messages_total",
+                "Session messages, by direction: received (one read or WebSocket message) and sent",
                 &["direction"],
             )?,
-            call_duration: HistogramVec::new(
-                HistogramOpts::new(
-                    "scalelab_session_call_duration_seconds",
-                    format!(
-                        "Time of one call into a session guest, by guest and call ({})",
-                        listed(SessionCallKind::ALL.map(SessionCallKind::as_str))
-                    ),
-                )
-                .buckets(LATENCY_BUCKETS.to_vec()),
+            call_duration: PerThreadVec::histograms(
+                "scalelab_session_call_duration_seconds",
+                format!(
+                    "Time of one call into a session guest, by guest and call ({})",
+                    listed(SessionCallKind::ALL.map(SessionCallKind::as_str))
+                ),
                 &["guest", "call"],
+                LATENCY_BUCKETS,
             )?,
         };
         metrics.show_label_sets();
@@ -196,12 +194,12 @@ impl SessionMetrics {
     }
 
     /// Counters of messages received and sent, resolved once.
-    pub fn message_counters(&self) -> (IntCounter, IntCounter) {
+    pub fn message_counters(&self) -> (Arc<Counter>, Arc<Counter>) {
         (self.messages.with_label_values(&["received"]), self.messages.with_label_values(&["sent"]))
     }
 
     /// The call-duration handles of one guest, indexed by [`SessionCallKind`].
-    pub(super) fn calls_of(&self, guest: &str) -> [Histogram; 5] {
+    pub(super) fn calls_of(&self, guest: &str) -> [Arc<Histogram>; 5] {
         SessionCallKind::ALL.map(|call| self.call_duration.with_label_values(&[guest, call.as_str()]))
     }
 }

@@ -3,10 +3,12 @@
 //! The HTTP handler, the session host and the swapper all hold one
 //! `Arc<LiveGuest>`; none of them holds another.
 
+use crate::metrics::per_thread::Gauge;
 use crate::runtime::active::Active;
+use crate::runtime::call_slots::{CallSlot, CallSlots, RequestSlot};
 use arc_swap::ArcSwap;
 use std::sync::Arc;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::watch;
 
 pub struct LiveGuest {
     /// The guest being served. A call loads it once and keeps its `Arc`, so
@@ -14,17 +16,19 @@ pub struct LiveGuest {
     active: ArcSwap<Active>,
     /// Counts swaps; sessions watch it to start draining off an old guest.
     swaps: watch::Sender<u64>,
-    /// One permit per guest call in flight (`--max-in-flight`): the pool has
-    /// one instance slot per permit, so calls never wait for a slot inside wasmtime.
-    slots: Arc<Semaphore>,
+    /// One slot per guest call in flight (`--max-in-flight`): the pool has
+    /// one instance slot per call slot, so calls never wait for one inside wasmtime.
+    slots: Arc<CallSlots>,
 }
 
 impl LiveGuest {
-    pub fn new(active: Active, max_in_flight: u32) -> LiveGuest {
+    /// Serves `active` with `max_in_flight` call slots; HTTP requests holding
+    /// one are counted in `requests_in_flight`.
+    pub fn new(active: Active, max_in_flight: u32, requests_in_flight: Arc<Gauge>) -> LiveGuest {
         LiveGuest {
             active: ArcSwap::from_pointee(active),
             swaps: watch::Sender::new(0),
-            slots: Arc::new(Semaphore::new(max_in_flight as usize)),
+            slots: Arc::new(CallSlots::new(max_in_flight as usize, requests_in_flight)),
         }
     }
 
@@ -45,13 +49,13 @@ impl LiveGuest {
     }
 
     /// A call slot now, or `None` at the limit (HTTP refuses with 503).
-    pub fn try_slot(&self) -> Option<OwnedSemaphorePermit> {
-        self.slots.clone().try_acquire_owned().ok()
+    pub fn try_slot(&self) -> Option<RequestSlot> {
+        self.slots.try_request()
     }
 
     /// A call slot, waiting for one (a session's call, a tick: these queue
     /// rather than fail).
-    pub async fn slot(&self) -> OwnedSemaphorePermit {
-        self.slots.clone().acquire_owned().await.expect("the semaphore is never closed")
+    pub async fn slot(&self) -> CallSlot<'_> {
+        self.slots.call().await
     }
 }

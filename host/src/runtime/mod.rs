@@ -16,6 +16,7 @@ pub mod active;
 pub mod bindings;
 pub mod cache;
 pub mod call;
+pub mod call_slots;
 pub mod compile_child;
 pub mod declared_metrics;
 pub mod engine;

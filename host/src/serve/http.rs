@@ -16,8 +16,10 @@
 use crate::metrics::{FailureReason, Metrics, RejectReason};
 use crate::runtime::active::Active;
 use crate::runtime::call::Failure;
+use crate::runtime::call_slots::RequestSlot;
 use crate::runtime::instances::Warm;
 use crate::runtime::live::LiveGuest;
+use crate::serve::request_id;
 use crate::serve::respond::{Body, json_error};
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -28,11 +30,10 @@ use hyper::{Request, Response, StatusCode};
 use std::net::IpAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Poll;
 use std::time::Instant;
+use tokio::sync::oneshot;
 use tokio::sync::oneshot::error::TryRecvError;
-use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 
 pub struct Handler {
@@ -41,8 +42,6 @@ pub struct Handler {
     metrics: Arc<Metrics>,
     /// Largest request body, in bytes (host-wide, not per guest).
     max_body: u64,
-    /// Source of request ids (returned as `x-request-id`, logged on failures).
-    next_id: AtomicU64,
 }
 
 /// The header carrying the request id back to the client (a name made
@@ -61,7 +60,7 @@ enum Outcome {
 
 impl Handler {
     pub fn new(live: Arc<LiveGuest>, metrics: Arc<Metrics>, max_body: u64) -> Handler {
-        Handler { live, metrics, max_body, next_id: AtomicU64::new(1) }
+        Handler { live, metrics, max_body }
     }
 
     /// The host's metrics, for refusals made before a request exists.
@@ -82,7 +81,7 @@ impl Handler {
             let arrived = Instant::now();
             // The whole request runs on the guest current at its arrival.
             let active = self.live.active();
-            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            let id = request_id::next();
             // Copy what the log line needs only when it will be written.
             let logged = tracing::enabled!(tracing::Level::DEBUG).then(|| (request.method().clone(), request.uri().clone()));
             let mut response = self.respond(id, request, client, active.clone()).await;
@@ -121,7 +120,8 @@ impl Handler {
                     &format!("the guest {} handles sessions only (it exports no wasi:http/incoming-handler)", active.guest.name),
                 );
             }
-            let Some(permit) = self.live.try_slot() else {
+            // Counted in the in-flight gauge until dropped.
+            let Some(in_flight) = self.live.try_slot() else {
                 self.metrics.http.reject(RejectReason::InFlightLimit);
                 return json_error(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -129,7 +129,6 @@ impl Handler {
                     "the host is serving its maximum of requests in flight (--max-in-flight); retry later",
                 );
             };
-            let in_flight = InFlight::admit(permit, &self.metrics);
 
             // Most requests (GETs) have no body: nothing to wait for. A body is
             // read in a future of its own, boxed: held inline, its kilobyte would
@@ -214,7 +213,7 @@ fn run_call(
     active: Arc<Active>,
     request: Request<Bytes>,
     client: IpAddr,
-    in_flight: InFlight,
+    in_flight: RequestSlot,
 ) -> impl Future<Output = Response<Body>> {
     async move {
         let (sender, receiver) = oneshot::channel();
@@ -342,30 +341,11 @@ async fn call_guest(
     result
 }
 
-/// An admitted request: counted in the in-flight gauge until dropped.
-struct InFlight {
-    _permit: OwnedSemaphorePermit,
-    gauge: prometheus::IntGauge,
-}
-
-impl InFlight {
-    fn admit(permit: OwnedSemaphorePermit, metrics: &Metrics) -> InFlight {
-        metrics.http.in_flight.inc();
-        InFlight { _permit: permit, gauge: metrics.http.in_flight.clone() }
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.gauge.dec();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use futures_util::task::{ArcWake, waker};
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::task::Context;
 
     /// A waker that counts its wakes.

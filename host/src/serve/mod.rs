@@ -20,6 +20,7 @@ pub mod config;
 pub mod connection;
 pub mod database_check;
 pub mod http;
+mod request_id;
 pub mod respond;
 pub mod session;
 mod session_signals;
@@ -168,7 +169,7 @@ impl Serving {
         };
         let active = Active::new(parts, metrics, services);
         let (guest, sha256) = (active.guest.name.clone(), active.guest.sha256.clone());
-        let live = Arc::new(LiveGuest::new(active, args.max_in_flight));
+        let live = Arc::new(LiveGuest::new(active, args.max_in_flight, metrics.http.in_flight.clone()));
         tokio::spawn(database_check::run(live.clone(), ready.clone()));
         let handler = Arc::new(Handler::new(live.clone(), metrics.clone(), args.max_body));
         let swapper = Arc::new(Swapper::new(SwapperParts {

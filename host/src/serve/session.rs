@@ -17,6 +17,7 @@
 //! waits for each one to have closed its socket and called `closed`
 //! ([`SessionHost::closed`]), not merely to have left the session table.
 
+use crate::metrics::per_thread::Counter;
 use crate::metrics::{CloseReason, Metrics, SessionCallKind, SessionRefusal};
 use crate::runtime::active::Active;
 use crate::runtime::bindings::{Effect, Peer};
@@ -28,7 +29,6 @@ use crate::runtime::session_table::{Mailbox, Outgoing, Overflow, SessionId};
 use crate::serve::session_signals::{self, Signals};
 use bytes::Bytes;
 use futures_util::FutureExt;
-use prometheus::IntCounter;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -144,8 +144,8 @@ pub struct SessionHost {
     limit: Arc<Semaphore>,
     /// Every session task, so that shutdown can wait for them to end.
     tasks: TaskTracker,
-    received: IntCounter,
-    sent: IntCounter,
+    received: Arc<Counter>,
+    sent: Arc<Counter>,
 }
 
 impl SessionHost {
