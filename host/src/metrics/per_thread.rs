@@ -74,6 +74,19 @@ impl<T> Parts<T> {
     }
 }
 
+impl Parts<AtomicU64> {
+    /// Adds `delta` (wrapping: a gauge adds minus one as `u64::MAX`) to this thread's part.
+    fn add(&self, delta: u64) {
+        let (word, owned) = self.mine();
+        update(word, owned, |value| value.wrapping_add(delta));
+    }
+
+    /// The parts' sum, wrapping as the adds do.
+    fn sum(&self) -> u64 {
+        self.all().fold(0, |sum, part| sum.wrapping_add(part.load(Ordering::Relaxed)))
+    }
+}
+
 /// A counter (`_total` series).
 pub struct Counter(Parts<AtomicU64>);
 
@@ -83,12 +96,11 @@ impl Counter {
     }
 
     pub fn inc(&self) {
-        let (word, owned) = self.0.mine();
-        update(word, owned, |count| count + 1);
+        self.0.add(1);
     }
 
     pub fn get(&self) -> u64 {
-        self.0.all().map(|part| part.load(Ordering::Relaxed)).sum()
+        self.0.sum()
     }
 }
 
@@ -113,17 +125,15 @@ impl Gauge {
     }
 
     pub fn inc(&self) {
-        let (word, owned) = self.0.mine();
-        update(word, owned, |value| value.wrapping_add(1));
+        self.0.add(1);
     }
 
     pub fn dec(&self) {
-        let (word, owned) = self.0.mine();
-        update(word, owned, |value| value.wrapping_sub(1));
+        self.0.add(1u64.wrapping_neg());
     }
 
     pub fn get(&self) -> i64 {
-        self.0.all().fold(0u64, |sum, part| sum.wrapping_add(part.load(Ordering::Relaxed))) as i64
+        self.0.sum() as i64
     }
 }
 
