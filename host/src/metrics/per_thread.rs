@@ -4,9 +4,10 @@
 //!
 //! Prometheus' own types keep one set of atomics per series, and each write
 //! is a locked instruction (a histogram's `observe` is four) on a line both
-//! cores write. Here a thread that holds a slot ([`thread_slot`]) is the only
-//! writer of its part, so it adds with a plain load and store; threads past
-//! the slots share one more part, written with atomic adds. A scrape reads
+//! cores write. Here a series has a part for each of the first few slots
+//! ([`thread_slot`]): the thread holding such a slot is the only writer of its
+//! part, so it adds with a plain load and store; other threads (a later slot,
+//! or none) share one more part, written with atomic adds. A scrape reads
 //! every part as it is: a count it sees is one the writer has made, and a
 //! histogram's `_count` is the sum of its buckets; its `_sum` may miss an
 //! observation still being written.
@@ -275,10 +276,13 @@ impl<T: Series> PerThreadVec<T> {
     pub fn with_label_values(&self, values: &[&str]) -> Arc<T> {
         let family = &self.0;
         assert_eq!(values.len(), family.desc.variable_labels.len(), "{}: one value per label", family.desc.fq_name);
-        let key: Vec<String> = values.iter().map(|value| value.to_string()).collect();
-        if let Some(series) = family.series.read().unwrap().get(&key) {
+        // Found without allocating a key: a family holds a few series (guests
+        // times codes), and a status other than 200 looks its series up per request.
+        let same = |key: &Vec<String>| key.iter().map(String::as_str).eq(values.iter().copied());
+        if let Some((_, series)) = family.series.read().unwrap().iter().find(|(key, _)| same(key)) {
             return series.clone();
         }
+        let key: Vec<String> = values.iter().map(|value| value.to_string()).collect();
         family.series.write().unwrap().entry(key).or_insert_with(|| Arc::new((family.make)())).clone()
     }
 }
